@@ -1,0 +1,107 @@
+#include "client/cli.hpp"
+
+#include <CLI/CLI.hpp>
+#include <signal.h>
+#include <unistd.h>
+
+#include <iostream>
+
+#include "client/commands.hpp"
+#include "client/errors.hpp"
+#include "common/log.hpp"
+
+namespace ferry::client {
+namespace {
+
+constexpr const char* exit_codes_text =
+    "Exit codes:\n"
+    "  0  success\n"
+    "  1  internal error\n"
+    "  2  usage error\n"
+    "  3  refused by the server (not found, not a regular file, outside the root, ...)\n"
+    "  4  network: no answer before the timeout, or the address does not resolve\n"
+    "  5  integrity: digest mismatch, or the file kept changing during the transfer\n"
+    "  6  local I/O: cannot write the output (disk full, permission, ...)\n";
+
+void add_common(CLI::App& cmd, command_options& o, bool path_required) {
+  cmd.add_option("ADDR", o.address, "Server address: HOST[:PORT] or [IPV6]:PORT (port 7070 by default)")
+      ->required();
+  auto* p = cmd.add_option("PATH", o.path, "Path under the served directory");
+  if (path_required) p->required();
+  cmd.add_option("--timeout", o.timeout_s, "Give up after this many seconds without an answer")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd.add_flag("--json", o.json, "Print JSON");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  log::set_program("ferry");
+  CLI::App app{"ferry: list and fetch files from a ferryd server over UDP"};
+  app.require_subcommand(1);
+  app.footer(exit_codes_text);
+
+  command_options ls_o, stat_o, get_o;
+  bool long_form = false;
+  get_options g;
+  std::string out_path;
+
+  auto* ls = app.add_subcommand("ls", "List a directory on the server");
+  add_common(*ls, ls_o, false);
+  ls->add_flag("-l,--long", long_form, "Long form: type, size, mtime, name");
+  ls->footer(
+      "Examples:\n"
+      "  ferry ls 127.0.0.1:7070\n"
+      "  ferry ls 127.0.0.1:7070 sub/dir -l\n"
+      "  ferry ls [::1]:7070 --json | jq '.[].name'\n");
+
+  auto* st = app.add_subcommand("stat", "Show a remote file's type, size, mtime and digest");
+  add_common(*st, stat_o, true);
+  st->footer(
+      "Examples:\n"
+      "  ferry stat 127.0.0.1:7070 sub/file.iso\n"
+      "  ferry stat 127.0.0.1:7070 sub/file.iso --json\n");
+
+  auto* get = app.add_subcommand("get", "Fetch a file block by block, resuming a partial one");
+  add_common(*get, get_o, true);
+  get->add_option("-o,--output", out_path, "Write here (a directory keeps the remote name)");
+  get->add_option("--block-size", g.block_size, "Bytes per block (default: largest unfragmented)")
+      ->check(CLI::Range(1u, protocol::max_block_size));
+  get->footer(
+      "Examples:\n"
+      "  ferry get 127.0.0.1:7070 sub/file.iso              writes ./file.iso\n"
+      "  ferry get 127.0.0.1:7070 sub/file.iso -o /tmp/x.iso\n"
+      "  ferry get 127.0.0.1:7070 -- -name-with-dash\n"
+      "An interrupted get leaves OUT.part and OUT.part.state; rerun the same command to resume.\n");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : static_cast<int>(exit_code::usage);
+  }
+  ::signal(SIGPIPE, SIG_IGN);
+  try {
+    if (*ls) {
+      run_ls(ls_o, long_form, std::cout);
+    } else if (*st) {
+      run_stat(stat_o, std::cout);
+    } else if (*get) {
+      if (!out_path.empty()) g.output = out_path;
+      g.progress = ::isatty(STDERR_FILENO) == 1 && !get_o.json;
+      run_get(get_o, g, std::cout);
+    }
+    std::cout.flush();
+    return 0;
+  } catch (const failure& f) {
+    std::cout.flush();
+    log::error("{}", f.what());
+    return static_cast<int>(f.code());
+  } catch (const std::exception& e) {
+    log::error("{}", e.what());
+    return static_cast<int>(exit_code::internal);
+  }
+}
+
+}  // namespace ferry::client

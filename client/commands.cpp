@@ -1,0 +1,214 @@
+#include "client/commands.hpp"
+
+#include <fmt/format.h>
+#include <fmt/ostream.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <ostream>
+
+#include "client/errors.hpp"
+#include "client/fetch.hpp"
+#include "client/progress.hpp"
+#include "common/digest.hpp"
+
+namespace ferry::client {
+
+using protocol::errc;
+using json = nlohmann::json;
+
+namespace {
+
+clock::duration timeout_of(const command_options& o) {
+  return std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(o.timeout_s));
+}
+
+// File names may hold any byte; invalid UTF-8 is replaced in JSON rather than failing, and the
+// exact bytes are given too as "name_hex" so a script loses nothing.
+void print_json(std::ostream& out, const json& j) {
+  out << j.dump(-1, ' ', false, json::error_handler_t::replace) << '\n';
+}
+
+bool valid_utf8(const std::string& s) {
+  try {
+    (void)json(s).dump();
+    return true;
+  } catch (const json::type_error&) {
+    return false;
+  }
+}
+
+std::string hex(const std::string& s) {
+  std::string h;
+  for (unsigned char c : s) h += fmt::format("{:02x}", c);
+  return h;
+}
+
+json entry_json(const protocol::list_entry& e) {
+  json j{{"name", e.name},
+         {"type", std::string{protocol::to_string(e.type)}},
+         {"size", e.size},
+         {"mtime", e.mtime_ns / 1'000'000'000},
+         {"mtime_ns", e.mtime_ns}};
+  if (!valid_utf8(e.name)) j["name_hex"] = hex(e.name);
+  return j;
+}
+
+char type_letter(protocol::entry_type t) {
+  switch (t) {
+    case protocol::entry_type::file: return '-';
+    case protocol::entry_type::dir: return 'd';
+    case protocol::entry_type::symlink: return 'l';
+    case protocol::entry_type::other: return '?';
+  }
+  return '?';
+}
+
+template <typename T>
+T expect_reply(protocol::reply r, const std::string& path) {
+  if (auto* e = std::get_if<protocol::error_reply>(&r))
+    throw failure{exit_code_for(e->code), fmt::format("{}: {}", path.empty() ? "/" : path, protocol::to_string(e->code))};
+  auto* v = std::get_if<T>(&r);
+  if (v == nullptr) throw failure{exit_code::internal, "the server sent an unexpected reply"};
+  return std::move(*v);
+}
+
+}  // namespace
+
+endpoint resolve_address(const std::string& text) {
+  std::string why;
+  auto hp = parse_host_port(text, why);
+  if (!hp) throw failure{exit_code::usage, fmt::format("bad address '{}': {}", text, why)};
+  auto ep = resolve(*hp, why);
+  if (!ep) throw failure{exit_code::network, why};
+  return *ep;
+}
+
+std::string format_mtime(std::int64_t mtime_ns) {
+  const std::time_t t = static_cast<std::time_t>(mtime_ns / 1'000'000'000);
+  std::tm tm{};
+  ::localtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M", &tm);
+  return buf;
+}
+
+void run_ls(const command_options& o, bool long_form, std::ostream& out) {
+  connection conn{resolve_address(o.address)};
+  const auto timeout = timeout_of(o);
+  std::string cursor;
+  json all = json::array();
+  auto emit = [&](const protocol::list_entry& e) {
+    if (o.json) {
+      all.push_back(entry_json(e));
+    } else if (long_form) {
+      fmt::print(out, "{} {:>12} {} {}\n", type_letter(e.type), e.size, format_mtime(e.mtime_ns), e.name);
+    } else {
+      out << e.name << '\n';
+    }
+  };
+  for (;;) {
+    auto reply = conn.call(protocol::list_request{o.path, cursor}, timeout);
+    if (auto* e = std::get_if<protocol::error_reply>(&reply); e && e->code == errc::not_directory) {
+      // Like ls(1), listing a file shows that file.
+      auto st = expect_reply<protocol::stat_reply>(conn.call(protocol::stat_request{o.path}, timeout), o.path);
+      const auto name = std::filesystem::path{o.path}.filename().string();
+      emit({name.empty() ? o.path : name, st.type, st.size, st.mtime_ns});
+      break;
+    }
+    auto page = expect_reply<protocol::list_reply>(std::move(reply), o.path);
+    for (const auto& e : page.entries) {
+      // Names must rise strictly, or a broken server could keep us paging forever.
+      if (!cursor.empty() && e.name <= cursor)
+        throw failure{exit_code::internal, "the server sent a listing out of order"};
+      emit(e);
+      cursor = e.name;
+    }
+    if (page.end) break;
+    if (page.entries.empty()) throw failure{exit_code::internal, "the server sent an empty listing page"};
+  }
+  if (o.json) print_json(out, all);
+}
+
+void run_stat(const command_options& o, std::ostream& out) {
+  connection conn{resolve_address(o.address)};
+  const auto st = stat_with_digest(conn, o.path, timeout_of(o));
+  const bool file = st.type == protocol::entry_type::file;
+  if (o.json) {
+    json j{{"path", o.path},
+           {"type", std::string{protocol::to_string(st.type)}},
+           {"size", st.size},
+           {"mtime", st.mtime_ns / 1'000'000'000},
+           {"mtime_ns", st.mtime_ns}};
+    if (file) j["digest"] = to_string(st.digest);
+    if (file) j["max_block"] = st.max_block;
+    print_json(out, j);
+    return;
+  }
+  fmt::print(out, "path:   {}\n", o.path.empty() ? "/" : o.path);
+  fmt::print(out, "type:   {}\n", protocol::to_string(st.type));
+  fmt::print(out, "size:   {} ({})\n", st.size, human_bytes(static_cast<double>(st.size)));
+  fmt::print(out, "mtime:  {}\n", format_mtime(st.mtime_ns));
+  if (file) fmt::print(out, "digest: {}\n", to_string(st.digest));
+}
+
+std::string output_path_for(const std::string& remote, const std::optional<std::string>& o) {
+  auto trimmed = remote;
+  while (!trimmed.empty() && trimmed.back() == '/') trimmed.pop_back();
+  const auto base = std::filesystem::path{trimmed}.filename().string();
+  if (o) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(*o, ec)) {
+      if (base.empty() || base == "." || base == "..")
+        throw failure{exit_code::usage, fmt::format("'{}' names no file", remote)};
+      return (std::filesystem::path{*o} / base).string();
+    }
+    return *o;
+  }
+  if (base.empty() || base == "." || base == "..")
+    throw failure{exit_code::usage, fmt::format("'{}' names no file; give -o OUT", remote)};
+  return base;
+}
+
+void run_get(const command_options& o, const get_options& g, std::ostream& out) {
+  const auto target = output_path_for(o.path, g.output);
+  connection conn{resolve_address(o.address)};
+  fetch_options fo;
+  fo.block_size = g.block_size;
+  fo.timeout = timeout_of(o);
+  std::unique_ptr<progress_bar> bar;
+  if (g.progress) {
+    fo.on_progress = [&](std::uint64_t done, std::uint64_t total) {
+      if (!bar) bar = std::make_unique<progress_bar>(std::filesystem::path{target}.filename().string(), done);
+      bar->update(done, total);
+    };
+  }
+  fetch_result r;
+  try {
+    r = fetcher{conn, o.path, target, fo}.run();
+  } catch (...) {
+    if (bar) bar->finish();
+    throw;
+  }
+  if (bar) bar->finish();
+  if (o.json) {
+    print_json(out, json{{"path", o.path},
+                         {"output", target},
+                         {"size", r.size},
+                         {"bytes_fetched", r.bytes_fetched},
+                         {"resumed_bytes", r.resumed_bytes},
+                         {"block_size", r.block_size},
+                         {"requests", r.requests},
+                         {"retransmits", r.retransmits},
+                         {"duplicates", r.duplicates},
+                         {"restarts", r.restarts},
+                         {"seconds", r.seconds},
+                         {"rate_bytes_per_s", r.seconds > 0 ? static_cast<double>(r.bytes_fetched) / r.seconds : 0.0},
+                         {"digest", to_string(r.digest)}});
+  }
+}
+
+}  // namespace ferry::client

@@ -1,0 +1,41 @@
+#pragma once
+
+#include <cstdint>
+#include <iosfwd>
+#include <optional>
+#include <string>
+
+#include "client/connection.hpp"
+
+namespace ferry::client {
+
+struct command_options {
+  std::string address;  // "HOST[:PORT]" or "[V6]:PORT"
+  std::string path;     // remote path, "" for the root
+  bool json = false;
+  double timeout_s = 10;
+};
+
+// Each command prints its result to `out` and returns normally, or throws failure.
+void run_ls(const command_options& o, bool long_form, std::ostream& out);
+void run_stat(const command_options& o, std::ostream& out);
+
+struct get_options {
+  std::optional<std::string> output;  // -o
+  std::uint32_t block_size = 0;
+  bool progress = false;  // draw a progress bar on stderr
+};
+void run_get(const command_options& o, const get_options& g, std::ostream& out);
+
+// The local name `get` writes to: -o if given (inside it, if it is a directory), otherwise
+// the last component of the remote path in the current directory. Throws failure(usage).
+[[nodiscard]] std::string output_path_for(const std::string& remote, const std::optional<std::string>& o);
+
+// Resolves the user's "HOST[:PORT]". Throws failure(usage) on bad syntax, failure(network) if
+// the name does not resolve.
+[[nodiscard]] endpoint resolve_address(const std::string& text);
+
+// "2026-11-22 07:57" in local time.
+[[nodiscard]] std::string format_mtime(std::int64_t mtime_ns);
+
+}  // namespace ferry::client

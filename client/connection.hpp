@@ -1,0 +1,89 @@
+#pragma once
+
+#include <uv.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "common/address.hpp"
+#include "common/codec.hpp"
+#include "common/uv_owned.hpp"
+
+namespace ferry::client {
+
+using clock = std::chrono::steady_clock;
+using millis = std::chrono::milliseconds;
+
+// Round-trip time estimate and retransmission timeout as in RFC 6298, with a lower bound
+// suited to loopback and LAN paths (every request is idempotent, so an early retry is cheap).
+class rtt_estimator {
+ public:
+  void sample(clock::duration rtt) noexcept;
+  void backoff() noexcept;  // a timeout: double the RTO, up to the maximum
+  [[nodiscard]] clock::duration rto() const noexcept;
+  [[nodiscard]] clock::duration srtt() const noexcept { return srtt_; }
+  [[nodiscard]] bool has_sample() const noexcept { return has_sample_; }
+  [[nodiscard]] clock::duration latest() const noexcept { return latest_; }
+
+  static constexpr clock::duration initial_rto = std::chrono::milliseconds{500};
+  static constexpr clock::duration min_rto = std::chrono::milliseconds{20};
+  static constexpr clock::duration max_rto = std::chrono::seconds{4};
+
+ private:
+  bool has_sample_ = false;
+  clock::duration srtt_{0}, rttvar_{0}, latest_{0};
+  int backoff_ = 0;
+};
+
+// One UDP socket connected to one server, on a loop this object owns. Replies are decoded
+// (with the same care as the server decodes requests) and handed to the current handler.
+class connection {
+ public:
+  // Resolves nothing: `server` is already an address. Throws failure on socket errors.
+  explicit connection(const endpoint& server);
+  ~connection();
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+
+  using reply_handler = std::function<void(const codec::decoded_reply&)>;
+
+  // Sends one request; returns its request id (fresh for every transmission).
+  std::uint64_t send(const protocol::request& req);
+  // Sends a pre-encoded datagram; used by the fetcher's hot path.
+  void send_raw(std::span<const std::byte> bytes) noexcept;
+  [[nodiscard]] std::uint64_t next_id() noexcept { return next_id_++; }
+
+  // A request-reply exchange: retransmits on timeout with backoff, waits out "busy", and gives
+  // up after `timeout` without any answer. Throws failure(network) then.
+  protocol::reply call(const protocol::request& req, clock::duration timeout);
+
+  void set_handler(reply_handler h) { handler_ = std::move(h); }
+  [[nodiscard]] uv_loop_t* loop() noexcept { return &loop_; }
+  [[nodiscard]] const endpoint& server() const noexcept { return server_; }
+  [[nodiscard]] rtt_estimator& rtt() noexcept { return rtt_; }
+  [[nodiscard]] std::uint64_t first_id() const noexcept { return first_id_; }
+  [[nodiscard]] std::uint64_t malformed() const noexcept { return malformed_; }
+  [[nodiscard]] int path_mtu() const noexcept;  // the kernel's view, 0 if unknown
+  [[nodiscard]] std::size_t receive_buffer() const noexcept;  // bytes the kernel grants
+
+ private:
+  static void on_alloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) noexcept;
+  static void on_recv(uv_udp_t* h, ssize_t nread, const uv_buf_t* buf, const sockaddr* from,
+                      unsigned flags) noexcept;
+
+  uv_loop_t loop_{};
+  endpoint server_;
+  std::unique_ptr<uv_owned<uv_udp_t>> udp_;
+  std::unique_ptr<std::byte[]> recv_buf_;
+  reply_handler handler_;
+  rtt_estimator rtt_;
+  std::uint64_t first_id_ = 0;
+  std::uint64_t next_id_ = 0;
+  std::uint64_t malformed_ = 0;
+};
+
+}  // namespace ferry::client

@@ -1,0 +1,34 @@
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+#include "common/protocol.hpp"
+
+namespace ferry::client {
+
+// Exit codes, one per class of failure. Documented in the README and ferry --help.
+enum class exit_code : int {
+  ok = 0,
+  internal = 1,
+  usage = 2,
+  refused = 3,    // the server refused: not found, not a regular file, outside the root ...
+  network = 4,    // no answer before the timeout, or the address does not resolve
+  integrity = 5,  // digest mismatch, or the file kept changing during the transfer
+  local_io = 6,   // cannot write the output: disk full, permission, ...
+};
+
+// A failure that ends a command. Thrown outside libuv callbacks only.
+class failure : public std::runtime_error {
+ public:
+  failure(exit_code code, const std::string& what) : std::runtime_error{what}, code_{code} {}
+  [[nodiscard]] exit_code code() const noexcept { return code_; }
+
+ private:
+  exit_code code_;
+};
+
+// The exit class for an error code a server sent.
+[[nodiscard]] exit_code exit_code_for(protocol::errc e) noexcept;
+
+}  // namespace ferry::client

@@ -1,0 +1,191 @@
+#include "client/part_file.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "client/errors.hpp"
+#include "common/digest.hpp"
+
+namespace ferry::client {
+namespace {
+
+constexpr char state_magic[8] = {'F', 'E', 'R', 'R', 'Y', 'S', 'T', '1'};
+constexpr std::size_t header_bytes = 64;
+
+[[noreturn]] void fail_io(const std::filesystem::path& p, const char* what, int e) {
+  throw failure{exit_code::local_io, fmt::format("cannot {} '{}': {}", what, p.string(), std::strerror(e))};
+}
+
+void put64(std::byte* p, std::uint64_t v) { std::memcpy(p, &v, 8); }
+std::uint64_t get64(const std::byte* p) {
+  std::uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+
+bool all_zero(std::span<const std::byte> data) {
+  // Holes in the sparse output already read as zeros, so zero blocks need no write.
+  constexpr std::size_t word = sizeof(std::uint64_t);
+  std::size_t i = 0;
+  for (; i + word <= data.size(); i += word) {
+    std::uint64_t v;
+    std::memcpy(&v, data.data() + i, word);
+    if (v != 0) return false;
+  }
+  for (; i < data.size(); ++i)
+    if (data[i] != std::byte{0}) return false;
+  return true;
+}
+
+}  // namespace
+
+part_file::part_file(const std::filesystem::path& out, const protocol::file_version& version,
+                     std::uint32_t block)
+    : out_{out}, data_path_{out.string() + ".part"}, state_path_{out.string() + ".part.state"} {
+  const int fd = ::open(data_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) fail_io(data_path_, "create", errno);
+  data_.reset(fd);
+  const int sfd = ::open(state_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (sfd < 0) fail_io(state_path_, "create", errno);
+  state_.reset(sfd);
+  if (load_state(version)) {
+    resumed_ = true;
+    return;
+  }
+  start_fresh(version, block);
+}
+
+bool part_file::load_state(const protocol::file_version& version) {
+  struct stat st {};
+  if (::fstat(state_.get(), &st) != 0 || st.st_size < static_cast<off_t>(header_bytes + 8)) return false;
+  struct stat data_st {};
+  if (::fstat(data_.get(), &data_st) != 0) return false;
+  std::vector<std::byte> image(static_cast<std::size_t>(st.st_size));
+  if (::pread(state_.get(), image.data(), image.size(), 0) != static_cast<ssize_t>(image.size()))
+    return false;
+  const auto body = image.size() - 8;
+  if (XXH3_64bits(image.data(), body) != get64(image.data() + body)) return false;  // torn or foreign
+  if (std::memcmp(image.data(), state_magic, 8) != 0) return false;
+  protocol::file_version v{get64(&image[8]), get64(&image[16]), get64(&image[24]),
+                           static_cast<std::int64_t>(get64(&image[32])),
+                           static_cast<std::int64_t>(get64(&image[40]))};
+  std::uint32_t block = 0;
+  std::memcpy(&block, &image[48], 4);
+  const auto blocks = get64(&image[56]);
+  if (v != version || block == 0) return false;
+  const auto expect_blocks = (version.size + block - 1) / block;
+  if (blocks != expect_blocks || body != header_bytes + (blocks + 7) / 8) return false;
+  if (static_cast<std::uint64_t>(data_st.st_size) != version.size) return false;
+  version_ = version;
+  block_ = block;
+  blocks_ = blocks;
+  image_ = std::move(image);
+  done_ = 0;
+  for (std::uint64_t i = 0; i < blocks_; ++i) done_ += is_done(i) ? 1 : 0;
+  return true;
+}
+
+void part_file::start_fresh(const protocol::file_version& version, std::uint32_t block) {
+  version_ = version;
+  block_ = block;
+  blocks_ = (version.size + block - 1) / block;
+  done_ = 0;
+  resumed_ = false;
+  // Drop whatever an older version left, then size the file: unwritten blocks stay holes.
+  if (::ftruncate(data_.get(), 0) != 0) fail_io(data_path_, "truncate", errno);
+  if (::ftruncate(data_.get(), static_cast<off_t>(version.size)) != 0) fail_io(data_path_, "size", errno);
+  image_.assign(header_bytes + (blocks_ + 7) / 8 + 8, std::byte{0});
+  std::memcpy(image_.data(), state_magic, 8);
+  put64(&image_[8], version.dev);
+  put64(&image_[16], version.ino);
+  put64(&image_[24], version.size);
+  put64(&image_[32], static_cast<std::uint64_t>(version.mtime_ns));
+  put64(&image_[40], static_cast<std::uint64_t>(version.ctime_ns));
+  std::memcpy(&image_[48], &block, 4);
+  put64(&image_[56], blocks_);
+  if (::ftruncate(state_.get(), 0) != 0) fail_io(state_path_, "truncate", errno);
+  dirty_ = true;
+  flush();
+}
+
+void part_file::restart(const protocol::file_version& version, std::uint32_t block) {
+  start_fresh(version, block);
+}
+
+std::byte* part_file::bitmap() noexcept { return image_.data() + header_bytes; }
+const std::byte* part_file::bitmap() const noexcept { return image_.data() + header_bytes; }
+
+bool part_file::is_done(std::uint64_t index) const noexcept {
+  return (std::to_integer<unsigned>(bitmap()[index / 8]) >> (index % 8)) & 1u;
+}
+
+std::uint64_t part_file::block_length(std::uint64_t index) const noexcept {
+  const auto offset = index * block_;
+  return std::min<std::uint64_t>(block_, version_.size - offset);
+}
+
+std::uint64_t part_file::done_bytes() const noexcept {
+  if (done_ == 0) return 0;
+  // Every done block is full-sized except possibly the last one.
+  std::uint64_t bytes = done_ * block_;
+  if (blocks_ > 0 && is_done(blocks_ - 1)) bytes -= block_ - block_length(blocks_ - 1);
+  return bytes;
+}
+
+void part_file::store(std::uint64_t index, std::span<const std::byte> data) {
+  if (is_done(index)) return;
+  if (!all_zero(data)) {
+    std::size_t at = 0;
+    const auto offset = index * block_;
+    while (at < data.size()) {
+      const ssize_t n = ::pwrite(data_.get(), data.data() + at, data.size() - at,
+                                 static_cast<off_t>(offset + at));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        const int e = errno;
+        try {
+          flush();  // keep what is done, so a rerun after freeing space resumes
+        } catch (...) {
+        }
+        fail_io(data_path_, "write", e);
+      }
+      at += static_cast<std::size_t>(n);
+    }
+  }
+  bitmap()[index / 8] |= std::byte{static_cast<unsigned char>(1u << (index % 8))};
+  ++done_;
+  dirty_ = true;
+}
+
+void part_file::flush() {
+  if (!dirty_) return;
+  const auto body = image_.size() - 8;
+  put64(image_.data() + body, XXH3_64bits(image_.data(), body));
+  if (::pwrite(state_.get(), image_.data(), image_.size(), 0) != static_cast<ssize_t>(image_.size()))
+    fail_io(state_path_, "write", errno == 0 ? EIO : errno);
+  dirty_ = false;
+}
+
+protocol::digest128 part_file::digest() const { return digest_file(data_.get()); }
+
+void part_file::commit() {
+  flush();
+  std::error_code ec;
+  std::filesystem::rename(data_path_, out_, ec);
+  if (ec) fail_io(out_, "rename into", ec.value());
+  data_.reset();
+  state_.reset();
+  std::filesystem::remove(state_path_, ec);
+}
+
+}  // namespace ferry::client

@@ -1,0 +1,65 @@
+#pragma once
+
+// The partial output of a transfer: OUT.part holds the blocks at their offsets, and
+// OUT.part.state records the file version, the block size and which blocks are done, so a
+// later run resumes without fetching a finished block again.
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <vector>
+
+#include "common/path_safety.hpp"
+#include "common/protocol.hpp"
+
+namespace ferry::client {
+
+class part_file {
+ public:
+  // Opens or creates the partial files for `out`. Resumes when the state file names the same
+  // version; otherwise starts from nothing. `block` is used only when starting afresh.
+  // Throws failure(local_io) on file-system errors.
+  part_file(const std::filesystem::path& out, const protocol::file_version& version,
+            std::uint32_t block);
+
+  [[nodiscard]] std::uint32_t block_size() const noexcept { return block_; }
+  [[nodiscard]] std::uint64_t block_count() const noexcept { return blocks_; }
+  [[nodiscard]] std::uint64_t size() const noexcept { return version_.size; }
+  [[nodiscard]] bool resumed() const noexcept { return resumed_; }
+  [[nodiscard]] bool is_done(std::uint64_t index) const noexcept;
+  [[nodiscard]] std::uint64_t done_blocks() const noexcept { return done_; }
+  [[nodiscard]] std::uint64_t done_bytes() const noexcept;
+  [[nodiscard]] std::uint64_t block_length(std::uint64_t index) const noexcept;
+
+  // Writes one block at its offset and marks it done. Throws failure(local_io).
+  void store(std::uint64_t index, std::span<const std::byte> data);
+  // Writes the state file if anything changed since the last flush. Throws failure(local_io).
+  void flush();
+  // Forgets every block (the data is discarded), for a new version of the file.
+  void restart(const protocol::file_version& version, std::uint32_t block);
+  // XXH3-128 of the data as it is on disk.
+  [[nodiscard]] protocol::digest128 digest() const;
+  // Renames OUT.part to OUT atomically and removes the state file.
+  void commit();
+
+  [[nodiscard]] const std::filesystem::path& data_path() const noexcept { return data_path_; }
+
+ private:
+  void start_fresh(const protocol::file_version& version, std::uint32_t block);
+  bool load_state(const protocol::file_version& version);
+  [[nodiscard]] std::byte* bitmap() noexcept;
+  [[nodiscard]] const std::byte* bitmap() const noexcept;
+
+  std::filesystem::path out_, data_path_, state_path_;
+  unique_fd data_, state_;
+  protocol::file_version version_;
+  std::uint32_t block_ = 0;
+  std::uint64_t blocks_ = 0;
+  std::uint64_t done_ = 0;
+  bool resumed_ = false;
+  bool dirty_ = false;
+  std::vector<std::byte> image_;  // the state file's bytes: header, bitmap, checksum
+};
+
+}  // namespace ferry::client

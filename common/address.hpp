@@ -1,0 +1,44 @@
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace ferry {
+
+inline constexpr std::uint16_t default_port = 7070;
+
+// A host and port as the user wrote it: "127.0.0.1:7070", "[::1]:7070", "name:7070" or "name".
+struct host_port {
+  std::string host;
+  std::uint16_t port = default_port;
+};
+
+// Splits "HOST[:PORT]" or "[V6]:PORT". Returns nullopt and sets `why` on bad syntax.
+[[nodiscard]] std::optional<host_port> parse_host_port(std::string_view text, std::string& why);
+
+// A resolved socket address.
+struct endpoint {
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+  [[nodiscard]] const sockaddr* addr() const noexcept {
+    return reinterpret_cast<const sockaddr*>(&storage);
+  }
+  [[nodiscard]] int family() const noexcept { return storage.ss_family; }
+  [[nodiscard]] std::uint16_t port() const noexcept;
+  [[nodiscard]] bool is_loopback() const noexcept;
+  static endpoint from(const sockaddr* sa) noexcept;
+  friend bool operator==(const endpoint& a, const endpoint& b) noexcept;
+};
+
+// Resolves with getaddrinfo (blocking: call it before the loop runs). Sets `why` on failure.
+[[nodiscard]] std::optional<endpoint> resolve(const host_port& hp, std::string& why);
+
+// "127.0.0.1:7070" or "[::1]:7070".
+[[nodiscard]] std::string to_string(const endpoint& ep);
+
+}  // namespace ferry

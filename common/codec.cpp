@@ -1,0 +1,376 @@
+#include "common/codec.hpp"
+
+#include <cereal/archives/portable_binary.hpp>
+#include <cereal/cereal.hpp>
+#include <cstring>
+#include <istream>
+#include <ostream>
+#include <streambuf>
+
+#include "common/digest.hpp"
+
+namespace ferry::codec {
+namespace {
+
+using protocol::errc;
+using protocol::msg_type;
+
+// Thrown inside this file only, and always caught before a decode_* or encode_* returns.
+struct codec_error {
+  errc code;
+};
+
+// Read-only view of a span as a streambuf: std::spanstream is C++23.
+class span_in_buf : public std::streambuf {
+ public:
+  explicit span_in_buf(std::span<const std::byte> s) {
+    // The get area is never written through; streambuf just has no const flavour.
+    char* p = const_cast<char*>(reinterpret_cast<const char*>(s.data()));
+    setg(p, p, p + s.size());
+  }
+  [[nodiscard]] std::size_t consumed() const { return static_cast<std::size_t>(gptr() - eback()); }
+  [[nodiscard]] std::size_t remaining() const {
+    return static_cast<std::size_t>(egptr() - gptr());
+  }
+};
+
+// Writes into a fixed span; overflow() is left at the default, which fails the write, and
+// cereal turns the short write into an exception.
+class span_out_buf : public std::streambuf {
+ public:
+  explicit span_out_buf(std::span<std::byte> s) {
+    char* p = reinterpret_cast<char*>(s.data());
+    setp(p, p + s.size());
+  }
+  [[nodiscard]] std::size_t written() const { return static_cast<std::size_t>(pptr() - pbase()); }
+};
+
+// Every body is written little-endian; the archive's leading byte says so and is checked.
+using out_archive = cereal::PortableBinaryOutputArchive;
+using in_archive = cereal::PortableBinaryInputArchive;
+const auto out_options = out_archive::Options::LittleEndian();
+const auto in_options = in_archive::Options::LittleEndian();
+
+void put_u16(std::byte* p, std::uint16_t v) {
+  p[0] = std::byte(v >> 8);
+  p[1] = std::byte(v & 0xff);
+}
+void put_u64(std::byte* p, std::uint64_t v) {
+  for (int i = 7; i >= 0; --i, v >>= 8) p[i] = std::byte(v & 0xff);
+}
+std::uint16_t get_u16(const std::byte* p) {
+  return static_cast<std::uint16_t>((std::to_integer<unsigned>(p[0]) << 8) |
+                                    std::to_integer<unsigned>(p[1]));
+}
+std::uint64_t get_u64(const std::byte* p) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | std::to_integer<std::uint64_t>(p[i]);
+  return v;
+}
+
+void write_header(std::span<std::byte> out, msg_type type, std::uint64_t request_id) {
+  if (out.size() < protocol::header_size) throw codec_error{errc::bad_request};
+  for (std::size_t i = 0; i < protocol::magic.size(); ++i) out[i] = std::byte{protocol::magic[i]};
+  out[4] = std::byte{protocol::version};
+  out[5] = std::byte{static_cast<std::uint8_t>(type)};
+  put_u16(&out[6], 0);
+  put_u64(&out[8], request_id);
+}
+
+// --- field helpers: every length is bounded before anything is allocated -------------------
+
+void save_string(out_archive& ar, const std::string& s, std::size_t max) {
+  if (s.size() > max) throw codec_error{errc::bad_request};
+  ar(cereal::make_size_tag(static_cast<cereal::size_type>(s.size())));
+  ar(cereal::binary_data(s.data(), s.size()));
+}
+
+void load_string(in_archive& ar, std::string& s, std::size_t max) {
+  cereal::size_type n = 0;
+  ar(cereal::make_size_tag(n));
+  if (n > max) throw codec_error{errc::malformed};
+  s.resize(static_cast<std::size_t>(n));
+  ar(cereal::binary_data(s.data(), s.size()));
+}
+
+// bool and enums travel as one byte and are range-checked, so no invalid bool or enum value
+// is ever materialised from the wire.
+void save_u8(out_archive& ar, std::uint8_t v) { ar(v); }
+std::uint8_t load_u8(in_archive& ar, std::uint8_t max) {
+  std::uint8_t v = 0;
+  ar(v);
+  if (v > max) throw codec_error{errc::malformed};
+  return v;
+}
+bool load_bool(in_archive& ar) { return load_u8(ar, 1) != 0; }
+
+void save_version(out_archive& ar, const protocol::file_version& v) {
+  ar(v.dev, v.ino, v.size, v.mtime_ns, v.ctime_ns);
+}
+void load_version(in_archive& ar, protocol::file_version& v) {
+  ar(v.dev, v.ino, v.size, v.mtime_ns, v.ctime_ns);
+}
+
+bool valid_entry_name(const std::string& name) {
+  return !name.empty() && name != "." && name != ".." &&
+         name.find_first_of(std::string_view{"/\0", 2}) == std::string::npos;
+}
+
+constexpr std::uint8_t max_entry_type = static_cast<std::uint8_t>(protocol::entry_type::other);
+constexpr std::uint8_t max_errc = static_cast<std::uint8_t>(errc::bad_request);
+
+// --- bodies ------------------------------------------------------------------------------
+
+void save_body(out_archive& ar, const protocol::list_request& m) {
+  save_string(ar, m.path, protocol::max_path);
+  save_string(ar, m.cursor, protocol::max_name);
+}
+void load_body(in_archive& ar, protocol::list_request& m) {
+  load_string(ar, m.path, protocol::max_path);
+  load_string(ar, m.cursor, protocol::max_name);
+}
+
+void save_body(out_archive& ar, const protocol::stat_request& m) {
+  save_string(ar, m.path, protocol::max_path);
+}
+void load_body(in_archive& ar, protocol::stat_request& m) {
+  load_string(ar, m.path, protocol::max_path);
+}
+
+void save_body(out_archive& ar, const protocol::get_request& m) {
+  if (m.block_size == 0) throw codec_error{errc::bad_request};
+  save_string(ar, m.path, protocol::max_path);
+  ar(m.offset, m.block_size);
+}
+void load_body(in_archive& ar, protocol::get_request& m) {
+  load_string(ar, m.path, protocol::max_path);
+  ar(m.offset, m.block_size);
+  if (m.block_size == 0) throw codec_error{errc::bad_request};
+}
+
+void save_body(out_archive& ar, const protocol::list_reply& m) {
+  if (m.entries.size() > protocol::max_list_entries) throw codec_error{errc::bad_request};
+  ar(cereal::make_size_tag(static_cast<cereal::size_type>(m.entries.size())));
+  for (const auto& e : m.entries) {
+    if (!valid_entry_name(e.name)) throw codec_error{errc::bad_request};
+    save_string(ar, e.name, protocol::max_name);
+    save_u8(ar, static_cast<std::uint8_t>(e.type));
+    ar(e.size, e.mtime_ns);
+  }
+  save_u8(ar, m.end ? 1 : 0);
+}
+void load_body(in_archive& ar, protocol::list_reply& m) {
+  cereal::size_type n = 0;
+  ar(cereal::make_size_tag(n));
+  if (n > protocol::max_list_entries) throw codec_error{errc::malformed};
+  m.entries.resize(static_cast<std::size_t>(n));
+  for (auto& e : m.entries) {
+    load_string(ar, e.name, protocol::max_name);
+    // A hostile server must not be able to name "../x" or "a/b" in a listing.
+    if (!valid_entry_name(e.name)) throw codec_error{errc::malformed};
+    e.type = static_cast<protocol::entry_type>(load_u8(ar, max_entry_type));
+    ar(e.size, e.mtime_ns);
+  }
+  m.end = load_bool(ar);
+}
+
+void save_body(out_archive& ar, const protocol::stat_reply& m) {
+  save_u8(ar, static_cast<std::uint8_t>(m.type));
+  ar(m.size, m.mtime_ns);
+  save_version(ar, m.version);
+  ar(m.max_block);
+  save_u8(ar, m.digest_ready ? 1 : 0);
+  ar(m.digest.high, m.digest.low);
+}
+void load_body(in_archive& ar, protocol::stat_reply& m) {
+  m.type = static_cast<protocol::entry_type>(load_u8(ar, max_entry_type));
+  ar(m.size, m.mtime_ns);
+  load_version(ar, m.version);
+  ar(m.max_block);
+  if (m.max_block < protocol::min_block_size || m.max_block > protocol::max_block_size)
+    throw codec_error{errc::malformed};
+  m.digest_ready = load_bool(ar);
+  ar(m.digest.high, m.digest.low);
+}
+
+void save_data_meta(out_archive& ar, const protocol::data_reply& m) {
+  if (m.length > protocol::max_block_size) throw codec_error{errc::bad_request};
+  ar(m.offset);
+  save_u8(ar, m.eof ? 1 : 0);
+  save_version(ar, m.version);
+  ar(m.checksum);
+  ar(cereal::make_size_tag(static_cast<cereal::size_type>(m.length)));
+}
+void save_body(out_archive& ar, const protocol::data_reply& m) {
+  save_data_meta(ar, m);
+  if (m.length > 0) ar(cereal::binary_data(m.payload, m.length));
+}
+
+void save_body(out_archive& ar, const protocol::error_reply& m) {
+  save_u8(ar, static_cast<std::uint8_t>(m.code));
+  save_string(ar, m.message, protocol::max_message);
+}
+void load_body(in_archive& ar, protocol::error_reply& m) {
+  m.code = static_cast<errc>(load_u8(ar, max_errc));
+  load_string(ar, m.message, protocol::max_message);
+}
+
+msg_type type_of(const protocol::request& r) {
+  static constexpr msg_type types[] = {msg_type::list_request, msg_type::stat_request,
+                                       msg_type::get_request};
+  return types[r.index()];
+}
+msg_type type_of(const protocol::reply& r) {
+  static constexpr msg_type types[] = {msg_type::list_reply, msg_type::stat_reply,
+                                       msg_type::data_reply, msg_type::error_reply};
+  return types[r.index()];
+}
+
+template <typename Body>
+result<std::size_t> encode_any(std::span<std::byte> out, std::uint64_t request_id,
+                               const Body& body) noexcept {
+  try {
+    write_header(out, type_of(body), request_id);
+    span_out_buf buf{out.subspan(protocol::header_size)};
+    std::ostream os{&buf};
+    {
+      out_archive ar{os, out_options};
+      std::visit([&](const auto& m) { save_body(ar, m); }, body);
+    }
+    return protocol::header_size + buf.written();
+  } catch (const codec_error& e) {
+    return e.code;
+  } catch (...) {
+    return errc::bad_request;  // cereal could not write: the buffer is too small
+  }
+}
+
+// Decodes the body that follows a valid header. `make` picks the message for the type.
+template <typename Variant, typename Make>
+result<Variant> decode_body(std::span<const std::byte> wire, Make make) {
+  span_in_buf buf{wire.subspan(protocol::header_size)};
+  std::istream is{&buf};
+  // The endianness byte must say little-endian; anything else is not one of our bodies.
+  if (buf.remaining() < 1 || wire[protocol::header_size] != std::byte{1})
+    throw codec_error{errc::malformed};
+  in_archive ar{is, in_options};
+  Variant body = make();
+  std::visit(
+      [&](auto& m) {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, protocol::data_reply>) {
+          ar(m.offset);
+          m.eof = load_bool(ar);
+          load_version(ar, m.version);
+          ar(m.checksum);
+          cereal::size_type n = 0;
+          ar(cereal::make_size_tag(n));
+          // The payload is the rest of the datagram, exactly.
+          if (n > protocol::max_block_size || n != buf.remaining())
+            throw codec_error{errc::malformed};
+          m.length = static_cast<std::uint32_t>(n);
+          m.payload = wire.data() + protocol::header_size + buf.consumed();
+          if (m.eof ? m.offset + n != m.version.size : m.offset + n > m.version.size)
+            throw codec_error{errc::malformed};
+          auto payload = std::span<const std::byte>{m.payload, m.length};
+          if (block_checksum(m.offset, m.eof, m.version, payload) != m.checksum)
+            throw codec_error{errc::malformed};
+          return;
+        } else {
+          load_body(ar, m);
+        }
+        if (buf.remaining() != 0) throw codec_error{errc::malformed};
+      },
+      body);
+  return body;
+}
+
+}  // namespace
+
+result<protocol::header> decode_header(std::span<const std::byte> wire) noexcept {
+  if (wire.size() < protocol::header_size) return errc::malformed;
+  for (std::size_t i = 0; i < protocol::magic.size(); ++i)
+    if (wire[i] != std::byte{protocol::magic[i]}) return errc::malformed;
+  protocol::header h;
+  h.type = static_cast<msg_type>(std::to_integer<std::uint8_t>(wire[5]));
+  h.flags = get_u16(&wire[6]);
+  h.request_id = get_u64(&wire[8]);
+  if (std::to_integer<std::uint8_t>(wire[4]) != protocol::version)
+    return errc::unsupported_version;
+  return h;
+}
+
+result<decoded_request> decode_request(std::span<const std::byte> wire) noexcept {
+  if (wire.size() > protocol::max_request_size) return errc::malformed;
+  auto h = decode_header(wire);
+  if (!h) return h.error();
+  try {
+    auto body = decode_body<protocol::request>(wire, [&]() -> protocol::request {
+      switch (h->type) {
+        case msg_type::list_request: return protocol::list_request{};
+        case msg_type::stat_request: return protocol::stat_request{};
+        case msg_type::get_request: return protocol::get_request{};
+        default: throw codec_error{errc::malformed};
+      }
+    });
+    return decoded_request{*h, std::move(*body)};
+  } catch (const codec_error& e) {
+    return e.code;
+  } catch (...) {
+    return errc::malformed;
+  }
+}
+
+result<decoded_reply> decode_reply(std::span<const std::byte> wire) noexcept {
+  if (wire.size() > protocol::max_datagram) return errc::malformed;
+  auto h = decode_header(wire);
+  if (!h) return h.error();
+  try {
+    auto body = decode_body<protocol::reply>(wire, [&]() -> protocol::reply {
+      switch (h->type) {
+        case msg_type::list_reply: return protocol::list_reply{};
+        case msg_type::stat_reply: return protocol::stat_reply{};
+        case msg_type::data_reply: return protocol::data_reply{};
+        case msg_type::error_reply: return protocol::error_reply{};
+        default: throw codec_error{errc::malformed};
+      }
+    });
+    return decoded_reply{*h, std::move(*body)};
+  } catch (const codec_error& e) {
+    return e.code == errc::bad_request ? errc::malformed : e.code;
+  } catch (...) {
+    return errc::malformed;
+  }
+}
+
+result<std::size_t> encode_request(std::span<std::byte> out, std::uint64_t request_id,
+                                   const protocol::request& body) noexcept {
+  auto n = encode_any(out, request_id, body);
+  if (n && *n > protocol::max_request_size) return errc::bad_request;
+  return n;
+}
+
+result<std::size_t> encode_reply(std::span<std::byte> out, std::uint64_t request_id,
+                                 const protocol::reply& body) noexcept {
+  return encode_any(out, request_id, body);
+}
+
+result<std::size_t> encode_data_prefix(std::span<std::byte> out, std::uint64_t request_id,
+                                       const protocol::data_reply& meta) noexcept {
+  try {
+    write_header(out, msg_type::data_reply, request_id);
+    span_out_buf buf{out.subspan(protocol::header_size)};
+    std::ostream os{&buf};
+    {
+      out_archive ar{os, out_options};
+      save_data_meta(ar, meta);
+    }
+    return protocol::header_size + buf.written();
+  } catch (const codec_error& e) {
+    return e.code;
+  } catch (...) {
+    return errc::bad_request;
+  }
+}
+
+}  // namespace ferry::codec

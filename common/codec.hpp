@@ -1,0 +1,54 @@
+#pragma once
+
+// The one decoding layer for untrusted bytes, and the matching encoders.
+// Decoders are noexcept: they bound every length before allocating, reject trailing bytes
+// and map every failure to an errc. Only codec.cpp includes cereal.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "common/protocol.hpp"
+#include "common/result.hpp"
+
+namespace ferry::codec {
+
+struct decoded_request {
+  protocol::header hdr;
+  protocol::request body;
+};
+
+struct decoded_reply {
+  protocol::header hdr;
+  protocol::reply body;  // a data_reply's payload points into the decoded span
+};
+
+// Parses only the fixed header. errc::malformed if it is not a ferry datagram at all,
+// errc::unsupported_version if it is one of another protocol version.
+[[nodiscard]] result<protocol::header> decode_header(std::span<const std::byte> wire) noexcept;
+
+[[nodiscard]] result<decoded_request> decode_request(std::span<const std::byte> wire) noexcept;
+
+// Decodes a reply and, for a data reply, verifies its block checksum (errc::malformed if wrong).
+[[nodiscard]] result<decoded_reply> decode_reply(std::span<const std::byte> wire) noexcept;
+
+// Encoders write into `out` and return the bytes used, or errc::bad_request if the message
+// does not fit or breaks a limit the decoder would enforce.
+[[nodiscard]] result<std::size_t> encode_request(std::span<std::byte> out, std::uint64_t request_id,
+                                                 const protocol::request& body) noexcept;
+[[nodiscard]] result<std::size_t> encode_reply(std::span<std::byte> out, std::uint64_t request_id,
+                                               const protocol::reply& body) noexcept;
+
+// Encodes a data reply up to its payload, so the payload can go out as a second buffer without
+// a copy. `meta.payload` is ignored; `meta.length` and `meta.checksum` must already be set.
+[[nodiscard]] result<std::size_t> encode_data_prefix(std::span<std::byte> out,
+                                                     std::uint64_t request_id,
+                                                     const protocol::data_reply& meta) noexcept;
+
+// Wire size of a list reply with no entries, and what each entry adds to it.
+inline constexpr std::size_t list_reply_base_size = protocol::header_size + 1 + 8 + 1;
+[[nodiscard]] constexpr std::size_t list_entry_wire_size(std::size_t name_length) noexcept {
+  return 8 + name_length + 1 + 8 + 8;
+}
+
+}  // namespace ferry::codec

@@ -1,0 +1,153 @@
+#pragma once
+
+// The wire protocol of ferry: message types, limits and error codes.
+// docs/PROTOCOL.md is the contract; change both together.
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace ferry::protocol {
+
+// "FERY" in ASCII, then one version byte: a datagram that does not start so is not ours.
+inline constexpr std::array<std::uint8_t, 4> magic{0x46, 0x45, 0x52, 0x59};
+inline constexpr std::uint8_t version = 1;
+inline constexpr std::size_t header_size = 16;
+
+// Lengths the decoder enforces before it allocates anything.
+inline constexpr std::size_t max_path = 4096;       // PATH_MAX
+inline constexpr std::size_t max_name = 255;        // NAME_MAX
+inline constexpr std::size_t max_depth = 64;        // path components in one request
+inline constexpr std::size_t max_message = 256;     // error text
+inline constexpr std::size_t max_list_entries = 256;
+inline constexpr std::size_t max_request_size = 8192;  // no valid request is larger
+inline constexpr std::size_t max_datagram = 65507;     // largest IPv4 UDP payload
+
+// Replies the server shapes itself stay below this, so they are never IP-fragmented
+// on any path that carries IPv6 (1280-byte minimum MTU) or QUIC.
+inline constexpr std::size_t max_small_reply = 1200;
+
+// Bytes a data reply spends outside its payload (header + fixed body fields).
+inline constexpr std::size_t data_reply_overhead = header_size + 1 + 8 + 1 + 40 + 8 + 8;
+// The largest block any server may send: one unfragmented-by-UDP datagram on IPv4.
+inline constexpr std::uint32_t max_block_size = 65024;  // 127 * 512, fits 65507 with overhead
+inline constexpr std::uint32_t min_block_size = 512;
+static_assert(max_block_size + data_reply_overhead <= max_datagram);
+
+enum class msg_type : std::uint8_t {
+  list_request = 0x01,
+  stat_request = 0x02,
+  get_request = 0x03,
+  list_reply = 0x81,
+  stat_reply = 0x82,
+  data_reply = 0x83,
+  error_reply = 0xEE,
+};
+
+// Error codes on the wire. Values are part of the protocol and never reused.
+enum class errc : std::uint8_t {
+  ok = 0,
+  malformed = 1,            // the datagram does not decode
+  unsupported_version = 2,  // header parsed, protocol version unknown
+  bad_path = 3,             // empty component, NUL, too long or too deep
+  outside_root = 4,         // "..", absolute, or a symlink leaving the root
+  not_found = 5,
+  not_regular = 6,          // FIFO, device, socket, directory where a file is needed
+  not_directory = 7,
+  permission_denied = 8,
+  io_error = 9,
+  busy = 10,                // server at its limit of queued work; ask again later
+  symlink_loop = 11,
+  bad_request = 12,         // decodes, but the values are out of range
+};
+
+[[nodiscard]] std::string_view to_string(errc e) noexcept;
+[[nodiscard]] std::string_view to_string(msg_type t) noexcept;
+
+// Identifies one version of one file: if any of these change, the bytes may have changed.
+struct file_version {
+  std::uint64_t dev = 0;
+  std::uint64_t ino = 0;
+  std::uint64_t size = 0;
+  std::int64_t mtime_ns = 0;
+  std::int64_t ctime_ns = 0;
+  friend bool operator==(const file_version&, const file_version&) = default;
+};
+
+enum class entry_type : std::uint8_t { file = 0, dir = 1, symlink = 2, other = 3 };
+[[nodiscard]] std::string_view to_string(entry_type t) noexcept;
+
+struct digest128 {
+  std::uint64_t high = 0;
+  std::uint64_t low = 0;
+  friend bool operator==(const digest128&, const digest128&) = default;
+};
+
+struct header {
+  msg_type type{};
+  std::uint16_t flags = 0;  // reserved, zero in version 1
+  std::uint64_t request_id = 0;
+};
+
+struct list_request {
+  std::string path;    // "" is the root
+  std::string cursor;  // list names strictly after this one; "" starts at the beginning
+};
+
+struct stat_request {
+  std::string path;
+};
+
+struct get_request {
+  std::string path;
+  std::uint64_t offset = 0;
+  std::uint32_t block_size = 0;
+};
+
+struct list_entry {
+  std::string name;
+  entry_type type = entry_type::other;
+  std::uint64_t size = 0;
+  std::int64_t mtime_ns = 0;
+  friend bool operator==(const list_entry&, const list_entry&) = default;
+};
+
+struct list_reply {
+  std::vector<list_entry> entries;  // sorted by name, bytewise
+  bool end = false;                 // no names after the last entry
+};
+
+struct stat_reply {
+  entry_type type = entry_type::other;
+  std::uint64_t size = 0;
+  std::int64_t mtime_ns = 0;
+  file_version version;
+  std::uint32_t max_block = 0;  // the server's cap on block_size
+  bool digest_ready = false;    // false: being computed, ask again
+  digest128 digest;             // XXH3-128 of the whole file, valid if digest_ready
+};
+
+// A data reply does not own its payload: it points into the datagram it was decoded from,
+// or into the buffer it will be sent from.
+struct data_reply {
+  std::uint64_t offset = 0;
+  bool eof = false;  // the payload ends at the end of the file
+  file_version version;
+  std::uint64_t checksum = 0;  // block_checksum() of everything above plus the payload
+  const std::byte* payload = nullptr;
+  std::uint32_t length = 0;
+};
+
+struct error_reply {
+  errc code = errc::ok;
+  std::string message;
+};
+
+using request = std::variant<list_request, stat_request, get_request>;
+using reply = std::variant<list_reply, stat_reply, data_reply, error_reply>;
+
+}  // namespace ferry::protocol

@@ -1,0 +1,58 @@
+#include "server/cli.hpp"
+
+#include <CLI/CLI.hpp>
+#include <signal.h>
+
+#include <filesystem>
+
+#include "common/log.hpp"
+#include "server/udp_server.hpp"
+
+namespace ferry::server {
+
+int main(int argc, char** argv) {
+  log::set_program("ferryd");
+  CLI::App app{"ferryd: serve one directory over UDP to ferry clients"};
+  app.footer(
+      "Examples:\n"
+      "  ferryd --root ./shared-dir                 serve on 127.0.0.1:7070\n"
+      "  ferryd --root /srv/files --bind :: --port 7070\n"
+      "  ferryd --root . --port 0                   take a free port (see the first line)\n");
+  config cfg;
+  std::string level = "info";
+  app.add_option("--root", cfg.root, "Directory to serve (read-only)")->required();
+  app.add_option("--bind", cfg.bind, "Address to listen on")->capture_default_str();
+  app.add_option("--port", cfg.port, "UDP port; 0 takes a free one")->capture_default_str();
+  app.add_option("--max-block", cfg.max_block, "Largest block served, in bytes")
+      ->capture_default_str()
+      ->check(CLI::Range(protocol::min_block_size, protocol::max_block_size));
+  app.add_option("--log-level", level, "debug, info, warn, error or off")->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
+  log::level l{};
+  if (!log::parse_level(level, l)) {
+    log::error("unknown --log-level '{}'", level);
+    return 2;
+  }
+  log::set_level(l);
+  std::error_code ec;
+  if (!std::filesystem::is_directory(cfg.root, ec)) {
+    log::error("--root '{}' is not a directory", cfg.root);
+    return 2;
+  }
+  // A client that vanishes must not kill the server with SIGPIPE; UDP should not raise it,
+  // but stdout may be a closed pipe.
+  ::signal(SIGPIPE, SIG_IGN);
+  try {
+    return run_until_signalled(cfg);
+  } catch (const std::exception& e) {
+    log::error("{}", e.what());
+    return 1;
+  }
+}
+
+}  // namespace ferry::server

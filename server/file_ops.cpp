@@ -1,0 +1,238 @@
+#include "server/file_ops.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "common/codec.hpp"
+
+namespace ferry::server {
+
+using protocol::errc;
+
+namespace {
+std::int64_t ns_of(const timespec& ts) noexcept {
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+}  // namespace
+
+protocol::file_version version_of(const struct stat& st) noexcept {
+  return {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
+          static_cast<std::uint64_t>(st.st_size), ns_of(st.st_mtim), ns_of(st.st_ctim)};
+}
+
+std::int64_t mtime_ns_of(const struct stat& st) noexcept { return ns_of(st.st_mtim); }
+
+protocol::entry_type type_of(mode_t mode) noexcept {
+  if (S_ISREG(mode)) return protocol::entry_type::file;
+  if (S_ISDIR(mode)) return protocol::entry_type::dir;
+  if (S_ISLNK(mode)) return protocol::entry_type::symlink;
+  return protocol::entry_type::other;
+}
+
+result<stat_info> stat_beneath(int root_fd, const std::string& rel) noexcept {
+  auto path_fd = open_beneath(root_fd, rel, O_PATH);
+  if (!path_fd) return path_fd.error();
+  struct stat st {};
+  if (::fstat(path_fd->get(), &st) != 0) return errc_from_errno(errno);
+  stat_info info;
+  info.type = type_of(st.st_mode);
+  info.version = version_of(st);
+  info.mtime_ns = mtime_ns_of(st);
+  if (S_ISREG(st.st_mode)) {
+    auto fd = open_regular_beneath(root_fd, rel);
+    if (!fd) return fd.error();
+    info.fd = std::move(*fd);
+  }
+  return info;
+}
+
+read_outcome read_block(int fd, std::uint64_t offset, std::uint32_t block, std::byte* out,
+                        bool nowait) noexcept {
+  read_outcome r;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    r.error = errc_from_errno(errno);
+    return r;
+  }
+  r.version = version_of(st);
+  const auto size = r.version.size;
+  if (offset > size) {
+    r.error = errc::bad_request;
+    return r;
+  }
+  const auto want = static_cast<std::uint32_t>(std::min<std::uint64_t>(block, size - offset));
+  std::uint32_t got = 0;
+  while (got < want) {
+    iovec iov{out + got, want - got};
+    const ssize_t n = ::preadv2(fd, &iov, 1, static_cast<off_t>(offset + got), nowait ? RWF_NOWAIT : 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (nowait && (errno == EAGAIN || errno == EOPNOTSUPP)) {
+        r.would_block = true;
+        return r;
+      }
+      r.error = errc_from_errno(errno);
+      return r;
+    }
+    if (n == 0) break;  // the file shrank under us
+    got += static_cast<std::uint32_t>(n);
+    // A short RWF_NOWAIT read means part of the range is not cached: finish it in the pool.
+    if (nowait && got < want) {
+      r.would_block = true;
+      return r;
+    }
+  }
+  if (got < want) {
+    // Report the file as it is now; the client sees the new version and starts over.
+    if (::fstat(fd, &st) != 0) {
+      r.error = errc_from_errno(errno);
+      return r;
+    }
+    r.version = version_of(st);
+    if (offset + got != r.version.size) {
+      r.error = errc::io_error;
+      return r;
+    }
+  }
+  r.length = got;
+  r.eof = offset + got == r.version.size;
+  return r;
+}
+
+protocol::list_reply make_page(const std::vector<protocol::list_entry>& sorted,
+                               std::string_view cursor, std::size_t budget) {
+  protocol::list_reply page;
+  auto it = sorted.begin();
+  if (!cursor.empty()) {
+    it = std::upper_bound(sorted.begin(), sorted.end(), cursor,
+                          [](std::string_view c, const protocol::list_entry& e) { return c < e.name; });
+  }
+  std::size_t used = codec::list_reply_base_size;
+  for (; it != sorted.end() && page.entries.size() < protocol::max_list_entries; ++it) {
+    const auto cost = codec::list_entry_wire_size(it->name.size());
+    if (!page.entries.empty() && used + cost > budget) break;
+    used += cost;
+    page.entries.push_back(*it);
+  }
+  page.end = it == sorted.end();
+  return page;
+}
+
+namespace {
+
+// Snapshots read within this long of the directory's last change might have missed a change
+// made in the same timestamp tick, so they are trusted only briefly.
+constexpr auto settle_time = std::chrono::seconds{1};
+constexpr auto provisional_lifetime = std::chrono::seconds{5};
+
+result<std::vector<protocol::list_entry>> read_directory(int dir_fd) noexcept {
+  try {
+    // fdopendir takes ownership of its descriptor, so give it a copy.
+    int own = ::fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
+    if (own < 0) return errc_from_errno(errno);
+    DIR* dir = ::fdopendir(own);
+    if (dir == nullptr) {
+      const int e = errno;
+      ::close(own);
+      return errc_from_errno(e);
+    }
+    std::vector<protocol::list_entry> entries;
+    errno = 0;
+    while (const dirent* d = ::readdir(dir)) {
+      const std::string_view name{d->d_name};
+      if (name == "." || name == "..") continue;
+      protocol::list_entry e;
+      e.name = std::string{name};
+      struct stat st {};
+      if (::fstatat(dir_fd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        e.type = type_of(st.st_mode);
+        e.size = S_ISREG(st.st_mode) || S_ISLNK(st.st_mode) ? static_cast<std::uint64_t>(st.st_size) : 0;
+        e.mtime_ns = mtime_ns_of(st);
+      } else if (errno == ENOENT) {
+        continue;  // removed while we read
+      }
+      entries.push_back(std::move(e));
+      errno = 0;
+    }
+    const int e = errno;
+    ::closedir(dir);
+    if (e != 0) return errc_from_errno(e);
+    std::sort(entries.begin(), entries.end(),
+              [](const auto& a, const auto& b) { return a.name < b.name; });
+    return entries;
+  } catch (...) {
+    return errc::busy;  // out of memory
+  }
+}
+
+}  // namespace
+
+dir_cache::snapshot_ptr dir_cache::find(const std::string& rel, const protocol::file_version& key) {
+  std::lock_guard lock{mutex_};
+  auto it = map_.find(rel);
+  if (it == map_.end()) return nullptr;
+  const auto& s = *it->second.snap;
+  const bool stale = s.key != key || (s.provisional && std::chrono::steady_clock::now() - s.built >
+                                                           provisional_lifetime);
+  if (stale) return nullptr;
+  lru_.splice(lru_.begin(), lru_, it->second.pos);
+  return it->second.snap;
+}
+
+void dir_cache::insert(const std::string& rel, snapshot_ptr s) {
+  std::lock_guard lock{mutex_};
+  if (auto it = map_.find(rel); it != map_.end()) {
+    total_ -= it->second.snap->entries.size();
+    lru_.erase(it->second.pos);
+    map_.erase(it);
+  }
+  total_ += s->entries.size();
+  lru_.push_front(rel);
+  map_.emplace(rel, slot{std::move(s), lru_.begin()});
+  // Evict least recently used snapshots, but keep the newest even if it alone is over budget.
+  while (total_ > max_total_ && lru_.size() > 1) {
+    auto victim = map_.find(lru_.back());
+    total_ -= victim->second.snap->entries.size();
+    map_.erase(victim);
+    lru_.pop_back();
+  }
+}
+
+result<protocol::list_reply> dir_cache::list_page(int root_fd, const std::string& rel,
+                                                  std::string_view cursor,
+                                                  std::size_t budget) noexcept {
+  try {
+    auto fd = open_beneath(root_fd, rel, O_RDONLY | O_DIRECTORY | O_NONBLOCK);
+    if (!fd) return fd.error();
+    struct stat st {};
+    if (::fstat(fd->get(), &st) != 0) return errc_from_errno(errno);
+    auto key = version_of(st);
+    key.size = 0;  // a directory's st_size says nothing useful and varies by file system
+    auto snap = find(rel, key);
+    if (!snap) {
+      const auto now = std::chrono::steady_clock::now();
+      auto entries = read_directory(fd->get());
+      if (!entries) return entries.error();
+      auto fresh = std::make_shared<snapshot>();
+      fresh->key = key;
+      fresh->built = now;
+      const auto now_real = std::chrono::system_clock::now().time_since_epoch();
+      fresh->provisional =
+          std::chrono::nanoseconds{now_real} - std::chrono::nanoseconds{std::max(key.mtime_ns, key.ctime_ns)} <
+          settle_time;
+      fresh->entries = std::move(*entries);
+      snap = fresh;
+      insert(rel, snap);
+    }
+    return make_page(snap->entries, cursor, budget);
+  } catch (...) {
+    return errc::busy;
+  }
+}
+
+}  // namespace ferry::server

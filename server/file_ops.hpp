@@ -1,0 +1,95 @@
+#pragma once
+
+// Blocking file-system work for the server. Everything here runs on libuv's thread pool (or,
+// for reads that must not block, with RWF_NOWAIT on the loop) and never touches uv handles.
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "common/path_safety.hpp"
+#include "common/protocol.hpp"
+#include "common/result.hpp"
+
+namespace ferry::server {
+
+[[nodiscard]] protocol::file_version version_of(const struct stat& st) noexcept;
+[[nodiscard]] protocol::entry_type type_of(mode_t mode) noexcept;
+[[nodiscard]] std::int64_t mtime_ns_of(const struct stat& st) noexcept;
+
+// What a STAT of a path finds. `fd` is a readable descriptor of a regular file (for digests).
+struct stat_info {
+  protocol::entry_type type = protocol::entry_type::other;
+  protocol::file_version version;
+  std::int64_t mtime_ns = 0;
+  unique_fd fd;
+};
+
+// Resolves `rel` beneath the root (following symlinks that stay inside it) and stats it.
+[[nodiscard]] result<stat_info> stat_beneath(int root_fd, const std::string& rel) noexcept;
+
+// The outcome of reading one block.
+struct read_outcome {
+  protocol::errc error = protocol::errc::ok;
+  bool would_block = false;  // RWF_NOWAIT: the data is not in the page cache
+  protocol::file_version version;
+  std::uint32_t length = 0;
+  bool eof = false;
+};
+
+// Reads up to `block` bytes at `offset` from the regular file `fd` into `out`, together with
+// the file's version at the time of reading. With `nowait`, returns would_block instead of
+// waiting for the disk.
+[[nodiscard]] read_outcome read_block(int fd, std::uint64_t offset, std::uint32_t block,
+                                      std::byte* out, bool nowait) noexcept;
+
+// Fills one page of a listing from a sorted snapshot: names strictly after `cursor`, as many as
+// fit in `budget` wire bytes (at least one, so every page makes progress).
+[[nodiscard]] protocol::list_reply make_page(const std::vector<protocol::list_entry>& sorted,
+                                             std::string_view cursor, std::size_t budget);
+
+// Sorted directory snapshots, shared by all pool threads and keyed by path. A snapshot is
+// reused while the directory's identity and change times are unchanged, so paging through a
+// large directory reads it once. Resuming after a name keeps the cursor correct even when the
+// directory changes between pages.
+class dir_cache {
+ public:
+  explicit dir_cache(std::size_t max_entries_total = 1'000'000) : max_total_{max_entries_total} {}
+
+  [[nodiscard]] result<protocol::list_reply> list_page(int root_fd, const std::string& rel,
+                                                       std::string_view cursor,
+                                                       std::size_t budget) noexcept;
+
+ private:
+  struct snapshot {
+    protocol::file_version key;  // the directory's dev, ino, mtime and ctime when read
+    std::chrono::steady_clock::time_point built;
+    bool provisional = false;  // read soon after a change, so the key may miss a later one
+    std::vector<protocol::list_entry> entries;
+  };
+  using snapshot_ptr = std::shared_ptr<const snapshot>;
+
+  [[nodiscard]] snapshot_ptr find(const std::string& rel, const protocol::file_version& key);
+  void insert(const std::string& rel, snapshot_ptr s);
+
+  std::mutex mutex_;
+  std::list<std::string> lru_;  // most recently used first
+  struct slot {
+    snapshot_ptr snap;
+    std::list<std::string>::iterator pos;
+  };
+  std::unordered_map<std::string, slot> map_;
+  std::size_t total_ = 0;
+  std::size_t max_total_;
+};
+
+}  // namespace ferry::server
