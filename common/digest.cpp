@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <bit>
 #include <cerrno>
 #include <memory>
 #include <system_error>
@@ -15,7 +16,7 @@ namespace ferry {
 
 std::uint64_t block_checksum(std::uint64_t offset, bool eof, const protocol::file_version& version,
                              std::span<const std::byte> payload) noexcept {
-  const std::uint64_t fields[] = {offset,
+  std::uint64_t fields[] = {offset,
                                   eof ? 1u : 0u,
                                   version.dev,
                                   version.ino,
@@ -23,6 +24,9 @@ std::uint64_t block_checksum(std::uint64_t offset, bool eof, const protocol::fil
                                   static_cast<std::uint64_t>(version.mtime_ns),
                                   static_cast<std::uint64_t>(version.ctime_ns),
                                   payload.size()};
+  // The seed is defined over little-endian values, so both ends agree whatever their CPU.
+  if constexpr (std::endian::native == std::endian::big)
+    for (auto& f : fields) f = __builtin_bswap64(f);
   const auto seed = XXH3_64bits(fields, sizeof fields);
   return XXH3_64bits_withSeed(payload.data(), payload.size(), seed);
 }
