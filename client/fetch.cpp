@@ -45,12 +45,17 @@ std::uint32_t choose_block_size(const connection& conn, std::uint32_t wish,
 protocol::stat_reply stat_with_digest(connection& conn, const std::string& path,
                                       clock::duration timeout) {
   auto wait = std::chrono::milliseconds{2};
+  // Hashing a large file takes the server a while, but not forever: a digest that never comes
+  // (a file that cannot be read whole, say) must not keep us polling.
+  const auto give_up = clock::now() + 30 * timeout;
   for (;;) {
     auto reply = conn.call(protocol::stat_request{path}, timeout);
     if (auto* e = std::get_if<protocol::error_reply>(&reply)) refused(path, e->code);
     auto* st = std::get_if<protocol::stat_reply>(&reply);
     if (st == nullptr) throw failure{exit_code::internal, "unexpected reply to STAT"};
     if (st->type != protocol::entry_type::file || st->digest_ready) return *st;
+    if (clock::now() > give_up)
+      throw failure{exit_code::network, fmt::format("{}: the server did not produce the file's digest", path)};
     // The server is hashing this version; poll gently.
     std::this_thread::sleep_for(wait);
     wait = std::min(wait * 2, std::chrono::milliseconds{100});

@@ -300,6 +300,10 @@ result<protocol::header> decode_header(std::span<const std::byte> wire) noexcept
   return h;
 }
 
+std::uint64_t peek_request_id(std::span<const std::byte> wire) noexcept {
+  return wire.size() >= protocol::header_size ? get_u64(&wire[8]) : 0;
+}
+
 result<decoded_request> decode_request(std::span<const std::byte> wire) noexcept {
   if (wire.size() > protocol::max_request_size) return errc::malformed;
   auto h = decode_header(wire);

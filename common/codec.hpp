@@ -27,6 +27,9 @@ struct decoded_reply {
 // errc::unsupported_version if it is one of another protocol version.
 [[nodiscard]] result<protocol::header> decode_header(std::span<const std::byte> wire) noexcept;
 
+// The request id of a datagram at least header_size long, whatever its version.
+[[nodiscard]] std::uint64_t peek_request_id(std::span<const std::byte> wire) noexcept;
+
 [[nodiscard]] result<decoded_request> decode_request(std::span<const std::byte> wire) noexcept;
 
 // Decodes a reply and, for a data reply, verifies its block checksum (errc::malformed if wrong).

@@ -65,6 +65,9 @@ enum class errc : std::uint8_t {
   bad_request = 12,         // decodes, but the values are out of range
 };
 
+// Type values below 0x80 are requests, in every protocol version; a server answers nothing else.
+[[nodiscard]] constexpr bool is_request_type(std::uint8_t type) noexcept { return type < 0x80; }
+
 [[nodiscard]] std::string_view to_string(errc e) noexcept;
 [[nodiscard]] std::string_view to_string(msg_type t) noexcept;
 

@@ -242,10 +242,15 @@ void udp_server::handle_datagram(std::span<const std::byte> bytes, const endpoin
   auto decoded = codec::decode_request(bytes);
   if (!decoded) {
     ++stats_.dropped_malformed;
-    // Answer only a datagram that is recognisably ours, so garbage draws no reply at all.
-    if (auto h = codec::decode_header(bytes); h || h.error() == errc::unsupported_version) {
-      const std::uint64_t id = h ? h->request_id : 0;
-      if (bytes.size() <= protocol::max_request_size) send_error(peer, id, decoded.error());
+    // Answer only what is recognisably a ferry request, so garbage draws no reply at all, and
+    // never a reply-typed datagram: two servers must not be made to answer each other forever.
+    auto h = codec::decode_header(bytes);
+    if (h.error() == errc::unsupported_version && bytes.size() >= protocol::header_size &&
+        protocol::is_request_type(std::to_integer<std::uint8_t>(bytes[5]))) {
+      send_error(peer, codec::peek_request_id(bytes), errc::unsupported_version);
+    } else if (h && protocol::is_request_type(static_cast<std::uint8_t>(h->type)) &&
+               bytes.size() <= protocol::max_request_size) {
+      send_error(peer, h->request_id, decoded.error());
     }
     return;
   }
