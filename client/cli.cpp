@@ -40,7 +40,13 @@ int main(int argc, char** argv) {
   log::set_program("ferry");
   CLI::App app{"ferry: list and fetch files from a ferryd server over UDP"};
   app.require_subcommand(1);
-  app.footer(exit_codes_text);
+  app.footer(std::string{
+      "Examples:\n"
+      "  ferry ls 127.0.0.1:7070                      names in the served directory\n"
+      "  ferry ls 127.0.0.1:7070 sub/dir -l           long form: type, size, mtime, name\n"
+      "  ferry stat 127.0.0.1:7070 sub/file.iso       size, mtime, digest\n"
+      "  ferry get 127.0.0.1:7070 sub/file.iso        fetches ./file.iso block by block\n"
+      "Run 'ferry COMMAND --help' for a command's options.\n\n"} + exit_codes_text);
 
   command_options ls_o, stat_o, get_o;
   bool long_form = false;

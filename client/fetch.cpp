@@ -19,6 +19,9 @@ constexpr std::uint64_t reorder_threshold = 3;  // as QUIC's packet threshold (R
 constexpr auto tick = std::chrono::milliseconds{5};
 constexpr auto flush_every = std::chrono::milliseconds{500};
 constexpr auto progress_every = std::chrono::milliseconds{200};
+// Error replies to GETs that a STAT of the same version then contradicts; past this many the
+// server is taken at its word.
+constexpr int max_contradicted_errors = 32;
 
 double seconds_since(clock::time_point t) {
   return std::chrono::duration<double>(clock::now() - t).count();
@@ -116,6 +119,10 @@ fetch_result fetcher::run() {
       auto now = conn_.call(protocol::stat_request{path_}, opt_.timeout);
       if (auto* e = std::get_if<protocol::error_reply>(&now)) refused(path_, e->code);
       auto* cur = std::get_if<protocol::stat_reply>(&now);
+      if (o == outcome::error_reply && cur != nullptr && cur->version == version) {
+        if (++errors_confirmed_away_ > max_contradicted_errors) refused(path_, last_error_);
+        continue;
+      }
       if (cur == nullptr || cur->type != protocol::entry_type::file) refused(path_, errc::not_regular);
       if (o == outcome::block_cap_changed && cur->max_block < part.block_size()) {
         block = std::min(block, cur->max_block);
@@ -247,9 +254,10 @@ void fetcher::on_reply(const codec::decoded_reply& r) {
       }
       return;
     }
-    error_ = std::make_exception_ptr(failure{exit_code_for(e->code),
-                                             fmt::format("{}: {}", path_, protocol::to_string(e->code))});
-    return finish(outcome::failed);
+    // STAT already said the file is there: confirm before giving up, since a request damaged
+    // on the way can draw a true "not found" for a path we never asked for.
+    last_error_ = e->code;
+    return finish(outcome::error_reply);
   }
   auto* d = std::get_if<protocol::data_reply>(&r.body);
   if (d == nullptr) return;

@@ -56,7 +56,7 @@ class fetcher {
   fetch_result run();
 
  private:
-  enum class outcome { running, complete, version_changed, block_cap_changed, failed };
+  enum class outcome { running, complete, version_changed, block_cap_changed, error_reply, failed };
   struct flight {
     std::uint64_t index;
     clock::time_point sent;
@@ -91,6 +91,8 @@ class fetcher {
   std::uint32_t max_window_ = 64;
   clock::time_point recovery_start_{}, last_progress_{}, last_flush_{}, last_backoff_{}, last_report_{};
   outcome outcome_ = outcome::running;
+  protocol::errc last_error_ = protocol::errc::ok;
+  int errors_confirmed_away_ = 0;  // error replies that a STAT then contradicted
   std::exception_ptr error_;
 };
 

@@ -1,0 +1,166 @@
+// Unit tests for the block checksum and the whole-file XXH3-128 digest, checked against
+// libxxhash called directly.
+
+#include "common/digest.hpp"
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <set>
+#include <span>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "common/path_safety.hpp"
+
+namespace {
+
+namespace proto = ferry::protocol;
+using bytes = std::vector<std::byte>;
+
+// A temporary file holding `content`, open for reading, unlinked when the test ends.
+class temp_file {
+ public:
+  explicit temp_file(const bytes& content) {
+    char name[] = "/tmp/ferry_digest_test.XXXXXX";
+    fd_.reset(::mkstemp(name));
+    REQUIRE(fd_);
+    path_ = name;
+    std::size_t done = 0;
+    while (done < content.size()) {
+      const ssize_t n = ::write(fd_.get(), content.data() + done, content.size() - done);
+      REQUIRE(n > 0);
+      done += static_cast<std::size_t>(n);
+    }
+  }
+  temp_file(const temp_file&) = delete;
+  temp_file& operator=(const temp_file&) = delete;
+  ~temp_file() { ::unlink(path_.c_str()); }
+  [[nodiscard]] int fd() const { return fd_.get(); }
+
+ private:
+  std::string path_;
+  ferry::unique_fd fd_;
+};
+
+bytes random_bytes(std::size_t n, std::uint32_t seed) {
+  bytes b(n);
+  std::uint32_t x = seed;
+  for (auto& v : b) {
+    x = x * 1664525u + 1013904223u;  // LCG: reproducible and fast
+    v = std::byte(x >> 24);
+  }
+  return b;
+}
+
+proto::digest128 reference(const bytes& b) {
+  const XXH128_hash_t h = XXH3_128bits(b.data(), b.size());
+  return {h.high64, h.low64};
+}
+
+}  // namespace
+
+TEST_SUITE_BEGIN("digest");
+
+TEST_CASE("block_checksum changes when any input changes") {
+  const bytes payload = random_bytes(512, 1);
+  const proto::file_version v{1, 2, 4096, 3, 4};
+  const auto base = ferry::block_checksum(1024, false, v, payload);
+  CHECK(ferry::block_checksum(1024, false, v, payload) == base);  // deterministic
+
+  std::vector<std::uint64_t> variants;
+  variants.push_back(ferry::block_checksum(1025, false, v, payload));
+  variants.push_back(ferry::block_checksum(1024 + (std::uint64_t{1} << 32), false, v, payload));
+  variants.push_back(ferry::block_checksum(1024, true, v, payload));
+  std::vector<proto::file_version> versions(5, v);
+  versions[0].dev ^= 1;
+  versions[1].ino ^= 1;
+  versions[2].size ^= 1;
+  versions[3].mtime_ns ^= 1;
+  versions[4].ctime_ns ^= 1;
+  for (const auto& w : versions) variants.push_back(ferry::block_checksum(1024, false, w, payload));
+  for (std::size_t i : {std::size_t{0}, std::size_t{255}, std::size_t{511}}) {
+    auto changed = payload;
+    changed[i] ^= std::byte{0x80};
+    variants.push_back(ferry::block_checksum(1024, false, v, changed));
+  }
+  // Length is covered too: a shorter payload, a zero byte appended, and no payload at all.
+  variants.push_back(
+      ferry::block_checksum(1024, false, v, std::span<const std::byte>{payload}.first(511)));
+  auto longer = payload;
+  longer.push_back(std::byte{0});
+  variants.push_back(ferry::block_checksum(1024, false, v, longer));
+  variants.push_back(ferry::block_checksum(1024, false, v, {}));
+
+  std::set<std::uint64_t> distinct{variants.begin(), variants.end()};
+  distinct.insert(base);
+  CHECK(distinct.size() == variants.size() + 1);
+}
+
+TEST_CASE("digest_file equals XXH3-128 of the file's bytes") {
+  SUBCASE("a small file") {
+    const bytes content = random_bytes(1000, 2);
+    temp_file f{content};
+    CHECK(ferry::digest_file(f.fd()) == reference(content));
+  }
+  SUBCASE("a file spanning several read chunks, read from offset 0 whatever the file position") {
+    const bytes content = random_bytes((std::size_t{5} << 19) + 123, 3);  // 2.5 MiB + 123
+    temp_file f{content};
+    // The write left the file position at the end; digest_file must not depend on it.
+    REQUIRE(::lseek(f.fd(), 0, SEEK_CUR) == static_cast<off_t>(content.size()));
+    const auto d = ferry::digest_file(f.fd());
+    CHECK(d == reference(content));
+    CHECK(ferry::digest_file(f.fd()) == d);
+  }
+  SUBCASE("an empty file") {
+    temp_file f{bytes{}};
+    const auto d = ferry::digest_file(f.fd());
+    CHECK(d == reference(bytes{}));
+    const XXH128_hash_t empty = XXH3_128bits(nullptr, 0);
+    CHECK(d.high == empty.high64);
+    CHECK(d.low == empty.low64);
+  }
+  SUBCASE("files differing in one byte differ") {
+    bytes content = random_bytes(4096, 4);
+    temp_file a{content};
+    content[2048] ^= std::byte{1};
+    temp_file b{content};
+    CHECK_FALSE(ferry::digest_file(a.fd()) == ferry::digest_file(b.fd()));
+  }
+  SUBCASE("an unreadable descriptor throws std::system_error") {
+    CHECK_THROWS_AS((void)ferry::digest_file(-1), std::system_error);
+  }
+}
+
+TEST_CASE("digest_state in pieces equals the one-shot digest") {
+  const bytes content = random_bytes(100'000, 5);
+  ferry::digest_state s;
+  const std::span<const std::byte> all{content};
+  s.update(all.first(1));
+  s.update(all.subspan(1, 0));
+  s.update(all.subspan(1, 65535));
+  s.update(all.subspan(65536));
+  CHECK(s.finish() == reference(content));
+  CHECK(ferry::digest_state{}.finish() == reference(bytes{}));
+}
+
+TEST_CASE("to_string(digest128)") {
+  CHECK(ferry::to_string(proto::digest128{0x0123456789abcdefULL, 0xfedcba9876543210ULL}) ==
+        "xxh3-128:0123456789abcdeffedcba9876543210");
+  CHECK(ferry::to_string(proto::digest128{0, 1}) == "xxh3-128:00000000000000000000000000000001");
+  CHECK(ferry::to_string(proto::digest128{1, 0}) == "xxh3-128:00000000000000010000000000000000");
+
+  const auto text = ferry::to_string(reference(random_bytes(10, 6)));
+  REQUIRE(text.size() == 9 + 32);
+  CHECK(text.substr(0, 9) == "xxh3-128:");
+  CHECK(text.find_first_not_of("0123456789abcdef", 9) == std::string::npos);
+}
+
+TEST_SUITE_END();
