@@ -1,9 +1,9 @@
 #include "client/cli.hpp"
 
-#include <CLI/CLI.hpp>
 #include <signal.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <iostream>
 
 #include "client/commands.hpp"
@@ -24,7 +24,8 @@ constexpr const char* exit_codes_text =
     "  6  local I/O: cannot write the output (disk full, permission, ...)\n";
 
 void add_common(CLI::App& cmd, command_options& o, bool path_required) {
-  cmd.add_option("ADDR", o.address, "Server address: HOST[:PORT] or [IPV6]:PORT (port 7070 by default)")
+  cmd.add_option("ADDR", o.address,
+                 "Server address: HOST[:PORT] or [IPV6]:PORT (port 7070 by default)")
       ->required();
   auto* p = cmd.add_option("PATH", o.path, "Path under the served directory");
   if (path_required) p->required();
@@ -40,13 +41,15 @@ int main(int argc, char** argv) {
   log::set_program("ferry");
   CLI::App app{"ferry: list and fetch files from a ferryd server over UDP"};
   app.require_subcommand(1);
-  app.footer(std::string{
-      "Examples:\n"
-      "  ferry ls 127.0.0.1:7070                      names in the served directory\n"
-      "  ferry ls 127.0.0.1:7070 sub/dir -l           long form: type, size, mtime, name\n"
-      "  ferry stat 127.0.0.1:7070 sub/file.iso       size, mtime, digest\n"
-      "  ferry get 127.0.0.1:7070 sub/file.iso        fetches ./file.iso block by block\n"
-      "Run 'ferry COMMAND --help' for a command's options.\n\n"} + exit_codes_text);
+  app.footer(
+      std::string{
+          "Examples:\n"
+          "  ferry ls 127.0.0.1:7070                      names in the served directory\n"
+          "  ferry ls 127.0.0.1:7070 sub/dir -l           long form: type, size, mtime, name\n"
+          "  ferry stat 127.0.0.1:7070 sub/file.iso       size, mtime, digest\n"
+          "  ferry get 127.0.0.1:7070 sub/file.iso        fetches ./file.iso block by block\n"
+          "Run 'ferry COMMAND --help' for a command's options.\n\n"} +
+      exit_codes_text);
 
   command_options ls_o, stat_o, get_o;
   bool long_form = false;

@@ -59,10 +59,14 @@ json entry_json(const protocol::list_entry& e) {
 
 char type_letter(protocol::entry_type t) {
   switch (t) {
-    case protocol::entry_type::file: return '-';
-    case protocol::entry_type::dir: return 'd';
-    case protocol::entry_type::symlink: return 'l';
-    case protocol::entry_type::other: return '?';
+    case protocol::entry_type::file:
+      return '-';
+    case protocol::entry_type::dir:
+      return 'd';
+    case protocol::entry_type::symlink:
+      return 'l';
+    case protocol::entry_type::other:
+      return '?';
   }
   return '?';
 }
@@ -70,7 +74,8 @@ char type_letter(protocol::entry_type t) {
 template <typename T>
 T expect_reply(protocol::reply r, const std::string& path) {
   if (auto* e = std::get_if<protocol::error_reply>(&r))
-    throw failure{exit_code_for(e->code), fmt::format("{}: {}", path.empty() ? "/" : path, protocol::to_string(e->code))};
+    throw failure{exit_code_for(e->code),
+                  fmt::format("{}: {}", path.empty() ? "/" : path, protocol::to_string(e->code))};
   auto* v = std::get_if<T>(&r);
   if (v == nullptr) throw failure{exit_code::internal, "the server sent an unexpected reply"};
   return std::move(*v);
@@ -105,7 +110,8 @@ void run_ls(const command_options& o, bool long_form, std::ostream& out) {
     if (o.json) {
       all.push_back(entry_json(e));
     } else if (long_form) {
-      fmt::print(out, "{} {:>12} {} {}\n", type_letter(e.type), e.size, format_mtime(e.mtime_ns), e.name);
+      fmt::print(out, "{} {:>12} {} {}\n", type_letter(e.type), e.size, format_mtime(e.mtime_ns),
+                 e.name);
     } else {
       out << e.name << '\n';
     }
@@ -114,7 +120,8 @@ void run_ls(const command_options& o, bool long_form, std::ostream& out) {
     auto reply = conn.call(protocol::list_request{o.path, cursor}, timeout);
     if (auto* e = std::get_if<protocol::error_reply>(&reply); e && e->code == errc::not_directory) {
       // Like ls(1), listing a file shows that file.
-      auto st = expect_reply<protocol::stat_reply>(conn.call(protocol::stat_request{o.path}, timeout), o.path);
+      auto st = expect_reply<protocol::stat_reply>(
+          conn.call(protocol::stat_request{o.path}, timeout), o.path);
       const auto name = std::filesystem::path{o.path}.filename().string();
       emit({name.empty() ? o.path : name, st.type, st.size, st.mtime_ns});
       break;
@@ -128,7 +135,8 @@ void run_ls(const command_options& o, bool long_form, std::ostream& out) {
       cursor = e.name;
     }
     if (page.end) break;
-    if (page.entries.empty()) throw failure{exit_code::internal, "the server sent an empty listing page"};
+    if (page.entries.empty())
+      throw failure{exit_code::internal, "the server sent an empty listing page"};
   }
   if (o.json) print_json(out, all);
 }
@@ -182,7 +190,9 @@ void run_get(const command_options& o, const get_options& g, std::ostream& out) 
   std::unique_ptr<progress_bar> bar;
   if (g.progress) {
     fo.on_progress = [&](std::uint64_t done, std::uint64_t total) {
-      if (!bar) bar = std::make_unique<progress_bar>(std::filesystem::path{target}.filename().string(), done);
+      if (!bar)
+        bar =
+            std::make_unique<progress_bar>(std::filesystem::path{target}.filename().string(), done);
       bar->update(done, total);
     };
   }
@@ -204,9 +214,11 @@ void run_get(const command_options& o, const get_options& g, std::ostream& out) 
                          {"requests", r.requests},
                          {"retransmits", r.retransmits},
                          {"duplicates", r.duplicates},
+                         {"corrupt", r.corrupt},
                          {"restarts", r.restarts},
                          {"seconds", r.seconds},
-                         {"rate_bytes_per_s", r.seconds > 0 ? static_cast<double>(r.bytes_fetched) / r.seconds : 0.0},
+                         {"rate_bytes_per_s",
+                          r.seconds > 0 ? static_cast<double>(r.bytes_fetched) / r.seconds : 0.0},
                          {"digest", to_string(r.digest)}});
   }
 }

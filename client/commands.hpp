@@ -29,7 +29,8 @@ void run_get(const command_options& o, const get_options& g, std::ostream& out);
 
 // The local name `get` writes to: -o if given (inside it, if it is a directory), otherwise
 // the last component of the remote path in the current directory. Throws failure(usage).
-[[nodiscard]] std::string output_path_for(const std::string& remote, const std::optional<std::string>& o);
+[[nodiscard]] std::string output_path_for(const std::string& remote,
+                                          const std::optional<std::string>& o);
 
 // Resolves the user's "HOST[:PORT]". Throws failure(usage) on bad syntax, failure(network) if
 // the name does not resolve.

@@ -33,8 +33,9 @@ void rtt_estimator::backoff() noexcept {
 }
 
 clock::duration rtt_estimator::rto() const noexcept {
-  clock::duration base = has_sample_ ? srtt_ + std::max<clock::duration>(4 * rttvar_, std::chrono::milliseconds{1})
-                                     : initial_rto;
+  clock::duration base =
+      has_sample_ ? srtt_ + std::max<clock::duration>(4 * rttvar_, std::chrono::milliseconds{1})
+                  : initial_rto;
   base = std::clamp(base, min_rto, max_rto);
   for (int i = 0; i < backoff_ && base < max_rto; ++i) base *= 2;
   return std::min(base, max_rto);
@@ -113,7 +114,9 @@ std::uint64_t connection::send(const protocol::request& req) {
   std::byte out[protocol::max_request_size];
   const auto id = next_id();
   auto n = codec::encode_request(out, id, req);
-  if (!n) throw failure{exit_code::usage, fmt::format("request too large: {}", protocol::to_string(n.error()))};
+  if (!n)
+    throw failure{exit_code::usage,
+                  fmt::format("request too large: {}", protocol::to_string(n.error()))};
   send_raw({out, *n});
   return id;
 }
@@ -193,11 +196,12 @@ protocol::reply connection::call(const protocol::request& req, clock::duration t
   if (ctx.error) std::rethrow_exception(ctx.error);
   if (!got) {
     (void)timed_out;
-    throw failure{exit_code::network,
-                  fmt::format("no answer from {} after {} s (is ferryd running there? is UDP port {} open?)",
-                              to_string(server_),
-                              std::chrono::duration_cast<std::chrono::seconds>(timeout).count(),
-                              server_.port())};
+    throw failure{
+        exit_code::network,
+        fmt::format("no answer from {} after {} s (is ferryd running there? is UDP port {} open?)",
+                    to_string(server_),
+                    std::chrono::duration_cast<std::chrono::seconds>(timeout).count(),
+                    server_.port())};
   }
   return std::move(*got);
 }

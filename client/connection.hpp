@@ -67,7 +67,7 @@ class connection {
   [[nodiscard]] rtt_estimator& rtt() noexcept { return rtt_; }
   [[nodiscard]] std::uint64_t first_id() const noexcept { return first_id_; }
   [[nodiscard]] std::uint64_t malformed() const noexcept { return malformed_; }
-  [[nodiscard]] int path_mtu() const noexcept;  // the kernel's view, 0 if unknown
+  [[nodiscard]] int path_mtu() const noexcept;                // the kernel's view, 0 if unknown
   [[nodiscard]] std::size_t receive_buffer() const noexcept;  // bytes the kernel grants
 
  private:

@@ -39,8 +39,8 @@ std::uint32_t choose_block_size(const connection& conn, std::uint32_t wish,
     const int mtu = conn.path_mtu();
     const int ip = conn.server().family() == AF_INET6 ? 40 : 20;
     const long fits = mtu > 0 ? long{mtu} - ip - 8 - long{protocol::data_reply_overhead} : 1200;
-    block = static_cast<std::uint32_t>(std::clamp<long>(fits, protocol::min_block_size,
-                                                        protocol::max_block_size));
+    block = static_cast<std::uint32_t>(
+        std::clamp<long>(fits, protocol::min_block_size, protocol::max_block_size));
   }
   return std::min(block, server_cap);
 }
@@ -58,7 +58,8 @@ protocol::stat_reply stat_with_digest(connection& conn, const std::string& path,
     if (st == nullptr) throw failure{exit_code::internal, "unexpected reply to STAT"};
     if (st->type != protocol::entry_type::file || st->digest_ready) return *st;
     if (clock::now() > give_up)
-      throw failure{exit_code::network, fmt::format("{}: the server did not produce the file's digest", path)};
+      throw failure{exit_code::network,
+                    fmt::format("{}: the server did not produce the file's digest", path)};
     // The server is hashing this version; poll gently.
     std::this_thread::sleep_for(wait);
     wait = std::min(wait * 2, std::chrono::milliseconds{100});
@@ -93,7 +94,8 @@ fetch_result fetcher::run() {
       try {
         local = part.digest();
       } catch (const std::exception& e) {
-        throw failure{exit_code::local_io, fmt::format("cannot read back '{}': {}", part.data_path().string(), e.what())};
+        throw failure{exit_code::local_io, fmt::format("cannot read back '{}': {}",
+                                                       part.data_path().string(), e.what())};
       }
       const auto remote = stat_with_digest(conn_, path_, opt_.timeout);
       if (remote.version != version) {
@@ -123,7 +125,8 @@ fetch_result fetcher::run() {
         if (++errors_confirmed_away_ > max_contradicted_errors) refused(path_, last_error_);
         continue;
       }
-      if (cur == nullptr || cur->type != protocol::entry_type::file) refused(path_, errc::not_regular);
+      if (cur == nullptr || cur->type != protocol::entry_type::file)
+        refused(path_, errc::not_regular);
       if (o == outcome::block_cap_changed && cur->max_block < part.block_size()) {
         block = std::min(block, cur->max_block);
         part.restart(cur->version, block);
@@ -146,6 +149,7 @@ fetch_result fetcher::run() {
   stats_.size = part.size();
   stats_.block_size = part.block_size();
   stats_.seconds = seconds_since(started);
+  stats_.corrupt = conn_.malformed();
   return stats_;
 }
 
@@ -175,8 +179,9 @@ fetcher::outcome fetcher::transfer(part_file& part, const protocol::file_version
 
   uv_owned<uv_timer_t> timer{conn_.loop(), uv_timer_init};
   timer.get()->data = this;
-  uv_timer_start(timer.get(), [](uv_timer_t* t) { static_cast<fetcher*>(t->data)->on_tick(); },
-                 tick.count(), tick.count());
+  uv_timer_start(
+      timer.get(), [](uv_timer_t* t) { static_cast<fetcher*>(t->data)->on_tick(); }, tick.count(),
+      tick.count());
   conn_.set_handler([this](const codec::decoded_reply& r) { on_reply(r); });
   pump();
   if (outcome_ == outcome::running) uv_run(conn_.loop(), UV_RUN_DEFAULT);
@@ -211,7 +216,8 @@ void fetcher::pump() {
       if (!part_->is_done(index) && in_flight_[index] == 0) send_block(index, true);
       continue;
     }
-    while (scan_ < part_->block_count() && (part_->is_done(scan_) || in_flight_[scan_] != 0)) ++scan_;
+    while (scan_ < part_->block_count() && (part_->is_done(scan_) || in_flight_[scan_] != 0))
+      ++scan_;
     if (scan_ >= part_->block_count()) break;
     send_block(scan_++, false);
   }
@@ -310,12 +316,13 @@ void fetcher::on_tick() {
   const auto now = clock::now();
   try {
     if (now - last_progress_ >= opt_.timeout) {
-      throw failure{exit_code::network,
-                    fmt::format("no answer from {} for {} s (is ferryd running there? is UDP port {} "
-                                "open?); rerun the same command to resume",
-                                to_string(conn_.server()),
-                                std::chrono::duration_cast<std::chrono::seconds>(opt_.timeout).count(),
-                                conn_.server().port())};
+      throw failure{
+          exit_code::network,
+          fmt::format("no answer from {} for {} s (is ferryd running there? is UDP port {} "
+                      "open?); rerun the same command to resume",
+                      to_string(conn_.server()),
+                      std::chrono::duration_cast<std::chrono::seconds>(opt_.timeout).count(),
+                      conn_.server().port())};
     }
     // Anything older than the RTO is lost; back the timer off if nothing got through.
     const auto rto = conn_.rtt().rto();

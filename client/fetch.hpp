@@ -80,7 +80,7 @@ class fetcher {
   // Per-transfer state, reset by transfer().
   part_file* part_ = nullptr;
   protocol::file_version version_;
-  std::vector<std::uint8_t> in_flight_;  // outstanding requests per block
+  std::vector<std::uint8_t> in_flight_;                // outstanding requests per block
   std::unordered_map<std::uint64_t, flight> flights_;  // by request id
   std::deque<std::uint64_t> order_;                    // request ids in send order
   std::deque<std::uint64_t> retransmit_;               // block indexes to ask for again
@@ -89,7 +89,8 @@ class fetcher {
   std::uint64_t seq_ = 0, first_id_ = 0;
   double cwnd_ = 16, ssthresh_ = 1e9;
   std::uint32_t max_window_ = 64;
-  clock::time_point recovery_start_{}, last_progress_{}, last_flush_{}, last_backoff_{}, last_report_{};
+  clock::time_point recovery_start_{}, last_progress_{}, last_flush_{}, last_backoff_{},
+      last_report_{};
   outcome outcome_ = outcome::running;
   protocol::errc last_error_ = protocol::errc::ok;
   int errors_confirmed_away_ = 0;  // error replies that a STAT then contradicted

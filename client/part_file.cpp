@@ -23,7 +23,8 @@ constexpr char state_magic[8] = {'F', 'E', 'R', 'R', 'Y', 'S', 'T', '1'};
 constexpr std::size_t header_bytes = 64;
 
 [[noreturn]] void fail_io(const std::filesystem::path& p, const char* what, int e) {
-  throw failure{exit_code::local_io, fmt::format("cannot {} '{}': {}", what, p.string(), std::strerror(e))};
+  throw failure{exit_code::local_io,
+                fmt::format("cannot {} '{}': {}", what, p.string(), std::strerror(e))};
 }
 
 void put64(std::byte* p, std::uint64_t v) { std::memcpy(p, &v, 8); }
@@ -67,14 +68,16 @@ part_file::part_file(const std::filesystem::path& out, const protocol::file_vers
 
 bool part_file::load_state(const protocol::file_version& version) {
   struct stat st {};
-  if (::fstat(state_.get(), &st) != 0 || st.st_size < static_cast<off_t>(header_bytes + 8)) return false;
+  if (::fstat(state_.get(), &st) != 0 || st.st_size < static_cast<off_t>(header_bytes + 8))
+    return false;
   struct stat data_st {};
   if (::fstat(data_.get(), &data_st) != 0) return false;
   std::vector<std::byte> image(static_cast<std::size_t>(st.st_size));
   if (::pread(state_.get(), image.data(), image.size(), 0) != static_cast<ssize_t>(image.size()))
     return false;
   const auto body = image.size() - 8;
-  if (XXH3_64bits(image.data(), body) != get64(image.data() + body)) return false;  // torn or foreign
+  if (XXH3_64bits(image.data(), body) != get64(image.data() + body))
+    return false;  // torn or foreign
   if (std::memcmp(image.data(), state_magic, 8) != 0) return false;
   protocol::file_version v{get64(&image[8]), get64(&image[16]), get64(&image[24]),
                            static_cast<std::int64_t>(get64(&image[32])),
@@ -103,7 +106,8 @@ void part_file::start_fresh(const protocol::file_version& version, std::uint32_t
   resumed_ = false;
   // Drop whatever an older version left, then size the file: unwritten blocks stay holes.
   if (::ftruncate(data_.get(), 0) != 0) fail_io(data_path_, "truncate", errno);
-  if (::ftruncate(data_.get(), static_cast<off_t>(version.size)) != 0) fail_io(data_path_, "size", errno);
+  if (::ftruncate(data_.get(), static_cast<off_t>(version.size)) != 0)
+    fail_io(data_path_, "size", errno);
   image_.assign(header_bytes + (blocks_ + 7) / 8 + 8, std::byte{0});
   std::memcpy(image_.data(), state_magic, 8);
   put64(&image_[8], version.dev);
@@ -171,7 +175,8 @@ void part_file::flush() {
   if (!dirty_) return;
   const auto body = image_.size() - 8;
   put64(image_.data() + body, XXH3_64bits(image_.data(), body));
-  if (::pwrite(state_.get(), image_.data(), image_.size(), 0) != static_cast<ssize_t>(image_.size()))
+  if (::pwrite(state_.get(), image_.data(), image_.size(), 0) !=
+      static_cast<ssize_t>(image_.size()))
     fail_io(state_path_, "write", errno == 0 ? EIO : errno);
   dirty_ = false;
 }

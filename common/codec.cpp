@@ -7,7 +7,8 @@
 #include <ostream>
 #include <streambuf>
 
-#include "common/digest.hpp"
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 namespace ferry::codec {
 namespace {
@@ -29,9 +30,7 @@ class span_in_buf : public std::streambuf {
     setg(p, p, p + s.size());
   }
   [[nodiscard]] std::size_t consumed() const { return static_cast<std::size_t>(gptr() - eback()); }
-  [[nodiscard]] std::size_t remaining() const {
-    return static_cast<std::size_t>(egptr() - gptr());
-  }
+  [[nodiscard]] std::size_t remaining() const { return static_cast<std::size_t>(egptr() - gptr()); }
 };
 
 // Writes into a fixed span; overflow() is left at the default, which fails the write, and
@@ -117,6 +116,7 @@ bool valid_entry_name(const std::string& name) {
 }
 
 constexpr std::uint8_t max_entry_type = static_cast<std::uint8_t>(protocol::entry_type::other);
+// errc::corrupt is never sent.
 constexpr std::uint8_t max_errc = static_cast<std::uint8_t>(errc::bad_request);
 
 // --- bodies ------------------------------------------------------------------------------
@@ -152,7 +152,8 @@ void save_body(out_archive& ar, const protocol::list_reply& m) {
   if (m.entries.size() > protocol::max_list_entries) throw codec_error{errc::bad_request};
   ar(cereal::make_size_tag(static_cast<cereal::size_type>(m.entries.size())));
   for (const auto& e : m.entries) {
-    if (!valid_entry_name(e.name)) throw codec_error{errc::bad_request};
+    if (!valid_entry_name(e.name) || static_cast<std::uint8_t>(e.type) > max_entry_type)
+      throw codec_error{errc::bad_request};
     save_string(ar, e.name, protocol::max_name);
     save_u8(ar, static_cast<std::uint8_t>(e.type));
     ar(e.size, e.mtime_ns);
@@ -175,6 +176,9 @@ void load_body(in_archive& ar, protocol::list_reply& m) {
 }
 
 void save_body(out_archive& ar, const protocol::stat_reply& m) {
+  if (static_cast<std::uint8_t>(m.type) > max_entry_type ||
+      m.max_block < protocol::min_block_size || m.max_block > protocol::max_block_size)
+    throw codec_error{errc::bad_request};
   save_u8(ar, static_cast<std::uint8_t>(m.type));
   ar(m.size, m.mtime_ns);
   save_version(ar, m.version);
@@ -193,20 +197,33 @@ void load_body(in_archive& ar, protocol::stat_reply& m) {
   ar(m.digest.high, m.digest.low);
 }
 
-void save_data_meta(out_archive& ar, const protocol::data_reply& m) {
-  if (m.length > protocol::max_block_size) throw codec_error{errc::bad_request};
+// A block must lie inside the file, and eof must say exactly whether it ends there. Written so
+// that no sum can wrap around 2^64.
+bool block_consistent(std::uint64_t offset, std::uint64_t length, bool eof, std::uint64_t size) {
+  if (length > size || offset > size - length) return false;
+  return eof == (offset == size - length);
+}
+
+// The fields of a data reply before its checksum.
+void save_data_fields(out_archive& ar, const protocol::data_reply& m) {
+  if (m.length > protocol::max_block_size ||
+      !block_consistent(m.offset, m.length, m.eof, m.version.size))
+    throw codec_error{errc::bad_request};
   ar(m.offset);
   save_u8(ar, m.eof ? 1 : 0);
   save_version(ar, m.version);
-  ar(m.checksum);
-  ar(cereal::make_size_tag(static_cast<cereal::size_type>(m.length)));
 }
-void save_body(out_archive& ar, const protocol::data_reply& m) {
-  save_data_meta(ar, m);
-  if (m.length > 0) ar(cereal::binary_data(m.payload, m.length));
+
+// The checksum of a data reply: XXH3-64 of the payload, seeded with XXH3-64 of every byte of
+// the datagram before the checksum field, so it covers the header, the fields and the payload
+// while the payload is read only once.
+std::uint64_t data_checksum(std::span<const std::byte> before, std::span<const std::byte> payload) {
+  const auto seed = XXH3_64bits(before.data(), before.size());
+  return XXH3_64bits_withSeed(payload.data(), payload.size(), seed);
 }
 
 void save_body(out_archive& ar, const protocol::error_reply& m) {
+  if (static_cast<std::uint8_t>(m.code) > max_errc) throw codec_error{errc::bad_request};
   save_u8(ar, static_cast<std::uint8_t>(m.code));
   save_string(ar, m.message, protocol::max_message);
 }
@@ -226,16 +243,33 @@ msg_type type_of(const protocol::reply& r) {
   return types[r.index()];
 }
 
+// Writes one whole message. Every message but a data reply ends with XXH3-64 of all the bytes
+// before it; a data reply carries data_checksum() ahead of its payload.
 template <typename Body>
-result<std::size_t> encode_any(std::span<std::byte> out, std::uint64_t request_id,
-                               const Body& body) noexcept {
+result<std::size_t> encode_any(std::span<std::byte> out, std::uint64_t request_id, const Body& body,
+                               bool with_payload = true) noexcept {
   try {
     write_header(out, type_of(body), request_id);
     span_out_buf buf{out.subspan(protocol::header_size)};
     std::ostream os{&buf};
     {
       out_archive ar{os, out_options};
-      std::visit([&](const auto& m) { save_body(ar, m); }, body);
+      auto written = [&] { return out.first(protocol::header_size + buf.written()); };
+      std::visit(
+          [&](const auto& m) {
+            using T = std::decay_t<decltype(m)>;
+            if constexpr (std::is_same_v<T, protocol::data_reply>) {
+              save_data_fields(ar, m);
+              ar(data_checksum(written(), {m.payload, m.length}));
+              ar(cereal::make_size_tag(static_cast<cereal::size_type>(m.length)));
+              if (with_payload && m.length > 0) ar(cereal::binary_data(m.payload, m.length));
+            } else {
+              save_body(ar, m);
+              const auto w = written();
+              ar(static_cast<std::uint64_t>(XXH3_64bits(w.data(), w.size())));
+            }
+          },
+          body);
     }
     return protocol::header_size + buf.written();
   } catch (const codec_error& e) {
@@ -248,40 +282,54 @@ result<std::size_t> encode_any(std::span<std::byte> out, std::uint64_t request_i
 // Decodes the body that follows a valid header. `make` picks the message for the type.
 template <typename Variant, typename Make>
 result<Variant> decode_body(std::span<const std::byte> wire, Make make) {
-  span_in_buf buf{wire.subspan(protocol::header_size)};
-  std::istream is{&buf};
+  // Every message but a data reply ends with a checksum of all that precedes it. It is checked
+  // before any other byte is believed, so a damaged datagram is always errc::corrupt, and a
+  // server answers nothing that failed it. Too short to hold one counts as damaged too.
+  const auto type = static_cast<msg_type>(std::to_integer<std::uint8_t>(wire[5]));
+  const bool data = type == msg_type::data_reply;
+  auto fields = wire.subspan(protocol::header_size);
+  if (!data) {
+    const auto n = wire.size();
+    if (n < protocol::header_size + 1 + protocol::checksum_size) throw codec_error{errc::corrupt};
+    std::uint64_t sum = 0;
+    for (std::size_t i = 0; i < protocol::checksum_size; ++i)
+      sum |= std::to_integer<std::uint64_t>(wire[n - protocol::checksum_size + i]) << (8 * i);
+    if (XXH3_64bits(wire.data(), n - protocol::checksum_size) != sum)
+      throw codec_error{errc::corrupt};
+    fields = fields.first(fields.size() - protocol::checksum_size);
+  }
   // The endianness byte must say little-endian; anything else is not one of our bodies.
-  if (buf.remaining() < 1 || wire[protocol::header_size] != std::byte{1})
-    throw codec_error{errc::malformed};
-  in_archive ar{is, in_options};
+  if (fields.empty() || fields[0] != std::byte{1}) throw codec_error{errc::malformed};
   Variant body = make();
+  span_in_buf buf{fields};
+  std::istream is{&buf};
+  in_archive ar{is, in_options};
+  if constexpr (std::is_same_v<Variant, protocol::reply>) {
+    if (auto* m = std::get_if<protocol::data_reply>(&body)) {
+      ar(m->offset);
+      m->eof = load_bool(ar);
+      load_version(ar, m->version);
+      const auto before = wire.first(protocol::header_size + buf.consumed());
+      std::uint64_t sum = 0;
+      cereal::size_type n = 0;
+      ar(sum, cereal::make_size_tag(n));
+      // The payload is the rest of the datagram, exactly.
+      if (n > protocol::max_block_size || n != buf.remaining()) throw codec_error{errc::malformed};
+      m->length = static_cast<std::uint32_t>(n);
+      m->payload = wire.data() + protocol::header_size + buf.consumed();
+      if (data_checksum(before, {m->payload, m->length}) != sum) throw codec_error{errc::corrupt};
+      if (!block_consistent(m->offset, m->length, m->eof, m->version.size))
+        throw codec_error{errc::malformed};
+      return body;
+    }
+  }
   std::visit(
       [&](auto& m) {
-        using T = std::decay_t<decltype(m)>;
-        if constexpr (std::is_same_v<T, protocol::data_reply>) {
-          ar(m.offset);
-          m.eof = load_bool(ar);
-          load_version(ar, m.version);
-          ar(m.checksum);
-          cereal::size_type n = 0;
-          ar(cereal::make_size_tag(n));
-          // The payload is the rest of the datagram, exactly.
-          if (n > protocol::max_block_size || n != buf.remaining())
-            throw codec_error{errc::malformed};
-          m.length = static_cast<std::uint32_t>(n);
-          m.payload = wire.data() + protocol::header_size + buf.consumed();
-          if (m.eof ? m.offset + n != m.version.size : m.offset + n > m.version.size)
-            throw codec_error{errc::malformed};
-          auto payload = std::span<const std::byte>{m.payload, m.length};
-          if (block_checksum(m.offset, m.eof, m.version, payload) != m.checksum)
-            throw codec_error{errc::malformed};
-          return;
-        } else {
+        if constexpr (!std::is_same_v<std::decay_t<decltype(m)>, protocol::data_reply>)
           load_body(ar, m);
-        }
-        if (buf.remaining() != 0) throw codec_error{errc::malformed};
       },
       body);
+  if (buf.remaining() != 0) throw codec_error{errc::malformed};
   return body;
 }
 
@@ -295,8 +343,7 @@ result<protocol::header> decode_header(std::span<const std::byte> wire) noexcept
   h.type = static_cast<msg_type>(std::to_integer<std::uint8_t>(wire[5]));
   h.flags = get_u16(&wire[6]);
   h.request_id = get_u64(&wire[8]);
-  if (std::to_integer<std::uint8_t>(wire[4]) != protocol::version)
-    return errc::unsupported_version;
+  if (std::to_integer<std::uint8_t>(wire[4]) != protocol::version) return errc::unsupported_version;
   return h;
 }
 
@@ -311,10 +358,14 @@ result<decoded_request> decode_request(std::span<const std::byte> wire) noexcept
   try {
     auto body = decode_body<protocol::request>(wire, [&]() -> protocol::request {
       switch (h->type) {
-        case msg_type::list_request: return protocol::list_request{};
-        case msg_type::stat_request: return protocol::stat_request{};
-        case msg_type::get_request: return protocol::get_request{};
-        default: throw codec_error{errc::malformed};
+        case msg_type::list_request:
+          return protocol::list_request{};
+        case msg_type::stat_request:
+          return protocol::stat_request{};
+        case msg_type::get_request:
+          return protocol::get_request{};
+        default:
+          throw codec_error{errc::malformed};
       }
     });
     return decoded_request{*h, std::move(*body)};
@@ -332,11 +383,16 @@ result<decoded_reply> decode_reply(std::span<const std::byte> wire) noexcept {
   try {
     auto body = decode_body<protocol::reply>(wire, [&]() -> protocol::reply {
       switch (h->type) {
-        case msg_type::list_reply: return protocol::list_reply{};
-        case msg_type::stat_reply: return protocol::stat_reply{};
-        case msg_type::data_reply: return protocol::data_reply{};
-        case msg_type::error_reply: return protocol::error_reply{};
-        default: throw codec_error{errc::malformed};
+        case msg_type::list_reply:
+          return protocol::list_reply{};
+        case msg_type::stat_reply:
+          return protocol::stat_reply{};
+        case msg_type::data_reply:
+          return protocol::data_reply{};
+        case msg_type::error_reply:
+          return protocol::error_reply{};
+        default:
+          throw codec_error{errc::malformed};
       }
     });
     return decoded_reply{*h, std::move(*body)};
@@ -360,21 +416,12 @@ result<std::size_t> encode_reply(std::span<std::byte> out, std::uint64_t request
 }
 
 result<std::size_t> encode_data_prefix(std::span<std::byte> out, std::uint64_t request_id,
-                                       const protocol::data_reply& meta) noexcept {
-  try {
-    write_header(out, msg_type::data_reply, request_id);
-    span_out_buf buf{out.subspan(protocol::header_size)};
-    std::ostream os{&buf};
-    {
-      out_archive ar{os, out_options};
-      save_data_meta(ar, meta);
-    }
-    return protocol::header_size + buf.written();
-  } catch (const codec_error& e) {
-    return e.code;
-  } catch (...) {
-    return errc::bad_request;
-  }
+                                       const protocol::data_reply& meta,
+                                       std::span<const std::byte> payload) noexcept {
+  if (payload.size() != meta.length) return errc::bad_request;
+  auto m = meta;
+  m.payload = payload.data();
+  return encode_any(out, request_id, protocol::reply{m}, false);
 }
 
 }  // namespace ferry::codec

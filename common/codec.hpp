@@ -32,7 +32,8 @@ struct decoded_reply {
 
 [[nodiscard]] result<decoded_request> decode_request(std::span<const std::byte> wire) noexcept;
 
-// Decodes a reply and, for a data reply, verifies its block checksum (errc::malformed if wrong).
+// Decodes a reply. Every datagram carries a checksum over all of its bytes: a mismatch is
+// errc::corrupt, anything else wrong is errc::malformed.
 [[nodiscard]] result<decoded_reply> decode_reply(std::span<const std::byte> wire) noexcept;
 
 // Encoders write into `out` and return the bytes used, or errc::bad_request if the message
@@ -43,13 +44,15 @@ struct decoded_reply {
                                                const protocol::reply& body) noexcept;
 
 // Encodes a data reply up to its payload, so the payload can go out as a second buffer without
-// a copy. `meta.payload` is ignored; `meta.length` and `meta.checksum` must already be set.
+// a copy. The checksum is computed over `payload`; `meta.payload` is ignored.
 [[nodiscard]] result<std::size_t> encode_data_prefix(std::span<std::byte> out,
                                                      std::uint64_t request_id,
-                                                     const protocol::data_reply& meta) noexcept;
+                                                     const protocol::data_reply& meta,
+                                                     std::span<const std::byte> payload) noexcept;
 
 // Wire size of a list reply with no entries, and what each entry adds to it.
-inline constexpr std::size_t list_reply_base_size = protocol::header_size + 1 + 8 + 1;
+inline constexpr std::size_t list_reply_base_size =
+    protocol::header_size + 1 + 8 + 1 + protocol::checksum_size;
 [[nodiscard]] constexpr std::size_t list_entry_wire_size(std::size_t name_length) noexcept {
   return 8 + name_length + 1 + 8 + 8;
 }

@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
-#include <bit>
 #include <cerrno>
 #include <memory>
 #include <system_error>
@@ -13,23 +12,6 @@
 #include <xxhash.h>
 
 namespace ferry {
-
-std::uint64_t block_checksum(std::uint64_t offset, bool eof, const protocol::file_version& version,
-                             std::span<const std::byte> payload) noexcept {
-  std::uint64_t fields[] = {offset,
-                                  eof ? 1u : 0u,
-                                  version.dev,
-                                  version.ino,
-                                  version.size,
-                                  static_cast<std::uint64_t>(version.mtime_ns),
-                                  static_cast<std::uint64_t>(version.ctime_ns),
-                                  payload.size()};
-  // The seed is defined over little-endian values, so both ends agree whatever their CPU.
-  if constexpr (std::endian::native == std::endian::big)
-    for (auto& f : fields) f = __builtin_bswap64(f);
-  const auto seed = XXH3_64bits(fields, sizeof fields);
-  return XXH3_64bits_withSeed(payload.data(), payload.size(), seed);
-}
 
 digest_state::digest_state() : state_{XXH3_createState()} {
   if (state_ == nullptr) throw std::bad_alloc{};

@@ -9,12 +9,6 @@
 
 namespace ferry {
 
-// The checksum a data reply carries. It covers the payload and every field that says where the
-// payload belongs, so a flipped bit anywhere in the reply's body is caught.
-[[nodiscard]] std::uint64_t block_checksum(std::uint64_t offset, bool eof,
-                                           const protocol::file_version& version,
-                                           std::span<const std::byte> payload) noexcept;
-
 // Incremental XXH3-128 over a whole file.
 class digest_state {
  public:

@@ -40,21 +40,30 @@ result<std::string> normalize_wire_path(std::string_view wire) noexcept {
 
 errc errc_from_errno(int e) noexcept {
   switch (e) {
-    case ENOENT: return errc::not_found;
-    case ENOTDIR: return errc::not_directory;
-    case EXDEV: return errc::outside_root;  // RESOLVE_BENEATH refused to leave the root
-    case ELOOP: return errc::symlink_loop;
+    case ENOENT:
+      return errc::not_found;
+    case ENOTDIR:
+      return errc::not_directory;
+    case EXDEV:
+      return errc::outside_root;  // RESOLVE_BENEATH refused to leave the root
+    case ELOOP:
+      return errc::symlink_loop;
     case EACCES:
-    case EPERM: return errc::permission_denied;
-    case ENAMETOOLONG: return errc::bad_path;
+    case EPERM:
+      return errc::permission_denied;
+    case ENAMETOOLONG:
+      return errc::bad_path;
     case ENXIO:  // open(2) of a socket
     case ENODEV:
-    case EISDIR: return errc::not_regular;
+    case EISDIR:
+      return errc::not_regular;
     case EMFILE:
     case ENFILE:
     case EAGAIN:
-    case ENOMEM: return errc::busy;
-    default: return errc::io_error;
+    case ENOMEM:
+      return errc::busy;
+    default:
+      return errc::io_error;
   }
 }
 
@@ -79,13 +88,22 @@ result<unique_fd> walk_beneath(int root_fd, const std::string& rel, int flags) n
   std::size_t start = 0;
   for (;;) {
     const auto slash = rel.find('/', start);
-    const auto name = rel.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    const auto name =
+        rel.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
     const bool last = slash == std::string::npos;
-    const int f = last ? (flags | O_CLOEXEC | O_NOFOLLOW) : (O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    const int f =
+        last ? (flags | O_CLOEXEC | O_NOFOLLOW) : (O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     int fd = ::openat(at, name.c_str(), f);
     if (fd < 0) {
-      // O_NOFOLLOW on a symlink: refuse it as leaving the root, since we cannot check where it goes.
-      return errno == ELOOP ? errc::outside_root : errc_from_errno(errno);
+      const int e = errno;
+      // A symlink, final (ELOOP) or in the middle (ENOTDIR under O_DIRECTORY): refuse it as
+      // leaving the root, since this walk cannot check where it goes.
+      struct stat st {};
+      if (e == ELOOP ||
+          (e == ENOTDIR && ::fstatat(at, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+           S_ISLNK(st.st_mode)))
+        return errc::outside_root;
+      return errc_from_errno(e);
     }
     if (last) {
       // With O_PATH, O_NOFOLLOW opens the symlink itself; refuse it too.

@@ -19,10 +19,10 @@ inline constexpr std::uint8_t version = 1;
 inline constexpr std::size_t header_size = 16;
 
 // Lengths the decoder enforces before it allocates anything.
-inline constexpr std::size_t max_path = 4096;       // PATH_MAX
-inline constexpr std::size_t max_name = 255;        // NAME_MAX
-inline constexpr std::size_t max_depth = 64;        // path components in one request
-inline constexpr std::size_t max_message = 256;     // error text
+inline constexpr std::size_t max_path = 4096;    // PATH_MAX
+inline constexpr std::size_t max_name = 255;     // NAME_MAX
+inline constexpr std::size_t max_depth = 64;     // path components in one request
+inline constexpr std::size_t max_message = 256;  // error text
 inline constexpr std::size_t max_list_entries = 256;
 inline constexpr std::size_t max_request_size = 8192;  // no valid request is larger
 inline constexpr std::size_t max_datagram = 65507;     // largest IPv4 UDP payload
@@ -33,6 +33,8 @@ inline constexpr std::size_t max_small_reply = 1200;
 
 // Bytes a data reply spends outside its payload (header + fixed body fields).
 inline constexpr std::size_t data_reply_overhead = header_size + 1 + 8 + 1 + 40 + 8 + 8;
+// Bytes every other message spends on its trailing checksum.
+inline constexpr std::size_t checksum_size = 8;
 // The largest block any server may send: one unfragmented-by-UDP datagram on IPv4.
 inline constexpr std::uint32_t max_block_size = 65024;  // 127 * 512, fits 65507 with overhead
 inline constexpr std::uint32_t min_block_size = 512;
@@ -56,13 +58,15 @@ enum class errc : std::uint8_t {
   bad_path = 3,             // empty component, NUL, too long or too deep
   outside_root = 4,         // "..", absolute, or a symlink leaving the root
   not_found = 5,
-  not_regular = 6,          // FIFO, device, socket, directory where a file is needed
+  not_regular = 6,  // FIFO, device, socket, directory where a file is needed
   not_directory = 7,
   permission_denied = 8,
   io_error = 9,
-  busy = 10,                // server at its limit of queued work; ask again later
+  busy = 10,  // server at its limit of queued work; ask again later
   symlink_loop = 11,
-  bad_request = 12,         // decodes, but the values are out of range
+  bad_request = 12,  // decodes, but the values are out of range
+  // Never sent: what a decoder reports for a datagram whose checksum does not match.
+  corrupt = 13,
 };
 
 // Type values below 0x80 are requests, in every protocol version; a server answers nothing else.
@@ -135,12 +139,11 @@ struct stat_reply {
 };
 
 // A data reply does not own its payload: it points into the datagram it was decoded from,
-// or into the buffer it will be sent from.
+// or into the buffer it will be sent from. Its checksum is the codec's business.
 struct data_reply {
   std::uint64_t offset = 0;
   bool eof = false;  // the payload ends at the end of the file
   file_version version;
-  std::uint64_t checksum = 0;  // block_checksum() of everything above plus the payload
   const std::byte* payload = nullptr;
   std::uint32_t length = 0;
 };

@@ -13,7 +13,8 @@ namespace ferry {
 class uv_error : public std::runtime_error {
  public:
   uv_error(int code, const std::string& what)
-      : std::runtime_error{fmt::format("{}: {} ({})", what, ::uv_strerror(code), ::uv_err_name(code))},
+      : std::runtime_error{fmt::format("{}: {} ({})", what, ::uv_strerror(code),
+                                       ::uv_err_name(code))},
         code_{code} {}
   [[nodiscard]] int code() const noexcept { return code_; }
 

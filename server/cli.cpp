@@ -1,8 +1,8 @@
 #include "server/cli.hpp"
 
-#include <CLI/CLI.hpp>
 #include <signal.h>
 
+#include <CLI/CLI.hpp>
 #include <filesystem>
 
 #include "common/log.hpp"

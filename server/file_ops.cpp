@@ -69,7 +69,8 @@ read_outcome read_block(int fd, std::uint64_t offset, std::uint32_t block, std::
   std::uint32_t got = 0;
   while (got < want) {
     iovec iov{out + got, want - got};
-    const ssize_t n = ::preadv2(fd, &iov, 1, static_cast<off_t>(offset + got), nowait ? RWF_NOWAIT : 0);
+    const ssize_t n =
+        ::preadv2(fd, &iov, 1, static_cast<off_t>(offset + got), nowait ? RWF_NOWAIT : 0);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (nowait && (errno == EAGAIN || errno == EOPNOTSUPP)) {
@@ -109,8 +110,9 @@ protocol::list_reply make_page(const std::vector<protocol::list_entry>& sorted,
   protocol::list_reply page;
   auto it = sorted.begin();
   if (!cursor.empty()) {
-    it = std::upper_bound(sorted.begin(), sorted.end(), cursor,
-                          [](std::string_view c, const protocol::list_entry& e) { return c < e.name; });
+    it = std::upper_bound(
+        sorted.begin(), sorted.end(), cursor,
+        [](std::string_view c, const protocol::list_entry& e) { return c < e.name; });
   }
   std::size_t used = codec::list_reply_base_size;
   for (; it != sorted.end() && page.entries.size() < protocol::max_list_entries; ++it) {
@@ -151,7 +153,8 @@ result<std::vector<protocol::list_entry>> read_directory(int dir_fd) noexcept {
       struct stat st {};
       if (::fstatat(dir_fd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
         e.type = type_of(st.st_mode);
-        e.size = S_ISREG(st.st_mode) || S_ISLNK(st.st_mode) ? static_cast<std::uint64_t>(st.st_size) : 0;
+        e.size =
+            S_ISREG(st.st_mode) || S_ISLNK(st.st_mode) ? static_cast<std::uint64_t>(st.st_size) : 0;
         e.mtime_ns = mtime_ns_of(st);
       } else if (errno == ENOENT) {
         continue;  // removed while we read
@@ -172,13 +175,16 @@ result<std::vector<protocol::list_entry>> read_directory(int dir_fd) noexcept {
 
 }  // namespace
 
-dir_cache::snapshot_ptr dir_cache::find(const std::string& rel, const protocol::file_version& key) {
+dir_cache::snapshot_ptr dir_cache::find(const std::string& rel, const protocol::file_version& key,
+                                        bool allow_provisional) {
   std::lock_guard lock{mutex_};
   auto it = map_.find(rel);
   if (it == map_.end()) return nullptr;
   const auto& s = *it->second.snap;
-  const bool stale = s.key != key || (s.provisional && std::chrono::steady_clock::now() - s.built >
-                                                           provisional_lifetime);
+  const bool stale =
+      s.key != key ||
+      (s.provisional &&
+       (!allow_provisional || std::chrono::steady_clock::now() - s.built > provisional_lifetime));
   if (stale) return nullptr;
   lru_.splice(lru_.begin(), lru_, it->second.pos);
   return it->second.snap;
@@ -213,7 +219,11 @@ result<protocol::list_reply> dir_cache::list_page(int root_fd, const std::string
     if (::fstat(fd->get(), &st) != 0) return errc_from_errno(errno);
     auto key = version_of(st);
     key.size = 0;  // a directory's st_size says nothing useful and varies by file system
-    auto snap = find(rel, key);
+    // A listing that starts afresh never trusts a provisional snapshot: a change made in the
+    // same timestamp tick as its reading would otherwise stay invisible until it expires.
+    // Later pages of a listing may reuse it, as entries changed during a listing may or may
+    // not appear.
+    auto snap = find(rel, key, !cursor.empty());
     if (!snap) {
       const auto now = std::chrono::steady_clock::now();
       auto entries = read_directory(fd->get());
@@ -222,9 +232,9 @@ result<protocol::list_reply> dir_cache::list_page(int root_fd, const std::string
       fresh->key = key;
       fresh->built = now;
       const auto now_real = std::chrono::system_clock::now().time_since_epoch();
-      fresh->provisional =
-          std::chrono::nanoseconds{now_real} - std::chrono::nanoseconds{std::max(key.mtime_ns, key.ctime_ns)} <
-          settle_time;
+      fresh->provisional = std::chrono::nanoseconds{now_real} -
+                               std::chrono::nanoseconds{std::max(key.mtime_ns, key.ctime_ns)} <
+                           settle_time;
       fresh->entries = std::move(*entries);
       snap = fresh;
       insert(rel, snap);

@@ -78,7 +78,8 @@ class dir_cache {
   };
   using snapshot_ptr = std::shared_ptr<const snapshot>;
 
-  [[nodiscard]] snapshot_ptr find(const std::string& rel, const protocol::file_version& key);
+  [[nodiscard]] snapshot_ptr find(const std::string& rel, const protocol::file_version& key,
+                                  bool allow_provisional);
   void insert(const std::string& rel, snapshot_ptr s);
 
   std::mutex mutex_;

@@ -175,14 +175,13 @@ udp_server::udp_server(uv_loop_t* loop, config cfg)
     int got = 0;
     socklen_t len = sizeof got;
     if (::getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &len) == 0 && got < want)
-      log::warn("receive buffer is {} bytes, asked for {} (raise net.core.rmem_max)", got / 2, want);
+      log::warn("receive buffer is {} bytes, asked for {} (raise net.core.rmem_max)", got / 2,
+                want);
   }
   uv_check(uv_udp_recv_start(udp_.get(), on_alloc, on_recv), "uv_udp_recv_start");
 }
 
-udp_server::~udp_server() {
-  stop();
-}
+udp_server::~udp_server() { stop(); }
 
 endpoint udp_server::local_endpoint() const {
   sockaddr_storage ss{};
@@ -198,11 +197,16 @@ void udp_server::stop() noexcept {
   stopping_ = true;
   if (udp_.get() != nullptr) uv_udp_recv_stop(udp_.get());
   udp_.close();
-  stop_async_.close();
+  {
+    // request_stop() may be running on another thread: the handle must not close under it.
+    std::lock_guard lock{stop_mutex_};
+    stop_async_.close();
+  }
   files_.clear();
 }
 
 void udp_server::request_stop() noexcept {
+  std::lock_guard lock{stop_mutex_};
   if (auto* a = stop_async_.get(); a != nullptr) uv_async_send(a);
 }
 
@@ -240,12 +244,17 @@ void udp_server::on_recv(uv_udp_t* h, ssize_t nread, const uv_buf_t* buf, const 
 void udp_server::handle_datagram(std::span<const std::byte> bytes, const endpoint& peer) {
   if (stopping_) return;
   auto decoded = codec::decode_request(bytes);
+  if (!decoded && decoded.error() == errc::corrupt) {
+    // Damaged on the way: nothing in it can be trusted, not even the address to answer.
+    ++stats_.dropped_corrupt;
+    return;
+  }
   if (!decoded) {
     ++stats_.dropped_malformed;
     // Answer only what is recognisably a ferry request, so garbage draws no reply at all, and
     // never a reply-typed datagram: two servers must not be made to answer each other forever.
     auto h = codec::decode_header(bytes);
-    if (h.error() == errc::unsupported_version && bytes.size() >= protocol::header_size &&
+    if (h.error() == errc::unsupported_version && bytes.size() <= protocol::max_request_size &&
         protocol::is_request_type(std::to_integer<std::uint8_t>(bytes[5]))) {
       send_error(peer, codec::peek_request_id(bytes), errc::unsupported_version);
     } else if (h && protocol::is_request_type(static_cast<std::uint8_t>(h->type)) &&
@@ -410,8 +419,8 @@ void udp_server::send(const endpoint& peer, std::span<const uv_buf_t> bufs) noex
   if (udp_.get() == nullptr) return;
   std::size_t total = 0;
   for (const auto& b : bufs) total += b.len;
-  const int rc = uv_udp_try_send(udp_.get(), bufs.data(), static_cast<unsigned>(bufs.size()),
-                                 peer.addr());
+  const int rc =
+      uv_udp_try_send(udp_.get(), bufs.data(), static_cast<unsigned>(bufs.size()), peer.addr());
   if (rc >= 0) {
     ++stats_.datagrams_out;
     stats_.bytes_out += total;
@@ -444,18 +453,18 @@ void udp_server::send(const endpoint& peer, std::span<const uv_buf_t> bufs) noex
     }
     const uv_buf_t one = make_buf(op->bytes.get(), total);
     op->req.data = op.get();
-    const int qrc = uv_udp_send(&op->req, udp_.get(), &one, 1, peer.addr(),
-                                [](uv_udp_send_t* r, int status) {
-                                  std::unique_ptr<send_op> done{static_cast<send_op*>(r->data)};
-                                  auto& s = *done->server;
-                                  s.send_queued_ -= done->size;
-                                  if (status == 0) {
-                                    ++s.stats_.datagrams_out;
-                                    s.stats_.bytes_out += done->size;
-                                  } else if (status != UV_ECANCELED) {
-                                    ++s.stats_.send_errors;
-                                  }
-                                });
+    const int qrc =
+        uv_udp_send(&op->req, udp_.get(), &one, 1, peer.addr(), [](uv_udp_send_t* r, int status) {
+          std::unique_ptr<send_op> done{static_cast<send_op*>(r->data)};
+          auto& s = *done->server;
+          s.send_queued_ -= done->size;
+          if (status == 0) {
+            ++s.stats_.datagrams_out;
+            s.stats_.bytes_out += done->size;
+          } else if (status != UV_ECANCELED) {
+            ++s.stats_.send_errors;
+          }
+        });
     if (qrc != 0) {
       ++stats_.send_errors;
       return;
@@ -495,9 +504,8 @@ void udp_server::send_data(const endpoint& peer, std::uint64_t id, std::uint64_t
   meta.eof = r.eof;
   meta.version = r.version;
   meta.length = r.length;
-  meta.checksum = block_checksum(offset, r.eof, r.version, {payload, r.length});
   std::byte prefix[protocol::data_reply_overhead];
-  auto n = codec::encode_data_prefix(prefix, id, meta);
+  auto n = codec::encode_data_prefix(prefix, id, meta, {payload, r.length});
   if (!n) {
     ++stats_.internal_errors;
     return;

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -25,17 +26,18 @@ struct config {
   std::string bind = "127.0.0.1";
   std::uint16_t port = default_port;  // 0 takes a free port
   std::uint32_t max_block = protocol::max_block_size;
-  std::size_t max_jobs = 64;                      // queued file-system jobs; beyond: errc::busy
-  std::size_t max_digest_jobs = 2;                // whole-file digests computed at once
-  std::size_t max_send_queue = 16u << 20;         // bytes waiting in libuv's send queue
-  int socket_buffer = 8 << 20;                    // SO_RCVBUF / SO_SNDBUF wish
+  std::size_t max_jobs = 64;               // queued file-system jobs; beyond: errc::busy
+  std::size_t max_digest_jobs = 2;         // whole-file digests computed at once
+  std::size_t max_send_queue = 16u << 20;  // bytes waiting in libuv's send queue
+  int socket_buffer = 8 << 20;             // SO_RCVBUF / SO_SNDBUF wish
 };
 
 // Counters, readable from any thread.
 struct stats {
   std::atomic<std::uint64_t> datagrams_in{0}, bytes_in{0}, datagrams_out{0}, bytes_out{0};
   std::atomic<std::uint64_t> list_requests{0}, stat_requests{0}, get_requests{0};
-  std::atomic<std::uint64_t> dropped_malformed{0}, dropped_truncated{0}, recv_errors{0};
+  std::atomic<std::uint64_t> dropped_malformed{0}, dropped_corrupt{0}, dropped_truncated{0};
+  std::atomic<std::uint64_t> recv_errors{0};
   std::atomic<std::uint64_t> errors_sent{0}, busy_sent{0}, send_errors{0}, send_dropped{0};
   std::atomic<std::uint64_t> reads_inline{0}, reads_pooled{0}, digests_computed{0};
   std::atomic<std::uint64_t> internal_errors{0};
@@ -101,6 +103,7 @@ class udp_server {
   unique_fd root_;
   uv_owned<uv_udp_t> udp_;
   uv_owned<uv_async_t> stop_async_;
+  std::mutex stop_mutex_;  // guards stop_async_ between request_stop() and its closing
   bool stopping_ = false;
   struct stats stats_;
 

@@ -310,6 +310,8 @@ TEST_CASE("without openat2, the fallback walk refuses every symlink") {
   t.symlink("loop_b", "loop_a");
   t.symlink("loop_a", "loop_b");
   t.symlink("/etc", "dir_etc");
+  t.symlink("sub", "link_sub");
+  t.symlink("..", "sub/link_sub_up");
   t.mkfifo("fifo");
 
   struct probe {
@@ -317,10 +319,21 @@ TEST_CASE("without openat2, the fallback walk refuses every symlink") {
     bool regular;  // open_regular_beneath, else open_beneath with O_PATH
   };
   const std::vector<probe> probes = {
-      {"file.txt", true},       {"sub/inner.txt", true}, {"link_in", true},
-      {"sub/link_up", true},    {"link_passwd", true},   {"loop_a", true},
-      {"dir_etc/passwd", true}, {"fifo", true},          {"missing.txt", true},
+      {"file.txt", true},
+      {"sub/inner.txt", true},
+      {"link_in", true},
+      {"sub/link_up", true},
+      {"link_passwd", true},
+      {"loop_a", true},
+      {"dir_etc/passwd", true},
+      {"fifo", true},
+      {"missing.txt", true},
       {"link_in", false},
+      {"link_sub/inner.txt", true},
+      {"sub/link_sub_up/sub/inner.txt", true},
+      {"file.txt/x", true},
+      {"nodir/x", true},
+      {"dir_etc", false},
   };
   constexpr std::uint8_t opened = 0xff;
 
@@ -365,12 +378,19 @@ TEST_CASE("without openat2, the fallback walk refuses every symlink") {
   CHECK(result_of(3) == code(errc::outside_root));  // sub/link_up
   CHECK(result_of(4) == code(errc::outside_root));  // link_passwd
   CHECK(result_of(5) == code(errc::outside_root));  // loop_a: a symlink like any other
-  // dir_etc/passwd: refused, but as not_directory (O_PATH|O_DIRECTORY|O_NOFOLLOW on a symlink
-  // gives ENOTDIR), not outside_root as with openat2; reported to the owner of common/.
-  CHECK(result_of(6) != opened);
-  CHECK(result_of(7) == code(errc::not_regular));   // fifo
-  CHECK(result_of(8) == code(errc::not_found));     // missing.txt
-  CHECK(result_of(9) == code(errc::outside_root));  // link_in opened with O_PATH
+  // dir_etc/passwd: a symlinked directory in the middle of the path is refused as leaving the
+  // root, as with openat2 (the walk opens it with O_NOFOLLOW|O_DIRECTORY and gets ENOTDIR).
+  CHECK(result_of(6) == code(errc::outside_root));
+  CHECK(result_of(7) == code(errc::not_regular));    // fifo
+  CHECK(result_of(8) == code(errc::not_found));      // missing.txt
+  CHECK(result_of(9) == code(errc::outside_root));   // link_in opened with O_PATH
+  CHECK(result_of(10) == code(errc::outside_root));  // link_sub/inner.txt: inside, still refused
+  CHECK(result_of(11) == code(errc::outside_root));  // sub/link_sub_up/sub/inner.txt
+  // A regular file or a missing name in the middle of the path is not a symlink: the ENOTDIR
+  // and ENOENT of the walk keep their own codes.
+  CHECK(result_of(12) == code(errc::not_directory));  // file.txt/x
+  CHECK(result_of(13) == code(errc::not_found));      // nodir/x
+  CHECK(result_of(14) == code(errc::outside_root));   // dir_etc opened with O_PATH
 }
 
 TEST_CASE("errc_from_errno") {
