@@ -21,7 +21,8 @@ constexpr const char* exit_codes_text =
     "  3  refused by the server (not found, not a regular file, outside the root, ...)\n"
     "  4  network: no answer before the timeout, or the address does not resolve\n"
     "  5  integrity: digest mismatch, or the file kept changing during the transfer\n"
-    "  6  local I/O: cannot write the output (disk full, permission, ...)\n";
+    "  6  local I/O: cannot write the output (disk full, permission, ...)\n"
+    "  130  interrupted by SIGINT or SIGTERM; rerun the same command to resume\n";
 
 void add_common(CLI::App& cmd, command_options& o, bool path_required) {
   cmd.add_option("ADDR", o.address,
@@ -33,6 +34,14 @@ void add_common(CLI::App& cmd, command_options& o, bool path_required) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd.add_flag("--json", o.json, "Print JSON");
+  auto* v = cmd.add_flag("-v,--verbose", o.verbose, "Say what is going on, on stderr");
+  cmd.add_flag("-q,--quiet", o.quiet, "Print only errors: no progress bar, no warnings")
+      ->excludes(v);
+}
+
+// -q: errors only; default: warnings and errors; -v: everything.
+void apply_verbosity(const command_options& o) {
+  log::set_level(o.quiet ? log::level::error : o.verbose ? log::level::debug : log::level::warn);
 }
 
 }  // namespace
@@ -93,12 +102,15 @@ int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
   try {
     if (*ls) {
+      apply_verbosity(ls_o);
       run_ls(ls_o, long_form, std::cout);
     } else if (*st) {
+      apply_verbosity(stat_o);
       run_stat(stat_o, std::cout);
     } else if (*get) {
+      apply_verbosity(get_o);
       if (!out_path.empty()) g.output = out_path;
-      g.progress = ::isatty(STDERR_FILENO) == 1 && !get_o.json;
+      g.progress = ::isatty(STDERR_FILENO) == 1 && !get_o.json && !get_o.quiet;
       run_get(get_o, g, std::cout);
     }
     std::cout.flush();

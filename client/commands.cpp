@@ -14,6 +14,7 @@
 #include "client/fetch.hpp"
 #include "client/progress.hpp"
 #include "common/digest.hpp"
+#include "common/log.hpp"
 
 namespace ferry::client {
 
@@ -73,9 +74,7 @@ char type_letter(protocol::entry_type t) {
 
 template <typename T>
 T expect_reply(protocol::reply r, const std::string& path) {
-  if (auto* e = std::get_if<protocol::error_reply>(&r))
-    throw failure{exit_code_for(e->code),
-                  fmt::format("{}: {}", path.empty() ? "/" : path, protocol::to_string(e->code))};
+  if (auto* e = std::get_if<protocol::error_reply>(&r)) throw_refused(path, e->code);
   auto* v = std::get_if<T>(&r);
   if (v == nullptr) throw failure{exit_code::internal, "the server sent an unexpected reply"};
   return std::move(*v);
@@ -86,9 +85,15 @@ T expect_reply(protocol::reply r, const std::string& path) {
 endpoint resolve_address(const std::string& text) {
   std::string why;
   auto hp = parse_host_port(text, why);
-  if (!hp) throw failure{exit_code::usage, fmt::format("bad address '{}': {}", text, why)};
+  log::debug("server {}", text);
+  if (!hp)
+    throw failure{
+        exit_code::usage,
+        fmt::format("bad address '{}': {} (write HOST[:PORT], e.g. 127.0.0.1:7070 or [::1]:7070)",
+                    text, why)};
   auto ep = resolve(*hp, why);
   if (!ep) throw failure{exit_code::network, why};
+  log::debug("resolved {} to {}", text, to_string(*ep));
   return *ep;
 }
 
@@ -204,6 +209,13 @@ void run_get(const command_options& o, const get_options& g, std::ostream& out) 
     throw;
   }
   if (bar) bar->finish();
+  log::info(
+      "{}: {} fetched in {:.2f} s ({}/s), {} resumed, {} requests, {} retransmits, "
+      "{} duplicates, {} damaged replies, block size {}",
+      target, human_bytes(static_cast<double>(r.bytes_fetched)), r.seconds,
+      human_bytes(r.seconds > 0 ? static_cast<double>(r.bytes_fetched) / r.seconds : 0),
+      human_bytes(static_cast<double>(r.resumed_bytes)), r.requests, r.retransmits, r.duplicates,
+      r.corrupt, r.block_size);
   if (o.json) {
     print_json(out, json{{"path", o.path},
                          {"output", target},

@@ -14,6 +14,8 @@ struct command_options {
   std::string path;     // remote path, "" for the root
   bool json = false;
   double timeout_s = 10;
+  bool verbose = false;  // say what is going on, on stderr
+  bool quiet = false;    // errors only: no progress bar, no warnings
 };
 
 // Each command prints its result to `out` and returns normally, or throws failure.

@@ -1,5 +1,9 @@
 #include "client/errors.hpp"
 
+#include <fmt/format.h>
+
+#include <string_view>
+
 namespace ferry::client {
 
 exit_code exit_code_for(protocol::errc e) noexcept {
@@ -15,6 +19,38 @@ exit_code exit_code_for(protocol::errc e) noexcept {
     default:
       return exit_code::refused;
   }
+}
+
+namespace {
+std::string_view hint_for(protocol::errc e) noexcept {
+  using protocol::errc;
+  switch (e) {
+    case errc::not_found:
+      return " ('ferry ls ADDR DIR' shows what is there)";
+    case errc::outside_root:
+      return " (paths are relative to the server's --root; '..', absolute paths and symlinks "
+             "that leave it are refused)";
+    case errc::not_regular:
+      return " (only regular files can be fetched; 'ferry ls' lists a directory)";
+    case errc::not_directory:
+      return " ('ferry stat' shows what it is)";
+    case errc::permission_denied:
+      return " (the server's user may not read it)";
+    case errc::symlink_loop:
+      return " (a symbolic link on the server points back at itself)";
+    case errc::busy:
+      return " (the server is overloaded; try again later)";
+    case errc::unsupported_version:
+      return " (the server speaks another protocol version)";
+    default:
+      return "";
+  }
+}
+}  // namespace
+
+void throw_refused(const std::string& path, protocol::errc e) {
+  throw failure{exit_code_for(e), fmt::format("{}: {}{}", path.empty() ? "/" : path,
+                                              protocol::to_string(e), hint_for(e))};
 }
 
 }  // namespace ferry::client

@@ -12,10 +12,11 @@ enum class exit_code : int {
   ok = 0,
   internal = 1,
   usage = 2,
-  refused = 3,    // the server refused: not found, not a regular file, outside the root ...
-  network = 4,    // no answer before the timeout, or the address does not resolve
-  integrity = 5,  // digest mismatch, or the file kept changing during the transfer
-  local_io = 6,   // cannot write the output: disk full, permission, ...
+  refused = 3,        // the server refused: not found, not a regular file, outside the root ...
+  network = 4,        // no answer before the timeout, or the address does not resolve
+  integrity = 5,      // digest mismatch, or the file kept changing during the transfer
+  local_io = 6,       // cannot write the output: disk full, permission, ...
+  interrupted = 130,  // SIGINT or SIGTERM; what is done is kept for a rerun
 };
 
 // A failure that ends a command. Thrown outside libuv callbacks only.
@@ -30,5 +31,8 @@ class failure : public std::runtime_error {
 
 // The exit class for an error code a server sent.
 [[nodiscard]] exit_code exit_code_for(protocol::errc e) noexcept;
+
+// Throws the failure for a server's refusal of `path`, with a hint at what to do about it.
+[[noreturn]] void throw_refused(const std::string& path, protocol::errc e);
 
 }  // namespace ferry::client

@@ -27,9 +27,7 @@ double seconds_since(clock::time_point t) {
   return std::chrono::duration<double>(clock::now() - t).count();
 }
 
-[[noreturn]] void refused(const std::string& path, errc e) {
-  throw failure{exit_code_for(e), fmt::format("{}: {}", path, protocol::to_string(e))};
-}
+[[noreturn]] void refused(const std::string& path, errc e) { throw_refused(path, e); }
 }  // namespace
 
 std::uint32_t choose_block_size(const connection& conn, std::uint32_t wish,
@@ -80,7 +78,12 @@ fetch_result fetcher::run() {
 
   auto version = st->version;
   auto block = choose_block_size(conn_, opt_.block_size, st->max_block);
+  log::debug("{}: {} bytes; block size {} (path MTU {}, server cap {})", path_, version.size, block,
+             conn_.path_mtu(), st->max_block);
   part_file part{out_, version, block};
+  if (part.resumed())
+    log::info("{}: resuming, {} of {} blocks already in {}", path_, part.done_blocks(),
+              part.block_count(), part.data_path().string());
   if (part.resumed() && part.block_size() != block)
     log::info("resuming with the block size of the earlier run, {} bytes", part.block_size());
   stats_.resumed_bytes = part.done_bytes();
@@ -182,6 +185,20 @@ fetcher::outcome fetcher::transfer(part_file& part, const protocol::file_version
   uv_timer_start(
       timer.get(), [](uv_timer_t* t) { static_cast<fetcher*>(t->data)->on_tick(); }, tick.count(),
       tick.count());
+  // Ctrl-C or a polite kill: record every finished block before leaving, so a rerun fetches
+  // none of them again.
+  uv_owned<uv_signal_t> sigint{conn_.loop(), uv_signal_init};
+  uv_owned<uv_signal_t> sigterm{conn_.loop(), uv_signal_init};
+  auto on_signal = [](uv_signal_t* h, int signum) {
+    auto& self = *static_cast<fetcher*>(h->data);
+    self.error_ = std::make_exception_ptr(
+        failure{exit_code::interrupted,
+                fmt::format("interrupted by signal {}; rerun the same command to resume", signum)});
+    self.finish(outcome::failed);
+  };
+  for (auto* s : {&sigint, &sigterm}) s->get()->data = this;
+  uv_signal_start(sigint.get(), on_signal, SIGINT);
+  uv_signal_start(sigterm.get(), on_signal, SIGTERM);
   conn_.set_handler([this](const codec::decoded_reply& r) { on_reply(r); });
   pump();
   if (outcome_ == outcome::running) uv_run(conn_.loop(), UV_RUN_DEFAULT);

@@ -23,8 +23,13 @@ constexpr char state_magic[8] = {'F', 'E', 'R', 'R', 'Y', 'S', 'T', '1'};
 constexpr std::size_t header_bytes = 64;
 
 [[noreturn]] void fail_io(const std::filesystem::path& p, const char* what, int e) {
+  const char* hint =
+      e == ENOSPC || e == EDQUOT ? " (free some space, then rerun the same command to resume)"
+      : e == EACCES || e == EPERM || e == EROFS ? " (choose a writable place with -o)"
+      : e == ENOENT                             ? " (does the directory exist?)"
+                                                : "";
   throw failure{exit_code::local_io,
-                fmt::format("cannot {} '{}': {}", what, p.string(), std::strerror(e))};
+                fmt::format("cannot {} '{}': {}{}", what, p.string(), std::strerror(e), hint)};
 }
 
 void put64(std::byte* p, std::uint64_t v) { std::memcpy(p, &v, 8); }

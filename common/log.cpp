@@ -1,12 +1,15 @@
 #include "common/log.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <string>
 
 namespace ferry::log {
 namespace {
 std::atomic<level> g_level{level::info};
+std::atomic<style> g_style{style::plain};
 std::string g_program = "ferry";
 
 std::string_view name_of(level l) {
@@ -24,10 +27,22 @@ std::string_view name_of(level l) {
   }
   return "?";
 }
+
+std::string timestamp() {
+  const auto now = std::chrono::system_clock::now();
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch());
+  const std::time_t secs = static_cast<std::time_t>(ms.count() / 1000);
+  std::tm tm{};
+  ::gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  return fmt::format("{}.{:03}Z", buf, ms.count() % 1000);
+}
 }  // namespace
 
 void set_level(level l) noexcept { g_level.store(l, std::memory_order_relaxed); }
 level current_level() noexcept { return g_level.load(std::memory_order_relaxed); }
+void set_style(style s) noexcept { g_style.store(s, std::memory_order_relaxed); }
 void set_program(std::string_view name) noexcept {
   try {
     g_program = name;
@@ -45,10 +60,56 @@ bool parse_level(std::string_view text, level& out) noexcept {
   return false;
 }
 
-void write(level l, std::string_view message) noexcept {
-  // One fprintf per line, so lines from different threads never interleave.
-  std::fprintf(stderr, "%s: %.*s: %.*s\n", g_program.c_str(), static_cast<int>(name_of(l).size()),
-               name_of(l).data(), static_cast<int>(message.size()), message.data());
+std::string quote(std::string_view value) {
+  bool plain = !value.empty();
+  for (unsigned char c : value)
+    if (c <= ' ' || c == '"' || c == '=' || c == '\\' || c == 0x7f) plain = false;
+  if (plain) return std::string{value};
+  std::string out = "\"";
+  for (unsigned char c : value) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (c < ' ' || c == 0x7f)
+          out += fmt::format("\\x{:02x}", c);
+        else
+          out += static_cast<char>(c);
+    }
+  }
+  out += '"';
+  return out;
+}
+
+void write(level l, std::string_view message, std::initializer_list<field> fields,
+           bool force) noexcept {
+  // "off" silences everything; `force` only lifts the level filter.
+  if (current_level() == level::off || (!force && l < current_level())) return;
+  try {
+    std::string line;
+    if (g_style.load(std::memory_order_relaxed) == style::key_value) {
+      line = fmt::format("ts={} level={} msg={}", timestamp(), name_of(l), quote(message));
+      for (const auto& f : fields) line += fmt::format(" {}={}", f.key, quote(f.value));
+    } else {
+      line = fmt::format("{}: {}: {}", g_program, name_of(l), message);
+      for (const auto& f : fields) line += fmt::format(" {}={}", f.key, quote(f.value));
+    }
+    line += '\n';
+    // One write per line, so lines from different threads never interleave.
+    std::fwrite(line.data(), 1, line.size(), stderr);
+  } catch (...) {
+    // Out of memory while logging: drop the line rather than the process.
+  }
 }
 
 }  // namespace ferry::log

@@ -2,19 +2,39 @@
 
 #include <fmt/format.h>
 
+#include <initializer_list>
+#include <string>
 #include <string_view>
 
 namespace ferry::log {
 
 enum class level { debug = 0, info = 1, warn = 2, error = 3, off = 4 };
 
+// plain: "ferry: error: message", for people at a terminal (the client).
+// key_value: "ts=... level=info msg=\"...\" key=value", one event a line, for logs (the server).
+enum class style { plain, key_value };
+
 void set_level(level l) noexcept;
 [[nodiscard]] level current_level() noexcept;
 [[nodiscard]] bool parse_level(std::string_view text, level& out) noexcept;
-// The program name that prefixes every line, e.g. "ferryd".
+void set_style(style s) noexcept;
+// The program name that prefixes plain lines, e.g. "ferry".
 void set_program(std::string_view name) noexcept;
 
-void write(level l, std::string_view message) noexcept;
+// One key=value pair of an event.
+struct field {
+  std::string_view key;
+  std::string value;
+};
+
+// Writes one line if `l` passes the level filter, or with `force` (output that was asked for,
+// such as counters on SIGUSR1) at any level but off. Never throws; lines never interleave.
+void write(level l, std::string_view message, std::initializer_list<field> fields = {},
+           bool force = false) noexcept;
+
+// Quotes a value for key=value output when it needs it: "a b" stays readable, a quote or a
+// control byte is escaped, so one event is always one line.
+[[nodiscard]] std::string quote(std::string_view value);
 
 template <typename... Args>
 void at(level l, fmt::format_string<Args...> f, Args&&... args) noexcept {

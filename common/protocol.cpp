@@ -36,6 +36,17 @@ std::string_view to_string(errc e) noexcept {
   return "unknown error";
 }
 
+std::string_view code_name(errc e) noexcept {
+  static constexpr std::string_view names[] = {
+      "ok",          "malformed",     "unsupported_version",
+      "bad_path",    "outside_root",  "not_found",
+      "not_regular", "not_directory", "permission_denied",
+      "io_error",    "busy",          "symlink_loop",
+      "bad_request", "corrupt"};
+  const auto i = static_cast<std::size_t>(e);
+  return i < std::size(names) ? names[i] : "unknown";
+}
+
 std::string_view to_string(msg_type t) noexcept {
   switch (t) {
     case msg_type::list_request:

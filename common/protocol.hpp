@@ -73,6 +73,8 @@ enum class errc : std::uint8_t {
 [[nodiscard]] constexpr bool is_request_type(std::uint8_t type) noexcept { return type < 0x80; }
 
 [[nodiscard]] std::string_view to_string(errc e) noexcept;
+// The code's name as PROTOCOL.md spells it, e.g. "not_found", for logs and scripts.
+[[nodiscard]] std::string_view code_name(errc e) noexcept;
 [[nodiscard]] std::string_view to_string(msg_type t) noexcept;
 
 // Identifies one version of one file: if any of these change, the bytes may have changed.

@@ -12,12 +12,17 @@ namespace ferry::server {
 
 int main(int argc, char** argv) {
   log::set_program("ferryd");
+  log::set_style(log::style::key_value);
   CLI::App app{"ferryd: serve one directory over UDP to ferry clients"};
   app.footer(
       "Examples:\n"
       "  ferryd --root ./shared-dir                 serve on 127.0.0.1:7070\n"
       "  ferryd --root /srv/files --bind :: --port 7070\n"
-      "  ferryd --root . --port 0                   take a free port (see the first line)\n");
+      "  ferryd --root . --port 0                   take a free port (see the first line)\n"
+      "  ferryd --root /srv/files --stats-interval 60\n"
+      "  kill -USR1 $(pidof ferryd)                 print the counters now\n\n"
+      "Logs go to stderr, one event a line in key=value form. SIGINT and SIGTERM stop it\n"
+      "cleanly; SIGUSR1 prints its counters. The protocol is described in docs/PROTOCOL.md.\n");
   config cfg;
   std::string level = "info";
   app.add_option("--root", cfg.root, "Directory to serve (read-only)")->required();
@@ -27,6 +32,10 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(protocol::min_block_size, protocol::max_block_size));
   app.add_option("--log-level", level, "debug, info, warn, error or off")->capture_default_str();
+  app.add_option("--stats-interval", cfg.stats_interval,
+                 "Seconds between counter events on stderr; 0: only on SIGUSR1")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -35,13 +44,14 @@ int main(int argc, char** argv) {
   }
   log::level l{};
   if (!log::parse_level(level, l)) {
-    log::error("unknown --log-level '{}'", level);
+    log::write(log::level::error, "unknown --log-level; use debug, info, warn, error or off",
+               {{"value", level}});
     return 2;
   }
   log::set_level(l);
   std::error_code ec;
   if (!std::filesystem::is_directory(cfg.root, ec)) {
-    log::error("--root '{}' is not a directory", cfg.root);
+    log::write(log::level::error, "--root is not a directory", {{"root", cfg.root}});
     return 2;
   }
   // A client that vanishes must not kill the server with SIGPIPE; UDP should not raise it,
@@ -50,7 +60,7 @@ int main(int argc, char** argv) {
   try {
     return run_until_signalled(cfg);
   } catch (const std::exception& e) {
-    log::error("{}", e.what());
+    log::write(log::level::error, e.what());
     return 1;
   }
 }

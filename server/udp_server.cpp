@@ -160,9 +160,15 @@ udp_server::udp_server(uv_loop_t* loop, config cfg)
   auto ep = resolve(host_port{cfg_.bind, cfg_.port}, why);
   if (!ep) throw std::runtime_error{fmt::format("cannot bind '{}': {}", cfg_.bind, why)};
   udp_.get()->data = this;
-  const unsigned flags = ep->family() == AF_INET6 ? UV_UDP_IPV6ONLY : 0;
-  if (int rc = uv_udp_bind(udp_.get(), ep->addr(), flags); rc < 0)
-    throw uv_error{rc, fmt::format("cannot bind {}", to_string(*ep))};
+  // No IPV6ONLY: "--bind ::" then serves IPv4 too, as the system's default says.
+  if (int rc = uv_udp_bind(udp_.get(), ep->addr(), 0); rc < 0) {
+    const char* hint = rc == UV_EADDRINUSE ? " (is another ferryd running? choose another --port)"
+                       : rc == UV_EADDRNOTAVAIL ? " (that address is not on this machine)"
+                       : rc == UV_EACCES        ? " (ports below 1024 need privileges)"
+                                                : "";
+    throw std::runtime_error{
+        fmt::format("cannot bind {}: {}{}", to_string(*ep), uv_strerror(rc), hint)};
+  }
 
   int fd = -1;
   if (uv_fileno(udp_.handle(), &fd) == 0) {
@@ -229,6 +235,7 @@ void udp_server::on_recv(uv_udp_t* h, ssize_t nread, const uv_buf_t* buf, const 
     ++self.stats_.dropped_truncated;
     return;
   }
+  self.note_peer(from);
   auto bytes = std::span<const std::byte>{reinterpret_cast<const std::byte*>(buf->base),
                                           static_cast<std::size_t>(nread)};
   try {
@@ -490,6 +497,7 @@ void udp_server::send_reply(const endpoint& peer, std::uint64_t id,
 
 void udp_server::send_error(const endpoint& peer, std::uint64_t id, errc code) noexcept {
   ++stats_.errors_sent;
+  ++stats_.refusals[static_cast<std::size_t>(code) % stats_.refusals.size()];
   try {
     send_reply(peer, id, protocol::error_reply{code, std::string{protocol::to_string(code)}});
   } catch (...) {
@@ -514,6 +522,88 @@ void udp_server::send_data(const endpoint& peer, std::uint64_t id, std::uint64_t
   send(peer, {bufs, r.length > 0 ? 2u : 1u});
 }
 
+namespace {
+// Entries older than this do not count as active; the table is pruned past max_peers.
+constexpr std::uint64_t peer_active_ms = 60'000;
+constexpr std::size_t max_peers = 65'536;
+}  // namespace
+
+std::size_t udp_server::peer_key_hash::operator()(const peer_key& k) const noexcept {
+  std::uint64_t h = 1469598103934665603ULL;  // FNV-1a
+  for (auto b : k.bytes) h = (h ^ std::to_integer<std::uint64_t>(b)) * 1099511628211ULL;
+  return static_cast<std::size_t>(h);
+}
+
+void udp_server::note_peer(const sockaddr* from) noexcept {
+  if (from == nullptr) return;
+  peer_key key;
+  if (from->sa_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(from);
+    std::memcpy(key.bytes.data(), &in->sin_addr, 4);
+    std::memcpy(key.bytes.data() + 16, &in->sin_port, 2);
+  } else if (from->sa_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(from);
+    std::memcpy(key.bytes.data(), &in6->sin6_addr, 16);
+    std::memcpy(key.bytes.data() + 16, &in6->sin6_port, 2);
+  } else {
+    return;
+  }
+  const auto now = uv_now(loop_);
+  try {
+    if (peers_.size() >= max_peers && !peers_.contains(key)) {
+      std::erase_if(peers_, [&](const auto& p) { return now - p.second > peer_active_ms; });
+      if (peers_.size() >= max_peers) peers_.clear();  // every one recent: a flood; start over
+    }
+    peers_[key] = now;
+  } catch (...) {
+    peers_.clear();
+  }
+}
+
+std::size_t udp_server::active_addresses() noexcept {
+  const auto now = uv_now(loop_);
+  std::erase_if(peers_, [&](const auto& p) { return now - p.second > peer_active_ms; });
+  return peers_.size();
+}
+
+void udp_server::log_counters(bool force) noexcept {
+  try {
+    auto n = [](const std::atomic<std::uint64_t>& v) { return std::to_string(v.load()); };
+    const auto& s = stats_;
+    std::string refused;
+    for (std::size_t i = 1; i < s.refusals.size(); ++i) {
+      if (const auto count = s.refusals[i].load(); count > 0) {
+        if (!refused.empty()) refused += ',';
+        refused += fmt::format("{}:{}", protocol::code_name(static_cast<errc>(i)), count);
+      }
+    }
+    log::write(log::level::info, "counters",
+               {{"requests_list", n(s.list_requests)},
+                {"requests_stat", n(s.stat_requests)},
+                {"requests_get", n(s.get_requests)},
+                {"datagrams_in", n(s.datagrams_in)},
+                {"bytes_in", n(s.bytes_in)},
+                {"datagrams_out", n(s.datagrams_out)},
+                {"bytes_out", n(s.bytes_out)},
+                {"drop_malformed", n(s.dropped_malformed)},
+                {"drop_corrupt", n(s.dropped_corrupt)},
+                {"drop_truncated", n(s.dropped_truncated)},
+                {"drop_send_queue", n(s.send_dropped)},
+                {"recv_errors", n(s.recv_errors)},
+                {"send_errors", n(s.send_errors)},
+                {"busy", n(s.busy_sent)},
+                {"errors_sent", n(s.errors_sent)},
+                {"refusals", refused.empty() ? "none" : refused},
+                {"reads_inline", n(s.reads_inline)},
+                {"reads_pooled", n(s.reads_pooled)},
+                {"digests", n(s.digests_computed)},
+                {"internal_errors", n(s.internal_errors)},
+                {"active_addresses", std::to_string(active_addresses())}},
+               force);
+  } catch (...) {
+  }
+}
+
 int run_until_signalled(const config& cfg) {
   uv_loop_t loop;
   uv_check(uv_loop_init(&loop), "uv_loop_init");
@@ -523,39 +613,62 @@ int run_until_signalled(const config& cfg) {
     try {
       server = std::make_unique<udp_server>(&loop, cfg);
     } catch (const std::exception& e) {
-      log::error("{}", e.what());
+      log::write(log::level::error, e.what());
       code = 1;
     }
     if (server) {
-      std::printf("listening on %s\n", to_string(server->local_endpoint()).c_str());
+      const auto addr = to_string(server->local_endpoint());
+      std::printf("listening on %s\n", addr.c_str());
       std::fflush(stdout);
-      log::info("serving {} on {}", cfg.root, to_string(server->local_endpoint()));
-      struct signal_ctx {
+      log::write(log::level::info, "listening", {{"addr", addr}, {"root", cfg.root}});
+
+      // SIGINT and SIGTERM stop; SIGUSR1 prints the counters; a timer prints them on request.
+      struct context {
         udp_server* server;
-        uv_owned<uv_signal_t>* others[2];
+        std::vector<uv_owned<uv_signal_t>*> stoppers;
+        uv_owned<uv_timer_t>* timer;
       };
       uv_owned<uv_signal_t> sigint{&loop, uv_signal_init};
       uv_owned<uv_signal_t> sigterm{&loop, uv_signal_init};
-      signal_ctx ctx{server.get(), {&sigint, &sigterm}};
-      sigint.get()->data = &ctx;
-      sigterm.get()->data = &ctx;
-      auto on_signal = [](uv_signal_t* h, int signum) {
-        auto& c = *static_cast<signal_ctx*>(h->data);
-        log::info("signal {}: stopping", signum);
+      uv_owned<uv_signal_t> sigusr1{&loop, uv_signal_init};
+      uv_owned<uv_timer_t> stats_timer{&loop, uv_timer_init};
+      context ctx{server.get(), {&sigint, &sigterm, &sigusr1}, &stats_timer};
+      for (auto* h : ctx.stoppers) h->get()->data = &ctx;
+      stats_timer.get()->data = &ctx;
+      auto on_stop = [](uv_signal_t* h, int signum) {
+        auto& c = *static_cast<context*>(h->data);
+        log::write(log::level::info, "stopping", {{"signal", std::to_string(signum)}});
         c.server->stop();
-        for (auto* s : c.others) s->close();
+        for (auto* s : c.stoppers) s->close();
+        c.timer->close();
       };
-      uv_check(uv_signal_start(sigint.get(), on_signal, SIGINT), "uv_signal_start");
-      uv_check(uv_signal_start(sigterm.get(), on_signal, SIGTERM), "uv_signal_start");
+      uv_check(uv_signal_start(sigint.get(), on_stop, SIGINT), "uv_signal_start");
+      uv_check(uv_signal_start(sigterm.get(), on_stop, SIGTERM), "uv_signal_start");
+      uv_check(uv_signal_start(
+                   sigusr1.get(),
+                   [](uv_signal_t* h, int) {
+                     static_cast<context*>(h->data)->server->log_counters(true);
+                   },
+                   SIGUSR1),
+               "uv_signal_start");
+      if (cfg.stats_interval > 0) {
+        const auto ms = static_cast<std::uint64_t>(cfg.stats_interval * 1000);
+        uv_check(
+            uv_timer_start(
+                stats_timer.get(),
+                [](uv_timer_t* t) { static_cast<context*>(t->data)->server->log_counters(true); },
+                ms, ms),
+            "uv_timer_start");
+      }
       uv_run(&loop, UV_RUN_DEFAULT);
-      const auto& st = server->counters();
-      log::info("stopped: {} datagrams in, {} out, {} malformed dropped", st.datagrams_in.load(),
-                st.datagrams_out.load(), st.dropped_malformed.load());
+      server->log_counters(false);
+      log::write(log::level::info, "stopped");
     }
     server.reset();
   }
   uv_run(&loop, UV_RUN_DEFAULT);  // let close callbacks run
-  if (uv_loop_close(&loop) != 0) log::warn("event loop closed with handles still open");
+  if (uv_loop_close(&loop) != 0)
+    log::write(log::level::warn, "event loop closed with handles still open");
   return code;
 }
 

@@ -2,6 +2,7 @@
 
 #include <uv.h>
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -30,6 +31,7 @@ struct config {
   std::size_t max_digest_jobs = 2;         // whole-file digests computed at once
   std::size_t max_send_queue = 16u << 20;  // bytes waiting in libuv's send queue
   int socket_buffer = 8 << 20;             // SO_RCVBUF / SO_SNDBUF wish
+  double stats_interval = 0;               // seconds between counter events; 0: SIGUSR1 only
 };
 
 // Counters, readable from any thread.
@@ -41,6 +43,8 @@ struct stats {
   std::atomic<std::uint64_t> errors_sent{0}, busy_sent{0}, send_errors{0}, send_dropped{0};
   std::atomic<std::uint64_t> reads_inline{0}, reads_pooled{0}, digests_computed{0};
   std::atomic<std::uint64_t> internal_errors{0};
+  // Error replies sent, by the code sent (protocol::errc values index it).
+  std::array<std::atomic<std::uint64_t>, 16> refusals{};
 };
 
 class pool_job;
@@ -62,6 +66,11 @@ class udp_server {
   void stop() noexcept;
   // Thread-safe: asks the loop thread to stop().
   void request_stop() noexcept;
+
+  // Logs every counter as one event. `force` prints it whatever the log level (SIGUSR1).
+  void log_counters(bool force) noexcept;
+  // Distinct client addresses heard from in the last minute. Loop thread only.
+  [[nodiscard]] std::size_t active_addresses() noexcept;
 
  private:
   friend class pool_job;
@@ -118,6 +127,18 @@ class udp_server {
   std::vector<protocol::file_version> digest_order_;  // insertion order, for eviction
   std::map<protocol::file_version, bool, version_less> digesting_;
   std::shared_ptr<dir_cache> dirs_;  // shared with pool jobs
+
+  // When each client address was last heard from, for active_addresses(). Bounded: old
+  // entries are pruned when it grows, so a flood of spoofed sources cannot grow it for ever.
+  struct peer_key {
+    std::array<std::byte, 18> bytes{};  // address (16) and port (2)
+    friend bool operator==(const peer_key&, const peer_key&) = default;
+  };
+  struct peer_key_hash {
+    std::size_t operator()(const peer_key& k) const noexcept;
+  };
+  void note_peer(const sockaddr* from) noexcept;
+  std::unordered_map<peer_key, std::uint64_t, peer_key_hash> peers_;
 };
 
 // Runs a server on a fresh loop until SIGINT or SIGTERM. Prints "listening on ADDR:PORT" to

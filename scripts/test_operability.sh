@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Operability: ferryd logs one key=value event a line with levels, prints its counters on
+# SIGUSR1 and at --stats-interval, and counts refusals by reason; ferry's --quiet and --verbose
+# do what they say, and its errors say what to do.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+lib_init
+
+ROOT=$TMP/root
+mkdir -p "$ROOT/dir"
+printf 'hello\n' >"$ROOT/a.txt"
+gen_random "$ROOT/b.bin" $((3 * 1024 * 1024)) 5
+FERRY_LIMIT=60
+cd "$TMP"
+
+# counter NAME FILE: the value of NAME in the last "msg=counters" event of FILE.
+counter() {
+  grep 'msg=counters' "$2" | tail -n1 | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { print $2 }'
+}
+
+section "ferryd logs key=value events, and SIGUSR1 prints the counters"
+start_server "$ROOT" || {
+  fail "ferryd started"
+  summary
+}
+ERRLOG=$SRV_LOG.err
+run_ferry get "$SRV_ADDR" a.txt -o got-a.txt
+check_rc "get a.txt" 0
+run_ferry get "$SRV_ADDR" b.bin -o got-b.bin
+check_rc "get b.bin" 0
+run_ferry get "$SRV_ADDR" missing.txt
+check_rc "get of a missing file is refused" 3
+run_ferry get "$SRV_ADDR" ../escape
+check_rc "get of ../escape is refused" 3
+run_ferry ls "$SRV_ADDR"
+check_rc "ls" 0
+before=$(grep -c 'msg=counters' "$ERRLOG" || true)
+kill -USR1 "$SRV_PID"
+got_counters() { (($(grep -c 'msg=counters' "$ERRLOG" || true) > before)); }
+check "SIGUSR1 prints a counters event" wait_until 10 got_counters
+# 3 MiB in 65024-byte blocks is 49 blocks, plus one for a.txt.
+check_eq "requests_get counts every GET" 50 "$(counter requests_get "$ERRLOG")"
+check_eq "requests_list counts the LIST" 1 "$(counter requests_list "$ERRLOG")"
+refusals=$(counter refusals "$ERRLOG")
+check "refusals are counted by reason (not_found): $refusals" grep -q 'not_found:1' <<<"$refusals"
+check "refusals are counted by reason (outside_root)" grep -q 'outside_root:1' <<<"$refusals"
+check_eq "active_addresses counts the clients heard from" 5 "$(counter active_addresses "$ERRLOG")"
+check_int "bytes_out covers the data sent" "$(counter bytes_out "$ERRLOG")" -gt $((3 * 1024 * 1024))
+stop_server "$SRV_PID"
+check_eq "ferryd exits 0 on SIGTERM" 0 "$STOP_RC"
+bad=$(grep -cvE '^ts=[0-9T:.-]+Z level=(debug|info|warn|error) msg=' "$ERRLOG" || true)
+check_eq "every stderr line of ferryd is a key=value event" 0 "$bad"
+check "the listening event names the address" grep -q "msg=listening addr=$SRV_ADDR" "$ERRLOG"
+check "the stop is logged" grep -q 'msg=stopping signal=15' "$ERRLOG"
+
+section "--log-level warn keeps info events out; --stats-interval prints counters by itself"
+start_server "$ROOT" --log-level warn --stats-interval 0.2 || fail "ferryd started"
+ERRLOG=$SRV_LOG.err
+run_ferry get "$SRV_ADDR" a.txt -o got-a2.txt
+check_rc "get a.txt" 0
+periodic() { (($(grep -c 'msg=counters' "$ERRLOG" || true) >= 2)); }
+check "--stats-interval 0.2 prints counters at least twice" wait_until 10 periodic
+check "no msg=listening event at --log-level warn" bash -c "! grep -q msg=listening '$ERRLOG'"
+stop_server "$SRV_PID"
+run_bounded 10 "$FERRYD" --root "$ROOT" --log-level chatty
+check_rc "an unknown --log-level is a usage error" 2
+check "it is explained in key=value form" grep -q 'msg="unknown --log-level' "$RUN_ERR"
+
+section "ferry --quiet prints nothing but errors; --verbose says what happens"
+start_server "$ROOT" || fail "ferryd started"
+run_ferry get "$SRV_ADDR" b.bin -o quiet.bin -q
+check_rc "get -q" 0
+check "get -q prints nothing on stderr" test ! -s "$RUN_ERR"
+run_ferry get "$SRV_ADDR" b.bin -o verbose.bin -v
+check_rc "get -v" 0
+check "get -v reports the block size" grep -q 'block size' "$RUN_ERR"
+check "get -v reports a summary" grep -q 'fetched in' "$RUN_ERR"
+run_ferry get "$SRV_ADDR" b.bin -o x.bin -q -v
+check_rc "-q and -v together are a usage error" 2
+run_ferry get "$SRV_ADDR" missing.txt -q
+check_rc "get -q of a missing file" 3
+check "the error still shows under -q, with a hint" grep -q "ferry ls ADDR DIR" "$RUN_ERR"
+run_ferry ls 127.0.0.1:notaport
+check_rc "a bad address is a usage error" 2
+check "it shows the expected form" grep -q '127.0.0.1:7070' "$RUN_ERR"
+stop_server "$SRV_PID"
+port=$(free_udp_port)
+run_ferry stat "127.0.0.1:$port" a.txt --timeout 1
+check_rc "no server is a network error" 4
+check "the error asks whether ferryd runs and the port is open" grep -q "is ferryd running" "$RUN_ERR"
+
+summary
