@@ -7,6 +7,8 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libuv1-dev libcereal-dev libfmt-dev doctest-dev libcli11-dev libxxhash-dev nlohmann-json3-dev
   python3 procps iproute2
+  scdoc mandoc bash-completion
+  dpkg-dev systemd strace
   "$@"
 )
 

@@ -409,3 +409,33 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("127.0.0.1", 0))
 print(s.getsockname()[1])'
 }
+
+# ---------------------------------------------------------------------------------------------
+# Installing from a build tree
+
+# no_match ERE FILE: FILE has no line that matches.
+no_match() { ! grep -Eq -- "$1" "$2"; }
+
+# locked_keep_manifest CMD...: runs CMD holding a lock on the build directory $BUILD (the
+# package and service tests both install from it, and ctest may run them at once), then puts
+# $BUILD/install_manifest.txt back as it was before. The manifest CMD wrote is left in
+# $TMP/install_manifest.last.
+locked_keep_manifest() {
+  local manifest=$BUILD/install_manifest.txt saved=$TMP/install_manifest.saved had=0 rc=0 fd
+  rm -f -- "$TMP/install_manifest.last"
+  exec {fd}<"$BUILD"
+  if ! flock -w 300 "$fd"; then
+    exec {fd}<&-
+    echo "could not lock $BUILD within 300 s" >&2
+    return 1
+  fi
+  if [[ -e $manifest ]]; then
+    cp -p -- "$manifest" "$saved"
+    had=1
+  fi
+  "$@" || rc=$?
+  if [[ -e $manifest ]]; then cp -- "$manifest" "$TMP/install_manifest.last"; fi
+  if ((had)); then cp -p -- "$saved" "$manifest"; else rm -f -- "$manifest"; fi
+  exec {fd}<&-
+  return "$rc"
+}
