@@ -129,8 +129,7 @@ void connection::send_raw(std::span<const std::byte> bytes) noexcept {
 }
 
 protocol::reply connection::call(const protocol::request& req, clock::duration timeout) {
-  std::optional<protocol::reply> got;
-  bool timed_out = false;
+  std::optional<protocol::reply> got;  // stays empty if the timeout passes first
   const std::uint64_t first = next_id_;
   std::uint64_t last = 0;
   clock::time_point sent_at{};
@@ -144,9 +143,8 @@ protocol::reply connection::call(const protocol::request& req, clock::duration t
     clock::time_point* sent_at;
     clock::time_point* alive;
     clock::duration timeout;
-    bool* timed_out;
     std::exception_ptr error;
-  } ctx{this, &req, &last, &sent_at, &last_sign_of_life, timeout, &timed_out, nullptr};
+  } ctx{this, &req, &last, &sent_at, &last_sign_of_life, timeout, nullptr};
   timer.get()->data = &ctx;
 
   auto transmit = [&] {
@@ -159,7 +157,6 @@ protocol::reply connection::call(const protocol::request& req, clock::duration t
           auto& c = *static_cast<ctx_t*>(t->data);
           try {
             if (clock::now() - *c.alive >= c.timeout) {
-              *c.timed_out = true;
               uv_stop(&c.self->loop_);
               return;
             }
@@ -195,13 +192,11 @@ protocol::reply connection::call(const protocol::request& req, clock::duration t
   uv_timer_stop(timer.get());
   if (ctx.error) std::rethrow_exception(ctx.error);
   if (!got) {
-    (void)timed_out;
     throw failure{
         exit_code::network,
-        fmt::format("no answer from {} after {} s (is ferryd running there? is UDP port {} open?)",
-                    to_string(server_),
-                    std::chrono::duration_cast<std::chrono::seconds>(timeout).count(),
-                    server_.port())};
+        fmt::format(
+            "no answer from {} after {:g} s (is ferryd running there? is UDP port {} open?)",
+            to_string(server_), std::chrono::duration<double>(timeout).count(), server_.port())};
   }
   return std::move(*got);
 }

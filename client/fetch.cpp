@@ -335,11 +335,10 @@ void fetcher::on_tick() {
     if (now - last_progress_ >= opt_.timeout) {
       throw failure{
           exit_code::network,
-          fmt::format("no answer from {} for {} s (is ferryd running there? is UDP port {} "
+          fmt::format("no answer from {} for {:g} s (is ferryd running there? is UDP port {} "
                       "open?); rerun the same command to resume",
                       to_string(conn_.server()),
-                      std::chrono::duration_cast<std::chrono::seconds>(opt_.timeout).count(),
-                      conn_.server().port())};
+                      std::chrono::duration<double>(opt_.timeout).count(), conn_.server().port())};
     }
     // Anything older than the RTO is lost; back the timer off if nothing got through.
     const auto rto = conn_.rtt().rto();

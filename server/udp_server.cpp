@@ -359,7 +359,7 @@ void udp_server::finish_stat(const endpoint& peer, std::uint64_t id, stat_info& 
       job->fd = std::move(info.fd);
       job->version = info.version;
       job->counts_as_digest = true;
-      digesting_.emplace(info.version, true);
+      digesting_.insert(info.version);
       if (!submit(std::move(job))) digesting_.erase(info.version);
     }
   }

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -125,7 +126,7 @@ class udp_server {
   std::unordered_map<std::string, open_file> files_;  // recently opened files, by path
   std::map<protocol::file_version, protocol::digest128, version_less> digests_;
   std::vector<protocol::file_version> digest_order_;  // insertion order, for eviction
-  std::map<protocol::file_version, bool, version_less> digesting_;
+  std::set<protocol::file_version, version_less> digesting_;  // being hashed now
   std::shared_ptr<dir_cache> dirs_;  // shared with pool jobs
 
   // When each client address was last heard from, for active_addresses(). Bounded: old
