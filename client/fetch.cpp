@@ -15,7 +15,9 @@ using protocol::errc;
 
 namespace {
 constexpr double min_window = 2;
-constexpr std::uint64_t reorder_threshold = 3;  // as QUIC's packet threshold (RFC 9002)
+// Past this, loss is left to the timeout; a higher bar would only slow real loss recovery.
+constexpr std::uint64_t max_reorder_threshold = 64;
+constexpr std::size_t max_remembered_losses = 4096;
 constexpr auto tick = std::chrono::milliseconds{5};
 constexpr auto flush_every = std::chrono::milliseconds{500};
 constexpr auto progress_every = std::chrono::milliseconds{200};
@@ -161,6 +163,7 @@ fetcher::outcome fetcher::transfer(part_file& part, const protocol::file_version
   version_ = version;
   in_flight_.assign(part.block_count(), 0);
   flights_.clear();
+  lost_by_order_.clear();
   order_.clear();
   retransmit_.clear();
   scan_ = 0;
@@ -245,6 +248,9 @@ void fetcher::declare_lost(const flight& f, bool by_timeout) {
   if (!part_->is_done(f.index) && in_flight_[f.index] == 0) retransmit_.push_back(f.index);
   // One window reduction per round trip, as NewReno's recovery period.
   if (f.sent > recovery_start_) {
+    prior_cwnd_ = cwnd_;
+    prior_ssthresh_ = ssthresh_;
+    undone_ = by_timeout;  // a timeout is never undone
     ssthresh_ = std::max(cwnd_ / 2, min_window);
     cwnd_ = by_timeout ? min_window : ssthresh_;
     recovery_start_ = clock::now();
@@ -264,6 +270,15 @@ void fetcher::on_reply(const codec::decoded_reply& r) {
     matched = true;
     --in_flight_[it->second.index];
     flights_.erase(it);
+  } else if (lost_by_order_.erase(id) != 0) {
+    // The network reordered, it did not drop: wait for more before calling a request lost, and
+    // take back the window cut this false loss caused (as RACK and F-RTO do).
+    reorder_threshold_ = std::min(reorder_threshold_ * 2, max_reorder_threshold);
+    if (!undone_) {
+      cwnd_ = std::max(cwnd_, prior_cwnd_);
+      ssthresh_ = std::max(ssthresh_, prior_ssthresh_);
+      undone_ = true;
+    }
   }
 
   if (auto* e = std::get_if<protocol::error_reply>(&r.body)) {
@@ -318,8 +333,10 @@ void fetcher::on_reply(const codec::decoded_reply& r) {
         order_.pop_front();
         continue;
       }
-      if (it->second.seq + reorder_threshold > acked_seq) break;
+      if (it->second.seq + reorder_threshold_ > acked_seq) break;
       const auto f = it->second;
+      if (lost_by_order_.size() >= max_remembered_losses) lost_by_order_.clear();
+      lost_by_order_.emplace(it->first, f.seq);
       flights_.erase(it);
       order_.pop_front();
       declare_lost(f, false);

@@ -88,6 +88,12 @@ class fetcher {
   std::uint64_t scan_ = 0;                             // next block never asked for
   std::uint64_t seq_ = 0, first_id_ = 0;
   double cwnd_ = 16, ssthresh_ = 1e9;
+  double prior_cwnd_ = 16, prior_ssthresh_ = 1e9;  // before the current recovery, for undo
+  bool undone_ = false;                            // this recovery was already undone
+  // Requests declared lost for the reorder threshold, not a timeout: an answer to one of them
+  // proves the loss spurious, so the threshold grows and the window cut is undone.
+  std::uint64_t reorder_threshold_ = 3;  // as QUIC's packet threshold (RFC 9002) to start
+  std::unordered_map<std::uint64_t, std::uint64_t> lost_by_order_;  // request id -> its seq
   std::uint32_t max_window_ = 64;
   clock::time_point recovery_start_{}, last_progress_{}, last_flush_{}, last_backoff_{},
       last_report_{};
