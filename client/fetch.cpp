@@ -29,7 +29,6 @@ double seconds_since(clock::time_point t) {
   return std::chrono::duration<double>(clock::now() - t).count();
 }
 
-[[noreturn]] void refused(const std::string& path, errc e) { throw_refused(path, e); }
 }  // namespace
 
 std::uint32_t choose_block_size(const connection& conn, std::uint32_t wish,
@@ -53,7 +52,7 @@ protocol::stat_reply stat_with_digest(connection& conn, const std::string& path,
   const auto give_up = clock::now() + 30 * timeout;
   for (;;) {
     auto reply = conn.call(protocol::stat_request{path}, timeout);
-    if (auto* e = std::get_if<protocol::error_reply>(&reply)) refused(path, e->code);
+    if (auto* e = std::get_if<protocol::error_reply>(&reply)) throw_refused(path, e->code);
     auto* st = std::get_if<protocol::stat_reply>(&reply);
     if (st == nullptr) throw failure{exit_code::internal, "unexpected reply to STAT"};
     if (st->type != protocol::entry_type::file || st->digest_ready) return *st;
@@ -73,10 +72,10 @@ fetcher::fetcher(connection& conn, std::string remote_path, std::filesystem::pat
 fetch_result fetcher::run() {
   const auto started = clock::now();
   auto reply = conn_.call(protocol::stat_request{path_}, opt_.timeout);
-  if (auto* e = std::get_if<protocol::error_reply>(&reply)) refused(path_, e->code);
+  if (auto* e = std::get_if<protocol::error_reply>(&reply)) throw_refused(path_, e->code);
   auto* st = std::get_if<protocol::stat_reply>(&reply);
   if (st == nullptr) throw failure{exit_code::internal, "unexpected reply to STAT"};
-  if (st->type != protocol::entry_type::file) refused(path_, errc::not_regular);
+  if (st->type != protocol::entry_type::file) throw_refused(path_, errc::not_regular);
 
   auto version = st->version;
   auto block = choose_block_size(conn_, opt_.block_size, st->max_block);
@@ -124,14 +123,14 @@ fetch_result fetcher::run() {
     } else {
       // A reply named another version, or a smaller block cap: ask what the file is now.
       auto now = conn_.call(protocol::stat_request{path_}, opt_.timeout);
-      if (auto* e = std::get_if<protocol::error_reply>(&now)) refused(path_, e->code);
+      if (auto* e = std::get_if<protocol::error_reply>(&now)) throw_refused(path_, e->code);
       auto* cur = std::get_if<protocol::stat_reply>(&now);
       if (o == outcome::error_reply && cur != nullptr && cur->version == version) {
-        if (++errors_confirmed_away_ > max_contradicted_errors) refused(path_, last_error_);
+        if (++errors_confirmed_away_ > max_contradicted_errors) throw_refused(path_, last_error_);
         continue;
       }
       if (cur == nullptr || cur->type != protocol::entry_type::file)
-        refused(path_, errc::not_regular);
+        throw_refused(path_, errc::not_regular);
       if (o == outcome::block_cap_changed && cur->max_block < part.block_size()) {
         block = std::min(block, cur->max_block);
         part.restart(cur->version, block);

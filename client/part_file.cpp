@@ -77,23 +77,28 @@ bool part_file::load_state(const protocol::file_version& version) {
     return false;
   struct stat data_st {};
   if (::fstat(data_.get(), &data_st) != 0) return false;
-  std::vector<std::byte> image(static_cast<std::size_t>(st.st_size));
+  // The header first: whatever file sits under this name, its size must be what the header
+  // and the remote file's version imply before anything is allocated for it.
+  std::byte header[header_bytes];
+  if (::pread(state_.get(), header, header_bytes, 0) != static_cast<ssize_t>(header_bytes))
+    return false;
+  if (std::memcmp(header, state_magic, 8) != 0) return false;
+  protocol::file_version v{get64(&header[8]), get64(&header[16]), get64(&header[24]),
+                           static_cast<std::int64_t>(get64(&header[32])),
+                           static_cast<std::int64_t>(get64(&header[40]))};
+  std::uint32_t block = 0;
+  std::memcpy(&block, &header[48], 4);
+  const auto blocks = get64(&header[56]);
+  if (v != version || block == 0 || block > protocol::max_block_size) return false;
+  if (blocks != (version.size + block - 1) / block) return false;
+  const auto body = header_bytes + (blocks + 7) / 8;
+  if (static_cast<std::uint64_t>(st.st_size) != body + 8) return false;
+  if (static_cast<std::uint64_t>(data_st.st_size) != version.size) return false;
+  std::vector<std::byte> image(body + 8);
   if (::pread(state_.get(), image.data(), image.size(), 0) != static_cast<ssize_t>(image.size()))
     return false;
-  const auto body = image.size() - 8;
   if (XXH3_64bits(image.data(), body) != get64(image.data() + body))
-    return false;  // torn or foreign
-  if (std::memcmp(image.data(), state_magic, 8) != 0) return false;
-  protocol::file_version v{get64(&image[8]), get64(&image[16]), get64(&image[24]),
-                           static_cast<std::int64_t>(get64(&image[32])),
-                           static_cast<std::int64_t>(get64(&image[40]))};
-  std::uint32_t block = 0;
-  std::memcpy(&block, &image[48], 4);
-  const auto blocks = get64(&image[56]);
-  if (v != version || block == 0) return false;
-  const auto expect_blocks = (version.size + block - 1) / block;
-  if (blocks != expect_blocks || body != header_bytes + (blocks + 7) / 8) return false;
-  if (static_cast<std::uint64_t>(data_st.st_size) != version.size) return false;
+    return false;  // torn, or changed since the header was read
   version_ = version;
   block_ = block;
   blocks_ = blocks;

@@ -170,6 +170,13 @@ gen_random "$TMP/garbage/data.bin.part" 12345 16
 resume garbage data.bin
 check_eq "garbage: nothing is resumed from a state file that does not check out" 0 "$RESUMED"
 
+section "a huge file under the state file's name is not read whole"
+# 64 GiB, sparse: the client must judge it by its header and size, not allocate it.
+mkdir -p "$TMP/huge"
+truncate -s 64G "$TMP/huge/data.bin.part.state"
+resume huge data.bin
+check_eq "huge: nothing is resumed from it" 0 "$RESUMED"
+
 section "server SIGKILLed mid-transfer and restarted on the same port"
 dir=$TMP/server-restart
 mkdir -p "$dir"

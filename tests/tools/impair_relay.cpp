@@ -242,21 +242,28 @@ void relay::on_alloc(uv_handle_t* handle, std::size_t, uv_buf_t* buf) noexcept {
   *buf = uv_buf_init(self.slab_.get(), static_cast<unsigned>(self.slab_size_));
 }
 
-void relay::on_listen_recv(uv_udp_t* handle, ssize_t nread, const uv_buf_t* buf,
-                           const sockaddr* addr, unsigned flags) noexcept {
-  auto& self = *static_cast<relay*>(handle->loop->data);
-  auto& st = self.stats_[index_of(direction::up)];
-  if ((flags & UV_UDP_MMSG_FREE) != 0) return;
+bool relay::receivable(direction d, ssize_t nread, const sockaddr* addr, unsigned flags) noexcept {
+  auto& st = stats_[index_of(d)];
+  if ((flags & UV_UDP_MMSG_FREE) != 0) return false;
   if (nread < 0) {
+    // Upstream, typically ECONNREFUSED: an ICMP port unreachable because the server is not up.
     ++st.recv_errors;
-    return;
+    return false;
   }
-  if (addr == nullptr || self.stopping_) return;
+  if (addr == nullptr || stopping_) return false;
   if ((flags & UV_UDP_PARTIAL) != 0) {
     ++st.received;
     ++st.dropped_truncated;
-    return;
+    return false;
   }
+  return true;
+}
+
+void relay::on_listen_recv(uv_udp_t* handle, ssize_t nread, const uv_buf_t* buf,
+                           const sockaddr* addr, unsigned flags) noexcept {
+  auto& self = *static_cast<relay*>(handle->loop->data);
+  if (!self.receivable(direction::up, nread, addr, flags)) return;
+  auto& st = self.stats_[index_of(direction::up)];
   try {
     mapping* m = self.find_or_create_mapping(addr);
     if (m == nullptr) {
@@ -274,24 +281,12 @@ void relay::on_listen_recv(uv_udp_t* handle, ssize_t nread, const uv_buf_t* buf,
 void relay::on_upstream_recv(uv_udp_t* handle, ssize_t nread, const uv_buf_t* buf,
                              const sockaddr* addr, unsigned flags) noexcept {
   auto& self = *static_cast<relay*>(handle->loop->data);
-  auto& st = self.stats_[index_of(direction::down)];
-  if ((flags & UV_UDP_MMSG_FREE) != 0) return;
-  if (nread < 0) {
-    // Typically ECONNREFUSED: an ICMP port unreachable because the server is not up yet.
-    ++st.recv_errors;
-    return;
-  }
-  if (addr == nullptr || self.stopping_) return;
-  if ((flags & UV_UDP_PARTIAL) != 0) {
-    ++st.received;
-    ++st.dropped_truncated;
-    return;
-  }
+  if (!self.receivable(direction::down, nread, addr, flags)) return;
   try {
     self.handle_datagram(direction::down, *static_cast<mapping*>(handle->data), buf->base,
                          static_cast<std::size_t>(nread));
   } catch (...) {
-    ++st.dropped_memory;
+    ++self.stats_[index_of(direction::down)].dropped_memory;
   }
 }
 

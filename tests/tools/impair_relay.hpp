@@ -159,6 +159,8 @@ class relay {
   };
 
   static void on_alloc(uv_handle_t* handle, std::size_t suggested, uv_buf_t* buf) noexcept;
+  // The checks both receive callbacks make first; counts what it drops. True: forward it.
+  bool receivable(direction d, ssize_t nread, const sockaddr* addr, unsigned flags) noexcept;
   static void on_listen_recv(uv_udp_t* handle, ssize_t nread, const uv_buf_t* buf,
                              const sockaddr* addr, unsigned flags) noexcept;
   static void on_upstream_recv(uv_udp_t* handle, ssize_t nread, const uv_buf_t* buf,
