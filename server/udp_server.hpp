@@ -73,6 +73,10 @@ class udp_server {
   // Distinct client addresses heard from in the last minute. Loop thread only.
   [[nodiscard]] std::size_t active_addresses() noexcept;
 
+  // Decodes one datagram from `peer` and answers it. Loop thread only; throws only on
+  // allocation failure. on_recv() calls it, and so does the fuzz harness, without a socket.
+  void handle_datagram(std::span<const std::byte> bytes, const endpoint& peer);
+
  private:
   friend class pool_job;
   friend class get_job;
@@ -84,7 +88,6 @@ class udp_server {
   static void on_recv(uv_udp_t* h, ssize_t nread, const uv_buf_t* buf, const sockaddr* from,
                       unsigned flags) noexcept;
 
-  void handle_datagram(std::span<const std::byte> bytes, const endpoint& peer);
   void handle_get(const endpoint& peer, std::uint64_t id, const protocol::get_request& req);
   void handle_stat(const endpoint& peer, std::uint64_t id, const protocol::stat_request& req);
   void handle_list(const endpoint& peer, std::uint64_t id, const protocol::list_request& req);
