@@ -101,6 +101,11 @@ void connection::on_recv(uv_udp_t* h, ssize_t nread, const uv_buf_t* buf, const 
     ++self.malformed_;  // corrupted on the way, or not from a ferry server: ask again later
     return;
   }
+  if (auto* t = std::get_if<protocol::token_reply>(&decoded->body)) {
+    // The handler sees it too: a request answered so must be sent again, with this token.
+    self.token_ = t->token;
+    ++self.token_replies_;
+  }
   if (!self.handler_) return;
   try {
     self.handler_(*decoded);
@@ -113,19 +118,14 @@ void connection::on_recv(uv_udp_t* h, ssize_t nread, const uv_buf_t* buf, const 
 std::uint64_t connection::send(const protocol::request& req) {
   std::byte out[protocol::max_request_size];
   const auto id = next_id();
-  auto n = codec::encode_request(out, id, req);
+  auto n = codec::encode_request(out, id, req, token_ ? &*token_ : nullptr);
   if (!n)
     throw failure{exit_code::usage,
                   fmt::format("request too large: {}", protocol::to_string(n.error()))};
-  send_raw({out, *n});
-  return id;
-}
-
-void connection::send_raw(std::span<const std::byte> bytes) noexcept {
-  uv_buf_t b = uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(bytes.data())),
-                           static_cast<unsigned>(bytes.size()));
+  uv_buf_t b = uv_buf_init(reinterpret_cast<char*>(out), static_cast<unsigned>(*n));
   // A full socket buffer or a transient ICMP error is the same as loss: the caller retries.
   (void)uv_udp_try_send(udp_->get(), &b, 1, nullptr);
+  return id;
 }
 
 protocol::reply connection::call(const protocol::request& req, clock::duration timeout) {
@@ -134,6 +134,8 @@ protocol::reply connection::call(const protocol::request& req, clock::duration t
   std::uint64_t last = 0;
   clock::time_point sent_at{};
   auto last_sign_of_life = clock::now();
+  int token_rounds = 0;
+  constexpr int max_token_rounds = 4;
   uv_owned<uv_timer_t> timer{&loop_, uv_timer_init};
 
   struct ctx_t {
@@ -183,6 +185,14 @@ protocol::reply connection::call(const protocol::request& req, clock::duration t
       return;
     }
     if (std::holds_alternative<protocol::data_reply>(r.body)) return;  // not for a call
+    if (std::holds_alternative<protocol::token_reply>(r.body)) {
+      // Not an answer yet: the server wants its token echoed. Ask again now, with it; but a
+      // server that rejects every token it gives is left to the timer and the timeout.
+      if (id != last || ++token_rounds > max_token_rounds) return;
+      last_sign_of_life = clock::now();
+      transmit();
+      return;
+    }
     got = r.body;
     uv_stop(&loop_);
   });

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -51,10 +52,9 @@ class connection {
 
   using reply_handler = std::function<void(const codec::decoded_reply&)>;
 
-  // Sends one request; returns its request id (fresh for every transmission).
+  // Sends one request, with the server's address token once it has given one; returns its
+  // request id (fresh for every transmission).
   std::uint64_t send(const protocol::request& req);
-  // Sends a pre-encoded datagram; used by the fetcher's hot path.
-  void send_raw(std::span<const std::byte> bytes) noexcept;
   [[nodiscard]] std::uint64_t next_id() noexcept { return next_id_++; }
 
   // A request-reply exchange: retransmits on timeout with backoff, waits out "busy", and gives
@@ -67,6 +67,8 @@ class connection {
   [[nodiscard]] rtt_estimator& rtt() noexcept { return rtt_; }
   [[nodiscard]] std::uint64_t first_id() const noexcept { return first_id_; }
   [[nodiscard]] std::uint64_t malformed() const noexcept { return malformed_; }
+  // Token replies received: one at the start, and one more after each server restart.
+  [[nodiscard]] std::uint64_t token_replies() const noexcept { return token_replies_; }
   [[nodiscard]] int path_mtu() const noexcept;                // the kernel's view, 0 if unknown
   [[nodiscard]] std::size_t receive_buffer() const noexcept;  // bytes the kernel grants
 
@@ -84,6 +86,9 @@ class connection {
   std::uint64_t first_id_ = 0;
   std::uint64_t next_id_ = 0;
   std::uint64_t malformed_ = 0;
+  std::uint64_t token_replies_ = 0;
+  // The server's proof that we receive at our address; every request echoes it.
+  std::optional<protocol::address_token> token_;
 };
 
 }  // namespace ferry::client

@@ -280,6 +280,14 @@ void fetcher::on_reply(const codec::decoded_reply& r) {
     }
   }
 
+  if (std::holds_alternative<protocol::token_reply>(r.body)) {
+    // The server wants a (new) token echoed, after a restart say: the request was not lost,
+    // so ask again at once, with the token the connection now holds, and cut nothing. It is
+    // no progress, though: a server that never accepts its own tokens still times out.
+    if (matched && !part_->is_done(acked_index) && in_flight_[acked_index] == 0)
+      retransmit_.push_front(acked_index);
+    return pump();
+  }
   if (auto* e = std::get_if<protocol::error_reply>(&r.body)) {
     if (e->code == errc::busy) {
       last_progress_ = now;  // alive, but loaded: slow down and ask again

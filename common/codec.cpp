@@ -67,13 +67,28 @@ std::uint64_t get_u64(const std::byte* p) {
   return v;
 }
 
-void write_header(std::span<std::byte> out, msg_type type, std::uint64_t request_id) {
-  if (out.size() < protocol::header_size) throw codec_error{errc::bad_request};
+// Only requests carry a token; in a reply the flag means nothing.
+bool carries_token(const protocol::header& h) {
+  return h.has_token() && protocol::is_request_type(static_cast<std::uint8_t>(h.type));
+}
+
+// Bytes before the body: the fixed header, then the token if the flags say there is one.
+std::size_t header_length(const protocol::header& h) {
+  return protocol::header_size + (carries_token(h) ? protocol::token_size : 0);
+}
+
+// Writes the header (and token, if any) and returns its length.
+std::size_t write_header(std::span<std::byte> out, msg_type type, std::uint64_t request_id,
+                         const protocol::address_token* token) {
+  const auto length = protocol::header_size + (token != nullptr ? protocol::token_size : 0);
+  if (out.size() < length) throw codec_error{errc::bad_request};
   for (std::size_t i = 0; i < protocol::magic.size(); ++i) out[i] = std::byte{protocol::magic[i]};
   out[4] = std::byte{protocol::version};
   out[5] = std::byte{static_cast<std::uint8_t>(type)};
-  put_u16(&out[6], 0);
+  put_u16(&out[6], token != nullptr ? protocol::flag_token : 0);
   put_u64(&out[8], request_id);
+  if (token != nullptr) std::memcpy(&out[protocol::header_size], token->data(), token->size());
+  return length;
 }
 
 // --- field helpers: every length is bounded before anything is allocated -------------------
@@ -222,6 +237,13 @@ std::uint64_t data_checksum(std::span<const std::byte> before, std::span<const s
   return XXH3_64bits_withSeed(payload.data(), payload.size(), seed);
 }
 
+void save_body(out_archive& ar, const protocol::token_reply& m) {
+  ar(cereal::binary_data(m.token.data(), m.token.size()));
+}
+void load_body(in_archive& ar, protocol::token_reply& m) {
+  ar(cereal::binary_data(m.token.data(), m.token.size()));
+}
+
 void save_body(out_archive& ar, const protocol::error_reply& m) {
   if (static_cast<std::uint8_t>(m.code) > max_errc) throw codec_error{errc::bad_request};
   save_u8(ar, static_cast<std::uint8_t>(m.code));
@@ -239,7 +261,8 @@ msg_type type_of(const protocol::request& r) {
 }
 msg_type type_of(const protocol::reply& r) {
   static constexpr msg_type types[] = {msg_type::list_reply, msg_type::stat_reply,
-                                       msg_type::data_reply, msg_type::error_reply};
+                                       msg_type::data_reply, msg_type::error_reply,
+                                       msg_type::token_reply};
   return types[r.index()];
 }
 
@@ -247,14 +270,15 @@ msg_type type_of(const protocol::reply& r) {
 // before it; a data reply carries data_checksum() ahead of its payload.
 template <typename Body>
 result<std::size_t> encode_any(std::span<std::byte> out, std::uint64_t request_id, const Body& body,
+                               const protocol::address_token* token = nullptr,
                                bool with_payload = true) noexcept {
   try {
-    write_header(out, type_of(body), request_id);
-    span_out_buf buf{out.subspan(protocol::header_size)};
+    const auto head = write_header(out, type_of(body), request_id, token);
+    span_out_buf buf{out.subspan(head)};
     std::ostream os{&buf};
     {
       out_archive ar{os, out_options};
-      auto written = [&] { return out.first(protocol::header_size + buf.written()); };
+      auto written = [&] { return out.first(head + buf.written()); };
       std::visit(
           [&](const auto& m) {
             using T = std::decay_t<decltype(m)>;
@@ -271,7 +295,7 @@ result<std::size_t> encode_any(std::span<std::byte> out, std::uint64_t request_i
           },
           body);
     }
-    return protocol::header_size + buf.written();
+    return head + buf.written();
   } catch (const codec_error& e) {
     return e.code;
   } catch (...) {
@@ -281,13 +305,13 @@ result<std::size_t> encode_any(std::span<std::byte> out, std::uint64_t request_i
 
 // Decodes the body that follows a valid header. `make` picks the message for the type.
 template <typename Variant, typename Make>
-result<Variant> decode_body(std::span<const std::byte> wire, Make make) {
+result<Variant> decode_body(std::span<const std::byte> wire, const protocol::header& h, Make make) {
   // Every message but a data reply ends with a checksum of all that precedes it. It is checked
   // before any other byte is believed, so a damaged datagram is always errc::corrupt, and a
   // server answers nothing that failed it. Too short to hold one counts as damaged too.
-  const auto type = static_cast<msg_type>(std::to_integer<std::uint8_t>(wire[5]));
-  const bool data = type == msg_type::data_reply;
-  auto fields = wire.subspan(protocol::header_size);
+  const bool data = h.type == msg_type::data_reply;
+  const auto head = header_length(h);
+  std::span<const std::byte> fields;
   if (!data) {
     const auto n = wire.size();
     if (n < protocol::header_size + 1 + protocol::checksum_size) throw codec_error{errc::corrupt};
@@ -296,7 +320,11 @@ result<Variant> decode_body(std::span<const std::byte> wire, Make make) {
       sum |= std::to_integer<std::uint64_t>(wire[n - protocol::checksum_size + i]) << (8 * i);
     if (XXH3_64bits(wire.data(), n - protocol::checksum_size) != sum)
       throw codec_error{errc::corrupt};
-    fields = fields.first(fields.size() - protocol::checksum_size);
+    // Only now is the token flag believed: a flag with no room for its token is malformed.
+    if (n - protocol::checksum_size < head + 1) throw codec_error{errc::malformed};
+    fields = wire.subspan(head, n - protocol::checksum_size - head);
+  } else {
+    fields = wire.subspan(head);
   }
   // The endianness byte must say little-endian; anything else is not one of our bodies.
   if (fields.empty() || fields[0] != std::byte{1}) throw codec_error{errc::malformed};
@@ -309,14 +337,14 @@ result<Variant> decode_body(std::span<const std::byte> wire, Make make) {
       ar(m->offset);
       m->eof = load_bool(ar);
       load_version(ar, m->version);
-      const auto before = wire.first(protocol::header_size + buf.consumed());
+      const auto before = wire.first(head + buf.consumed());
       std::uint64_t sum = 0;
       cereal::size_type n = 0;
       ar(sum, cereal::make_size_tag(n));
       // The payload is the rest of the datagram, exactly.
       if (n > protocol::max_block_size || n != buf.remaining()) throw codec_error{errc::malformed};
       m->length = static_cast<std::uint32_t>(n);
-      m->payload = wire.data() + protocol::header_size + buf.consumed();
+      m->payload = wire.data() + head + buf.consumed();
       if (data_checksum(before, {m->payload, m->length}) != sum) throw codec_error{errc::corrupt};
       if (!block_consistent(m->offset, m->length, m->eof, m->version.size))
         throw codec_error{errc::malformed};
@@ -344,6 +372,9 @@ result<protocol::header> decode_header(std::span<const std::byte> wire) noexcept
   h.flags = get_u16(&wire[6]);
   h.request_id = get_u64(&wire[8]);
   if (std::to_integer<std::uint8_t>(wire[4]) != protocol::version) return errc::unsupported_version;
+  // A token too short for the datagram is left zero here; decode_body rejects the datagram.
+  if (carries_token(h) && wire.size() >= protocol::header_size + protocol::token_size)
+    std::memcpy(h.token.data(), &wire[protocol::header_size], protocol::token_size);
   return h;
 }
 
@@ -356,7 +387,7 @@ result<decoded_request> decode_request(std::span<const std::byte> wire) noexcept
   auto h = decode_header(wire);
   if (!h) return h.error();
   try {
-    auto body = decode_body<protocol::request>(wire, [&]() -> protocol::request {
+    auto body = decode_body<protocol::request>(wire, *h, [&]() -> protocol::request {
       switch (h->type) {
         case msg_type::list_request:
           return protocol::list_request{};
@@ -381,7 +412,7 @@ result<decoded_reply> decode_reply(std::span<const std::byte> wire) noexcept {
   auto h = decode_header(wire);
   if (!h) return h.error();
   try {
-    auto body = decode_body<protocol::reply>(wire, [&]() -> protocol::reply {
+    auto body = decode_body<protocol::reply>(wire, *h, [&]() -> protocol::reply {
       switch (h->type) {
         case msg_type::list_reply:
           return protocol::list_reply{};
@@ -391,6 +422,8 @@ result<decoded_reply> decode_reply(std::span<const std::byte> wire) noexcept {
           return protocol::data_reply{};
         case msg_type::error_reply:
           return protocol::error_reply{};
+        case msg_type::token_reply:
+          return protocol::token_reply{};
         default:
           throw codec_error{errc::malformed};
       }
@@ -404,8 +437,9 @@ result<decoded_reply> decode_reply(std::span<const std::byte> wire) noexcept {
 }
 
 result<std::size_t> encode_request(std::span<std::byte> out, std::uint64_t request_id,
-                                   const protocol::request& body) noexcept {
-  auto n = encode_any(out, request_id, body);
+                                   const protocol::request& body,
+                                   const protocol::address_token* token) noexcept {
+  auto n = encode_any(out, request_id, body, token);
   if (n && *n > protocol::max_request_size) return errc::bad_request;
   return n;
 }
@@ -421,7 +455,7 @@ result<std::size_t> encode_data_prefix(std::span<std::byte> out, std::uint64_t r
   if (payload.size() != meta.length) return errc::bad_request;
   auto m = meta;
   m.payload = payload.data();
-  return encode_any(out, request_id, protocol::reply{m}, false);
+  return encode_any(out, request_id, protocol::reply{m}, nullptr, false);
 }
 
 }  // namespace ferry::codec

@@ -38,8 +38,10 @@ struct decoded_reply {
 
 // Encoders write into `out` and return the bytes used, or errc::bad_request if the message
 // does not fit or breaks a limit the decoder would enforce.
-[[nodiscard]] result<std::size_t> encode_request(std::span<std::byte> out, std::uint64_t request_id,
-                                                 const protocol::request& body) noexcept;
+// A request carries `token` (flag_token) if it is not null.
+[[nodiscard]] result<std::size_t> encode_request(
+    std::span<std::byte> out, std::uint64_t request_id, const protocol::request& body,
+    const protocol::address_token* token = nullptr) noexcept;
 [[nodiscard]] result<std::size_t> encode_reply(std::span<std::byte> out, std::uint64_t request_id,
                                                const protocol::reply& body) noexcept;
 
@@ -49,6 +51,11 @@ struct decoded_reply {
                                                      std::uint64_t request_id,
                                                      const protocol::data_reply& meta,
                                                      std::span<const std::byte> payload) noexcept;
+
+// Wire size of an error reply whose message is `message_length` bytes long.
+[[nodiscard]] constexpr std::size_t error_reply_size(std::size_t message_length) noexcept {
+  return protocol::header_size + 1 + 1 + 8 + message_length + protocol::checksum_size;
+}
 
 // Wire size of a list reply with no entries, and what each entry adds to it.
 inline constexpr std::size_t list_reply_base_size =

@@ -63,6 +63,8 @@ std::string_view to_string(msg_type t) noexcept {
       return "DATA";
     case msg_type::error_reply:
       return "ERROR";
+    case msg_type::token_reply:
+      return "TOKEN";
   }
   return "unknown";
 }

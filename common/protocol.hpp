@@ -40,6 +40,15 @@ inline constexpr std::uint32_t max_block_size = 65024;  // 127 * 512, fits 65507
 inline constexpr std::uint32_t min_block_size = 512;
 static_assert(max_block_size + data_reply_overhead <= max_datagram);
 
+// Address validation (PROTOCOL.md, "Address validation"). A request whose header has
+// flag_token set carries a token_size-byte token right after the header. The token is opaque to
+// clients: they echo the one the server last gave them.
+inline constexpr std::uint16_t flag_token = 0x0001;
+inline constexpr std::size_t token_size = 20;
+// Until a source address proves it receives what is sent to it, the server sends it at most
+// this many times the bytes it received from it (QUIC's rule, RFC 9000 section 8.1).
+inline constexpr std::size_t amplification_limit = 3;
+
 enum class msg_type : std::uint8_t {
   list_request = 0x01,
   stat_request = 0x02,
@@ -47,6 +56,7 @@ enum class msg_type : std::uint8_t {
   list_reply = 0x81,
   stat_reply = 0x82,
   data_reply = 0x83,
+  token_reply = 0x84,
   error_reply = 0xEE,
 };
 
@@ -96,10 +106,14 @@ struct digest128 {
   friend bool operator==(const digest128&, const digest128&) = default;
 };
 
+using address_token = std::array<std::byte, token_size>;
+
 struct header {
   msg_type type{};
-  std::uint16_t flags = 0;  // reserved, zero in version 1
+  std::uint16_t flags = 0;  // flag_token, or zero; other bits are reserved and ignored
   std::uint64_t request_id = 0;
+  address_token token{};  // meaningful only if flags has flag_token
+  [[nodiscard]] bool has_token() const noexcept { return (flags & flag_token) != 0; }
 };
 
 struct list_request {
@@ -155,7 +169,12 @@ struct error_reply {
   std::string message;
 };
 
+// The answer to a request without a valid token: ask again, carrying this one.
+struct token_reply {
+  address_token token{};
+};
+
 using request = std::variant<list_request, stat_request, get_request>;
-using reply = std::variant<list_reply, stat_reply, data_reply, error_reply>;
+using reply = std::variant<list_reply, stat_reply, data_reply, error_reply, token_reply>;
 
 }  // namespace ferry::protocol

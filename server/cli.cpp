@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "common/log.hpp"
+#include "common/units.hpp"
 #include "server/udp_server.hpp"
 
 namespace ferry::server {
@@ -20,6 +21,7 @@ int main(int argc, char** argv) {
       "  ferryd --root /srv/files --bind :: --port 7070\n"
       "  ferryd --root . --port 0                   take a free port (see the first line)\n"
       "  ferryd --root /srv/files --stats-interval 60\n"
+      "  ferryd --root /srv/files --max-rate 20M      send at most 20 MiB/s in total\n"
       "  kill -USR1 $(pidof ferryd)                 print the counters now\n\n"
       "Logs go to stderr, one event a line in key=value form. SIGINT and SIGTERM stop it\n"
       "cleanly; SIGUSR1 prints its counters. The protocol is described in docs/PROTOCOL.md.\n");
@@ -36,6 +38,24 @@ int main(int argc, char** argv) {
                  "Seconds between counter events on stderr; 0: only on SIGUSR1")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  auto rate_option = [&](const char* name, std::uint64_t& into, const char* what) {
+    app.add_option_function<std::string>(
+           name,
+           [&into, name](const std::string& text) {
+             auto r = parse_rate(text);
+             if (!r)
+               throw CLI::ValidationError{
+                   name, "'" + text + "' is not a rate: use bytes per second, e.g. 500K, 20M, 1.5G"};
+             into = *r;
+           },
+           what)
+        ->type_name("RATE");
+  };
+  rate_option("--max-rate", cfg.max_rate,
+              "Bytes per second sent in total, e.g. 20M (K, M, G: powers of 1024); default: "
+              "no limit");
+  rate_option("--max-client-rate", cfg.max_client_rate,
+              "Bytes per second sent to one client address and port; default: no limit");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

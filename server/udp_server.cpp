@@ -1,7 +1,9 @@
 #include "server/udp_server.hpp"
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,9 +27,24 @@ constexpr std::uint64_t file_reuse_ms = 1000;
 constexpr std::size_t max_open_files = 64;
 constexpr std::size_t max_cached_digests = 4096;
 
-uv_buf_t make_buf(const void* p, std::size_t n) {
-  return uv_buf_init(static_cast<char*>(const_cast<void*>(p)), static_cast<unsigned>(n));
-}
+// Datagrams read per recvmmsg call, and calls per wake-up: enough to drain a busy socket in
+// one turn of the loop, so that every client's requests are seen before any is served.
+constexpr unsigned recv_batch = 64;
+constexpr int recv_rounds = 16;
+// No valid request is longer; a longer datagram arrives truncated and is dropped as such.
+constexpr std::size_t recv_slot = protocol::max_request_size;
+// GETs served per turn of the loop, round-robin across clients, before reading again.
+constexpr std::size_t serve_per_turn = 64;
+// While clients share the server, a turn is shorter, so that each is asked for its next GETs
+// soon: a client with a congestion window then keeps its part of every turn filled.
+constexpr std::size_t shared_turn = 16;
+// Waiting GETs across all clients; each holds its path, so this bounds their memory.
+constexpr std::size_t max_queued_total = 16'384;
+// Client entries older than this do not count as active; the table is pruned past max_clients.
+constexpr std::uint64_t client_active_ms = 60'000;
+constexpr std::size_t max_clients = 65'536;
+
+iovec make_iov(const void* p, std::size_t n) { return iovec{const_cast<void*>(p), n}; }
 }  // namespace
 
 bool udp_server::version_less::operator()(const protocol::file_version& a,
@@ -50,6 +67,8 @@ class pool_job {
   std::uint64_t request_id = 0;
   std::string rel;
   bool counts_as_digest = false;
+  bool has_client = false;  // counts against a client's max_client_jobs
+  udp_server::peer_key client;
 };
 
 class get_job final : public pool_job {
@@ -70,6 +89,8 @@ class get_job final : public pool_job {
     if (opened) s.remember_file(rel, file);
     if (outcome.error != errc::ok) return s.send_error(peer, request_id, outcome.error);
     s.send_data(peer, request_id, offset, outcome, buffer.get());
+    if (auto it = s.clients_.find(client); it != s.clients_.end())
+      it->second.rate.charge(outcome.length + protocol::data_reply_overhead);
   }
 
   int root_fd = -1;
@@ -141,14 +162,18 @@ class digest_job final : public pool_job {
 udp_server::udp_server(uv_loop_t* loop, config cfg)
     : loop_{loop},
       cfg_{std::move(cfg)},
-      udp_{loop, uv_udp_init},
+      serve_idle_{loop, uv_idle_init},
+      rate_timer_{loop, uv_timer_init},
       stop_async_{loop, uv_async_init,
                   [](uv_async_t* a) { static_cast<udp_server*>(a->data)->stop(); }},
-      recv_buf_{std::make_unique_for_overwrite<std::byte[]>(protocol::max_datagram)},
+      recv_buf_{std::make_unique_for_overwrite<std::byte[]>(recv_batch * recv_slot)},
       block_buf_{std::make_unique_for_overwrite<std::byte[]>(protocol::max_block_size)},
+      total_rate_{cfg_.max_rate, uv_now(loop)},
       dirs_{std::make_shared<dir_cache>()} {
   cfg_.max_block = std::clamp(cfg_.max_block, protocol::min_block_size, protocol::max_block_size);
   stop_async_.get()->data = this;
+  serve_idle_.get()->data = this;
+  rate_timer_.get()->data = this;
   ::uv_unref(stop_async_.handle());
 
   const int root = ::open(cfg_.root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -159,56 +184,70 @@ udp_server::udp_server(uv_loop_t* loop, config cfg)
   std::string why;
   auto ep = resolve(host_port{cfg_.bind, cfg_.port}, why);
   if (!ep) throw std::runtime_error{fmt::format("cannot bind '{}': {}", cfg_.bind, why)};
-  udp_.get()->data = this;
-  // No IPV6ONLY: "--bind ::" then serves IPv4 too, as the system's default says.
-  if (int rc = uv_udp_bind(udp_.get(), ep->addr(), 0); rc < 0) {
-    const char* hint = rc == UV_EADDRINUSE ? " (is another ferryd running? choose another --port)"
-                       : rc == UV_EADDRNOTAVAIL ? " (that address is not on this machine)"
-                       : rc == UV_EACCES        ? " (ports below 1024 need privileges)"
-                                                : "";
+  // The server owns its socket rather than a uv_udp_t, to read and serve in batches.
+  const int fd = ::socket(ep->family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    throw std::runtime_error{fmt::format("cannot open a UDP socket: {}", std::strerror(errno))};
+  socket_.reset(fd);
+  if (ep->family() == AF_INET6) {
+    // "--bind ::" serves IPv4 too, whatever the system's default says.
+    const int off = 0;
+    ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+  }
+  if (::bind(fd, ep->addr(), ep->length) != 0) {
+    const int err = errno;
+    const char* hint = err == EADDRINUSE ? " (is another ferryd running? choose another --port)"
+                       : err == EADDRNOTAVAIL ? " (that address is not on this machine)"
+                       : err == EACCES        ? " (ports below 1024 need privileges)"
+                                              : "";
     throw std::runtime_error{
-        fmt::format("cannot bind {}: {}{}", to_string(*ep), uv_strerror(rc), hint)};
+        fmt::format("cannot bind {}: {}{}", to_string(*ep), std::strerror(err), hint)};
   }
+  // As root the FORCE variants pass net.core.[rw]mem_max; otherwise take what the cap allows.
+  const int want = cfg_.socket_buffer;
+  if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &want, sizeof want) != 0)
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof want);
+  if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &want, sizeof want) != 0)
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &want, sizeof want);
+  int got = 0;
+  socklen_t len = sizeof got;
+  if (::getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &len) == 0 && got < want)
+    log::warn("receive buffer is {} bytes, asked for {} (raise net.core.rmem_max)", got / 2, want);
 
-  int fd = -1;
-  if (uv_fileno(udp_.handle(), &fd) == 0) {
-    // As root the FORCE variants pass net.core.[rw]mem_max; otherwise take what the cap allows.
-    const int want = cfg_.socket_buffer;
-    if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &want, sizeof want) != 0)
-      ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof want);
-    if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &want, sizeof want) != 0)
-      ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &want, sizeof want);
-    int got = 0;
-    socklen_t len = sizeof got;
-    if (::getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &len) == 0 && got < want)
-      log::warn("receive buffer is {} bytes, asked for {} (raise net.core.rmem_max)", got / 2,
-                want);
-  }
-  uv_check(uv_udp_recv_start(udp_.get(), on_alloc, on_recv), "uv_udp_recv_start");
+  poll_ = std::make_unique<uv_owned<uv_poll_t>>(loop_, uv_poll_init, fd);
+  poll_->get()->data = this;
+  update_poll();
 }
 
 udp_server::~udp_server() { stop(); }
 
 endpoint udp_server::local_endpoint() const {
   sockaddr_storage ss{};
-  int len = sizeof ss;
-  if (udp_.get() == nullptr) return {};
-  uv_check(uv_udp_getsockname(udp_.get(), reinterpret_cast<sockaddr*>(&ss), &len),
-           "uv_udp_getsockname");
+  socklen_t len = sizeof ss;
+  if (!socket_ || ::getsockname(socket_.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0)
+    return {};
   return endpoint::from(reinterpret_cast<const sockaddr*>(&ss));
 }
 
 void udp_server::stop() noexcept {
   if (stopping_) return;
   stopping_ = true;
-  if (udp_.get() != nullptr) uv_udp_recv_stop(udp_.get());
-  udp_.close();
+  // Closing the poll handle stops it at once, so the socket may be closed right after.
+  if (poll_) poll_->close();
+  socket_.reset();
+  serve_idle_.close();
+  rate_timer_.close();
   {
     // request_stop() may be running on another thread: the handle must not close under it.
     std::lock_guard lock{stop_mutex_};
     stop_async_.close();
   }
   files_.clear();
+  send_queue_.clear();
+  send_queued_ = 0;
+  clients_.clear();
+  ready_.clear();
+  queued_total_ = 0;
 }
 
 void udp_server::request_stop() noexcept {
@@ -216,40 +255,76 @@ void udp_server::request_stop() noexcept {
   if (auto* a = stop_async_.get(); a != nullptr) uv_async_send(a);
 }
 
-void udp_server::on_alloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) noexcept {
-  auto& self = *static_cast<udp_server*>(h->data);
-  *buf = make_buf(self.recv_buf_.get(), protocol::max_datagram);
+void udp_server::update_poll() noexcept {
+  if (stopping_ || !poll_) return;
+  const int events = UV_READABLE | (send_queue_.empty() ? 0 : UV_WRITABLE);
+  if (events == poll_events_) return;
+  poll_events_ = events;
+  uv_poll_start(poll_->get(), events, [](uv_poll_t* h, int status, int ev) {
+    static_cast<udp_server*>(h->data)->on_poll(status, ev);
+  });
 }
 
-void udp_server::on_recv(uv_udp_t* h, ssize_t nread, const uv_buf_t* buf, const sockaddr* from,
-                         unsigned flags) noexcept {
-  auto& self = *static_cast<udp_server*>(h->data);
-  if (nread == 0 && from == nullptr) return;  // nothing more to read
-  if (nread < 0) {
-    ++self.stats_.recv_errors;
+void udp_server::on_poll(int status, int events) noexcept {
+  if (status < 0) {
+    ++stats_.recv_errors;
     return;
   }
-  ++self.stats_.datagrams_in;
-  self.stats_.bytes_in += static_cast<std::uint64_t>(nread);
-  if (flags & UV_UDP_PARTIAL) {
-    ++self.stats_.dropped_truncated;
-    return;
-  }
-  self.note_peer(from);
-  auto bytes = std::span<const std::byte>{reinterpret_cast<const std::byte*>(buf->base),
-                                          static_cast<std::size_t>(nread)};
-  try {
-    self.handle_datagram(bytes, endpoint::from(from));
-  } catch (const std::exception& e) {
-    ++self.stats_.internal_errors;
-    log::debug("datagram dropped: {}", e.what());
-  } catch (...) {
-    ++self.stats_.internal_errors;
+  if (events & UV_WRITABLE) flush_send_queue();
+  if (events & UV_READABLE) receive_batch();
+  schedule_serving();
+}
+
+void udp_server::receive_batch() noexcept {
+  mmsghdr msgs[recv_batch];
+  iovec iov[recv_batch];
+  sockaddr_storage from[recv_batch];
+  for (int round = 0; round < recv_rounds && !stopping_; ++round) {
+    for (unsigned i = 0; i < recv_batch; ++i) {
+      iov[i] = make_iov(recv_buf_.get() + i * recv_slot, recv_slot);
+      msgs[i] = mmsghdr{};
+      msgs[i].msg_hdr.msg_iov = &iov[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+      msgs[i].msg_hdr.msg_name = &from[i];
+      msgs[i].msg_hdr.msg_namelen = sizeof from[i];
+    }
+    const int n = ::recvmmsg(socket_.get(), msgs, recv_batch, MSG_DONTWAIT, nullptr);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) ++stats_.recv_errors;
+      return;
+    }
+    for (int i = 0; i < n && !stopping_; ++i) {
+      const auto size = static_cast<std::size_t>(msgs[i].msg_len);
+      ++stats_.datagrams_in;
+      stats_.bytes_in += size;
+      if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+        ++stats_.dropped_truncated;
+        continue;
+      }
+      const auto* sa = reinterpret_cast<const sockaddr*>(&from[i]);
+      try {
+        handle_datagram({recv_buf_.get() + i * recv_slot, size}, endpoint::from(sa));
+      } catch (const std::exception& e) {
+        ++stats_.internal_errors;
+        log::debug("datagram dropped: {}", e.what());
+      } catch (...) {
+        ++stats_.internal_errors;
+      }
+    }
+    if (static_cast<unsigned>(n) < recv_batch) return;
   }
 }
 
 void udp_server::handle_datagram(std::span<const std::byte> bytes, const endpoint& peer) {
   if (stopping_) return;
+  const auto now = uv_now(loop_);
+  // What an unvalidated source may be sent in answer to this datagram.
+  const auto limit = bytes.size() * protocol::amplification_limit;
+  auto validated = [&](const protocol::header& h) {
+    return !cfg_.validate_addresses ||
+           (h.has_token() && validator_.valid(h.token, peer.addr(), now));
+  };
   auto decoded = codec::decode_request(bytes);
   if (!decoded && decoded.error() == errc::corrupt) {
     // Damaged on the way: nothing in it can be trusted, not even the address to answer.
@@ -263,80 +338,203 @@ void udp_server::handle_datagram(std::span<const std::byte> bytes, const endpoin
     auto h = codec::decode_header(bytes);
     if (h.error() == errc::unsupported_version && bytes.size() <= protocol::max_request_size &&
         protocol::is_request_type(std::to_integer<std::uint8_t>(bytes[5]))) {
-      send_error(peer, codec::peek_request_id(bytes), errc::unsupported_version);
+      send_error(peer, codec::peek_request_id(bytes), errc::unsupported_version, limit);
     } else if (h && protocol::is_request_type(static_cast<std::uint8_t>(h->type)) &&
                bytes.size() <= protocol::max_request_size) {
-      send_error(peer, h->request_id, decoded.error());
+      send_error(peer, h->request_id, decoded.error(), validated(*h) ? no_limit : limit);
     }
     return;
   }
   const auto id = decoded->hdr.request_id;
+  if (!validated(decoded->hdr)) {
+    // Stateless: the server remembers nothing of a source until it echoes a valid token.
+    ++stats_.unvalidated;
+    const auto before = stats_.amplification_withheld.load();
+    send_reply(peer, id, protocol::token_reply{validator_.issue(peer.addr(), now)}, limit);
+    if (stats_.amplification_withheld.load() == before) ++stats_.tokens_sent;
+    return;
+  }
+  // Every request that decodes and validates counts as one of its type, served or not.
+  static constexpr std::atomic<std::uint64_t> stats::*by_type[] = {
+      &stats::list_requests, &stats::stat_requests, &stats::get_requests};
+  ++(stats_.*by_type[decoded->body.index()]);
+  auto* client = client_for(peer);
+  if (client == nullptr) {
+    // Only when max_clients validated addresses are all active at once.
+    ++stats_.dropped_queue_full;
+    return;
+  }
+  client->last_seen_ms = now;
   std::visit(
       [&](const auto& req) {
         using T = std::decay_t<decltype(req)>;
-        if constexpr (std::is_same_v<T, protocol::get_request>) handle_get(peer, id, req);
-        if constexpr (std::is_same_v<T, protocol::stat_request>) handle_stat(peer, id, req);
-        if constexpr (std::is_same_v<T, protocol::list_request>) handle_list(peer, id, req);
+        if constexpr (std::is_same_v<T, protocol::get_request>) handle_get(*client, id, req);
+        if constexpr (std::is_same_v<T, protocol::stat_request>) handle_stat(*client, id, req);
+        if constexpr (std::is_same_v<T, protocol::list_request>) handle_list(*client, id, req);
       },
       decoded->body);
 }
 
-void udp_server::handle_get(const endpoint& peer, std::uint64_t id,
-                            const protocol::get_request& req) {
-  ++stats_.get_requests;
+void udp_server::handle_get(client_state& c, std::uint64_t id, const protocol::get_request& req) {
   auto rel = normalize_wire_path(req.path);
-  if (!rel) return send_error(peer, id, rel.error());
-  if (rel->empty()) return send_error(peer, id, errc::not_regular);
-  const auto block = std::min(req.block_size, cfg_.max_block);
+  if (!rel) return send_error(c.peer, id, rel.error());
+  if (rel->empty()) return send_error(c.peer, id, errc::not_regular);
+  if (c.queue.size() >= cfg_.max_client_queue || queued_total_ >= max_queued_total) {
+    // This client asks faster than it is served: its surplus is lost, as at a full router
+    // queue, and its own congestion control slows it down. Nobody else waits for it.
+    ++stats_.dropped_queue_full;
+    return;
+  }
+  c.queue.push_back(pending_get{id, std::move(*rel), req.offset, std::min(req.block_size, cfg_.max_block)});
+  ++queued_total_;
+  if (!c.ready) {
+    c.ready = true;
+    ready_.push_back(peer_key::of(c.peer.addr()));
+  }
+  schedule_serving();
+}
 
-  auto file = cached_file(*rel);
+void udp_server::schedule_serving() noexcept {
+  if (stopping_ || ready_.empty() || !send_queue_.empty() || rate_timer_armed_) return;
+  uv_idle_start(serve_idle_.get(), [](uv_idle_t* h) {
+    static_cast<udp_server*>(h->data)->serve_turn();
+  });
+}
+
+void udp_server::serve_turn() noexcept {
+  uv_idle_stop(serve_idle_.get());
+  if (stopping_) return;
+  const auto now = uv_now(loop_);
+  // Each client waiting now, or served last turn (its next GETs may still be on the way), gets
+  // an equal part of the turn. A client with less to ask leaves its part unused, and the turn
+  // just ends sooner, so the next read comes sooner: a greedy client is held to its part even
+  // while a normal client's queue is momentarily empty.
+  const auto sharing = std::max<std::size_t>({ready_.size(), clients_last_turn_, 1});
+  const auto quota = sharing == 1 ? serve_per_turn : std::max<std::size_t>(4, shared_turn / sharing);
+  ++turn_;
+  std::size_t served = 0, clients_served = 0, passes = 0;
+  std::uint64_t wait = 0;  // ms until a rate limit lets more go
+  bool rate_blocked = false;
+  while (!ready_.empty() && served < serve_per_turn && send_queue_.empty()) {
+    if (!total_rate_.ready(now)) {
+      wait = total_rate_.wait_ms();
+      rate_blocked = true;
+      break;
+    }
+    const auto key = ready_.front();
+    ready_.pop_front();
+    auto it = clients_.find(key);
+    if (it == clients_.end()) continue;
+    auto& c = it->second;
+    if (c.queue.empty()) {
+      c.ready = false;
+      continue;
+    }
+    ready_.push_back(key);
+    if (c.turn != turn_) {
+      c.turn = turn_;
+      c.served_in_turn = 0;
+    }
+    const bool rate_ok = c.rate.ready(now);
+    if (!rate_ok) wait = wait == 0 ? c.rate.wait_ms() : std::min(wait, c.rate.wait_ms());
+    if (!rate_ok || c.jobs >= cfg_.max_client_jobs || c.served_in_turn >= quota) {
+      // This client has had its part for now; the others go on. A full pass over every
+      // waiting client that serves nobody ends the turn.
+      if (++passes >= ready_.size()) break;
+      continue;
+    }
+    passes = 0;
+    if (c.served_in_turn++ == 0) ++clients_served;
+    auto g = std::move(c.queue.front());
+    c.queue.pop_front();
+    --queued_total_;
+    try {
+      serve_get(c, key, g);
+    } catch (...) {
+      ++stats_.internal_errors;
+    }
+    ++served;
+  }
+  clients_last_turn_ = clients_served;
+  // Keep only clients that still wait in ready_.
+  std::erase_if(ready_, [&](const peer_key& k) {
+    auto it = clients_.find(k);
+    if (it != clients_.end() && !it->second.queue.empty()) return false;
+    if (it != clients_.end()) it->second.ready = false;
+    return true;
+  });
+  if (served == 0 && wait > 0 && !ready_.empty()) rate_blocked = true;
+  if (rate_blocked && !rate_timer_armed_) {
+    ++stats_.rate_waits;
+    rate_timer_armed_ = true;
+    uv_timer_start(
+        rate_timer_.get(),
+        [](uv_timer_t* t) {
+          auto& s = *static_cast<udp_server*>(t->data);
+          s.rate_timer_armed_ = false;
+          s.schedule_serving();
+        },
+        std::max<std::uint64_t>(wait, 1), 0);
+    return;
+  }
+  // Whatever still waits is served next turn, after the socket has been read again. A client
+  // held back only by its job cap is woken by its job's completion.
+  if (served > 0) schedule_serving();
+}
+
+void udp_server::serve_get(client_state& c, const peer_key& key, pending_get& g) {
+  auto file = cached_file(g.rel);
   if (file) {
     // Page-cache hits are served right here; anything that would wait for a disk goes to the pool.
-    auto r = read_block(file->get(), req.offset, block, block_buf_.get(), true);
+    auto r = read_block(file->get(), g.offset, g.block, block_buf_.get(), true);
     if (!r.would_block) {
       ++stats_.reads_inline;
-      if (r.error != errc::ok) return send_error(peer, id, r.error);
-      return send_data(peer, id, req.offset, r, block_buf_.get());
+      if (r.error != errc::ok) return send_error(c.peer, g.id, r.error);
+      send_data(c.peer, g.id, g.offset, r, block_buf_.get());
+      c.rate.charge(r.length + protocol::data_reply_overhead);
+      return;
     }
   }
   auto job = std::make_unique<get_job>();
-  job->peer = peer;
-  job->request_id = id;
-  job->rel = std::move(*rel);
+  job->peer = c.peer;
+  job->request_id = g.id;
+  job->rel = std::move(g.rel);
   job->root_fd = root_.get();
-  job->offset = req.offset;
-  job->block = block;
+  job->offset = g.offset;
+  job->block = g.block;
   job->file = std::move(file);
-  job->buffer = std::make_unique_for_overwrite<std::byte[]>(block);
+  job->buffer = std::make_unique_for_overwrite<std::byte[]>(g.block);
+  job->has_client = true;
+  job->client = key;
   ++stats_.reads_pooled;
   submit(std::move(job));
 }
 
-void udp_server::handle_stat(const endpoint& peer, std::uint64_t id,
-                             const protocol::stat_request& req) {
-  ++stats_.stat_requests;
+void udp_server::handle_stat(client_state& c, std::uint64_t id, const protocol::stat_request& req) {
   auto rel = normalize_wire_path(req.path);
-  if (!rel) return send_error(peer, id, rel.error());
+  if (!rel) return send_error(c.peer, id, rel.error());
   auto job = std::make_unique<stat_job>();
-  job->peer = peer;
+  job->peer = c.peer;
   job->request_id = id;
   job->rel = std::move(*rel);
   job->root_fd = root_.get();
+  job->has_client = true;
+  job->client = peer_key::of(c.peer.addr());
   submit(std::move(job));
 }
 
-void udp_server::handle_list(const endpoint& peer, std::uint64_t id,
-                             const protocol::list_request& req) {
-  ++stats_.list_requests;
+void udp_server::handle_list(client_state& c, std::uint64_t id, const protocol::list_request& req) {
   auto rel = normalize_wire_path(req.path);
-  if (!rel) return send_error(peer, id, rel.error());
+  if (!rel) return send_error(c.peer, id, rel.error());
   auto job = std::make_unique<list_job>();
-  job->peer = peer;
+  job->peer = c.peer;
   job->request_id = id;
   job->rel = std::move(*rel);
   job->root_fd = root_.get();
   job->cursor = req.cursor;
   job->dirs = dirs_;
+  job->has_client = true;
+  job->client = peer_key::of(c.peer.addr());
   submit(std::move(job));
 }
 
@@ -367,7 +565,11 @@ void udp_server::finish_stat(const endpoint& peer, std::uint64_t id, stat_info& 
 }
 
 bool udp_server::submit(std::unique_ptr<pool_job> job) {
-  if (jobs_in_flight_ >= cfg_.max_jobs) {
+  client_state* owner = nullptr;
+  if (job->has_client) {
+    if (auto it = clients_.find(job->client); it != clients_.end()) owner = &it->second;
+  }
+  if (jobs_in_flight_ >= cfg_.max_jobs || (owner != nullptr && owner->jobs >= cfg_.max_client_jobs)) {
     ++stats_.busy_sent;
     if (!job->counts_as_digest) send_error(job->peer, job->request_id, errc::busy);
     return false;
@@ -381,6 +583,10 @@ bool udp_server::submit(std::unique_ptr<pool_job> job) {
         auto& s = *j->server;
         --s.jobs_in_flight_;
         if (j->counts_as_digest) --s.digest_jobs_;
+        if (j->has_client && !s.stopping_) {
+          if (auto it = s.clients_.find(j->client); it != s.clients_.end() && it->second.jobs > 0)
+            --it->second.jobs;
+        }
         if (status != 0 || s.stopping_) {
           if (j->counts_as_digest) s.digesting_.erase(static_cast<digest_job&>(*j).version);
           return;
@@ -390,6 +596,7 @@ bool udp_server::submit(std::unique_ptr<pool_job> job) {
         } catch (...) {
           ++s.stats_.internal_errors;
         }
+        s.schedule_serving();
       });
   if (rc != 0) {
     ++stats_.internal_errors;
@@ -398,6 +605,7 @@ bool udp_server::submit(std::unique_ptr<pool_job> job) {
   }
   ++jobs_in_flight_;
   if (job->counts_as_digest) ++digest_jobs_;
+  if (owner != nullptr) ++owner->jobs;
   (void)job.release();
   return true;
 }
@@ -422,84 +630,89 @@ void udp_server::remember_file(const std::string& rel, std::shared_ptr<unique_fd
   files_[rel] = open_file{std::move(fd), uv_now(loop_)};
 }
 
-void udp_server::send(const endpoint& peer, std::span<const uv_buf_t> bufs) noexcept {
-  if (udp_.get() == nullptr) return;
+void udp_server::send(const endpoint& peer, std::span<const iovec> bufs) noexcept {
+  if (!socket_) return;
   std::size_t total = 0;
-  for (const auto& b : bufs) total += b.len;
-  const int rc =
-      uv_udp_try_send(udp_.get(), bufs.data(), static_cast<unsigned>(bufs.size()), peer.addr());
-  if (rc >= 0) {
-    ++stats_.datagrams_out;
-    stats_.bytes_out += total;
-    return;
+  for (const auto& b : bufs) total += b.iov_len;
+  total_rate_.charge(total);
+  if (send_queue_.empty()) {
+    msghdr m{};
+    m.msg_name = const_cast<sockaddr*>(peer.addr());
+    m.msg_namelen = peer.length;
+    m.msg_iov = const_cast<iovec*>(bufs.data());
+    m.msg_iovlen = bufs.size();
+    if (::sendmsg(socket_.get(), &m, MSG_DONTWAIT) >= 0) {
+      ++stats_.datagrams_out;
+      stats_.bytes_out += total;
+      return;
+    }
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
+      ++stats_.send_errors;
+      return;
+    }
   }
-  if (rc != UV_EAGAIN) {
-    ++stats_.send_errors;
-    return;
-  }
-  // The socket buffer is full: queue a copy, within a bound, or drop it. The client asks again.
+  // The socket buffer is full: keep a copy, within a bound, or drop it. The client asks again.
   if (send_queued_ + total > cfg_.max_send_queue) {
     ++stats_.send_dropped;
     return;
   }
-  struct send_op {
-    uv_udp_send_t req;
-    std::unique_ptr<std::byte[]> bytes;
-    std::size_t size;
-    udp_server* server;
-  };
   try {
-    auto op = std::make_unique<send_op>();
-    op->bytes = std::make_unique_for_overwrite<std::byte[]>(total);
-    op->size = total;
-    op->server = this;
+    queued_datagram q{peer, std::make_unique_for_overwrite<std::byte[]>(total), total};
     std::size_t at = 0;
     for (const auto& b : bufs) {
-      std::memcpy(op->bytes.get() + at, b.base, b.len);
-      at += b.len;
+      std::memcpy(q.bytes.get() + at, b.iov_base, b.iov_len);
+      at += b.iov_len;
     }
-    const uv_buf_t one = make_buf(op->bytes.get(), total);
-    op->req.data = op.get();
-    const int qrc =
-        uv_udp_send(&op->req, udp_.get(), &one, 1, peer.addr(), [](uv_udp_send_t* r, int status) {
-          std::unique_ptr<send_op> done{static_cast<send_op*>(r->data)};
-          auto& s = *done->server;
-          s.send_queued_ -= done->size;
-          if (status == 0) {
-            ++s.stats_.datagrams_out;
-            s.stats_.bytes_out += done->size;
-          } else if (status != UV_ECANCELED) {
-            ++s.stats_.send_errors;
-          }
-        });
-    if (qrc != 0) {
-      ++stats_.send_errors;
-      return;
-    }
+    send_queue_.push_back(std::move(q));
     send_queued_ += total;
-    (void)op.release();
+    update_poll();
   } catch (...) {
     ++stats_.send_dropped;
   }
 }
 
-void udp_server::send_reply(const endpoint& peer, std::uint64_t id,
-                            const protocol::reply& reply) noexcept {
+void udp_server::flush_send_queue() noexcept {
+  while (!send_queue_.empty() && socket_) {
+    auto& q = send_queue_.front();
+    if (::sendto(socket_.get(), q.bytes.get(), q.size, MSG_DONTWAIT, q.peer.addr(),
+                 q.peer.length) < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) break;
+      ++stats_.send_errors;
+    } else {
+      ++stats_.datagrams_out;
+      stats_.bytes_out += q.size;
+    }
+    send_queued_ -= q.size;
+    send_queue_.pop_front();
+  }
+  update_poll();
+}
+
+void udp_server::send_reply(const endpoint& peer, std::uint64_t id, const protocol::reply& reply,
+                            std::size_t limit) noexcept {
   std::byte out[protocol::max_small_reply];
   auto n = codec::encode_reply(out, id, reply);
   if (!n) {
     ++stats_.internal_errors;
     return;
   }
-  const uv_buf_t buf = make_buf(out, *n);
-  send(peer, {&buf, 1});
+  if (*n > limit) {
+    ++stats_.amplification_withheld;
+    return;
+  }
+  const iovec iov = make_iov(out, *n);
+  send(peer, {&iov, 1});
 }
 
-void udp_server::send_error(const endpoint& peer, std::uint64_t id, errc code) noexcept {
+void udp_server::send_error(const endpoint& peer, std::uint64_t id, errc code,
+                            std::size_t limit) noexcept {
   ++stats_.errors_sent;
   ++stats_.refusals[static_cast<std::size_t>(code) % stats_.refusals.size()];
   try {
-    send_reply(peer, id, protocol::error_reply{code, std::string{protocol::to_string(code)}});
+    protocol::error_reply e{code, std::string{protocol::to_string(code)}};
+    // To an unvalidated source the code alone must do, if the text would break the limit.
+    if (limit != no_limit && codec::error_reply_size(e.message.size()) > limit) e.message.clear();
+    send_reply(peer, id, e, limit);
   } catch (...) {
     ++stats_.internal_errors;
   }
@@ -518,15 +731,23 @@ void udp_server::send_data(const endpoint& peer, std::uint64_t id, std::uint64_t
     ++stats_.internal_errors;
     return;
   }
-  const uv_buf_t bufs[2] = {make_buf(prefix, *n), make_buf(payload, r.length)};
+  const iovec bufs[2] = {make_iov(prefix, *n), make_iov(payload, r.length)};
   send(peer, {bufs, r.length > 0 ? 2u : 1u});
 }
 
-namespace {
-// Entries older than this do not count as active; the table is pruned past max_peers.
-constexpr std::uint64_t peer_active_ms = 60'000;
-constexpr std::size_t max_peers = 65'536;
-}  // namespace
+udp_server::peer_key udp_server::peer_key::of(const sockaddr* from) noexcept {
+  peer_key key;
+  if (from != nullptr && from->sa_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(from);
+    std::memcpy(key.bytes.data(), &in->sin_addr, 4);
+    std::memcpy(key.bytes.data() + 16, &in->sin_port, 2);
+  } else if (from != nullptr && from->sa_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(from);
+    std::memcpy(key.bytes.data(), &in6->sin6_addr, 16);
+    std::memcpy(key.bytes.data() + 16, &in6->sin6_port, 2);
+  }
+  return key;
+}
 
 std::size_t udp_server::peer_key_hash::operator()(const peer_key& k) const noexcept {
   std::uint64_t h = 1469598103934665603ULL;  // FNV-1a
@@ -534,36 +755,32 @@ std::size_t udp_server::peer_key_hash::operator()(const peer_key& k) const noexc
   return static_cast<std::size_t>(h);
 }
 
-void udp_server::note_peer(const sockaddr* from) noexcept {
-  if (from == nullptr) return;
-  peer_key key;
-  if (from->sa_family == AF_INET) {
-    const auto* in = reinterpret_cast<const sockaddr_in*>(from);
-    std::memcpy(key.bytes.data(), &in->sin_addr, 4);
-    std::memcpy(key.bytes.data() + 16, &in->sin_port, 2);
-  } else if (from->sa_family == AF_INET6) {
-    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(from);
-    std::memcpy(key.bytes.data(), &in6->sin6_addr, 16);
-    std::memcpy(key.bytes.data() + 16, &in6->sin6_port, 2);
-  } else {
-    return;
-  }
+udp_server::client_state* udp_server::client_for(const endpoint& peer) noexcept {
+  const auto key = peer_key::of(peer.addr());
+  if (auto it = clients_.find(key); it != clients_.end()) return &it->second;
   const auto now = uv_now(loop_);
   try {
-    if (peers_.size() >= max_peers && !peers_.contains(key)) {
-      std::erase_if(peers_, [&](const auto& p) { return now - p.second > peer_active_ms; });
-      if (peers_.size() >= max_peers) peers_.clear();  // every one recent: a flood; start over
+    if (clients_.size() >= max_clients) {
+      std::erase_if(clients_, [&](const auto& c) {
+        return c.second.queue.empty() && c.second.jobs == 0 &&
+               now - c.second.last_seen_ms > client_active_ms;
+      });
+      if (clients_.size() >= max_clients) return nullptr;
     }
-    peers_[key] = now;
+    auto& c = clients_[key];
+    c.peer = peer;
+    c.rate = token_bucket{cfg_.max_client_rate, now};
+    return &c;
   } catch (...) {
-    peers_.clear();
+    return nullptr;
   }
 }
 
 std::size_t udp_server::active_addresses() noexcept {
   const auto now = uv_now(loop_);
-  std::erase_if(peers_, [&](const auto& p) { return now - p.second > peer_active_ms; });
-  return peers_.size();
+  return static_cast<std::size_t>(std::count_if(clients_.begin(), clients_.end(), [&](const auto& c) {
+    return now - c.second.last_seen_ms <= client_active_ms;
+  }));
 }
 
 void udp_server::log_counters(bool force) noexcept {
@@ -588,6 +805,11 @@ void udp_server::log_counters(bool force) noexcept {
                 {"drop_malformed", n(s.dropped_malformed)},
                 {"drop_corrupt", n(s.dropped_corrupt)},
                 {"drop_truncated", n(s.dropped_truncated)},
+                {"unvalidated", n(s.unvalidated)},
+                {"tokens_sent", n(s.tokens_sent)},
+                {"amplification_withheld", n(s.amplification_withheld)},
+                {"drop_queue_full", n(s.dropped_queue_full)},
+                {"rate_waits", n(s.rate_waits)},
                 {"drop_send_queue", n(s.send_dropped)},
                 {"recv_errors", n(s.recv_errors)},
                 {"send_errors", n(s.send_errors)},
@@ -673,3 +895,4 @@ int run_until_signalled(const config& cfg) {
 }
 
 }  // namespace ferry::server
+

@@ -6,6 +6,8 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -19,7 +21,9 @@
 #include "common/path_safety.hpp"
 #include "common/protocol.hpp"
 #include "common/uv_owned.hpp"
+#include "server/address_validation.hpp"
 #include "server/file_ops.hpp"
+#include "server/rate_limit.hpp"
 
 namespace ferry::server {
 
@@ -30,9 +34,16 @@ struct config {
   std::uint32_t max_block = protocol::max_block_size;
   std::size_t max_jobs = 64;               // queued file-system jobs; beyond: errc::busy
   std::size_t max_digest_jobs = 2;         // whole-file digests computed at once
-  std::size_t max_send_queue = 16u << 20;  // bytes waiting in libuv's send queue
-  int socket_buffer = 8 << 20;             // SO_RCVBUF / SO_SNDBUF wish
-  double stats_interval = 0;               // seconds between counter events; 0: SIGUSR1 only
+  std::size_t max_send_queue = 4u << 20;  // bytes waiting for a full socket buffer to drain
+  int socket_buffer = 8 << 20;            // SO_RCVBUF / SO_SNDBUF wish
+  double stats_interval = 0;              // seconds between counter events; 0: SIGUSR1 only
+  std::uint64_t max_rate = 0;             // bytes per second sent in total; 0: no limit
+  std::uint64_t max_client_rate = 0;      // bytes per second to one client address; 0: no limit
+  std::size_t max_client_queue = 64;      // GETs waiting per client address; beyond: dropped
+  std::size_t max_client_jobs = 16;       // file-system jobs per client address; beyond: busy
+  // Off only for the fuzz harness, which cannot echo tokens: every request is then served
+  // whatever its source, as if validated.
+  bool validate_addresses = true;
 };
 
 // Counters, readable from any thread.
@@ -40,6 +51,13 @@ struct stats {
   std::atomic<std::uint64_t> datagrams_in{0}, bytes_in{0}, datagrams_out{0}, bytes_out{0};
   std::atomic<std::uint64_t> list_requests{0}, stat_requests{0}, get_requests{0};
   std::atomic<std::uint64_t> dropped_malformed{0}, dropped_corrupt{0}, dropped_truncated{0};
+  // Requests without a valid token, answered (within the amplification limit) by a token.
+  std::atomic<std::uint64_t> unvalidated{0}, tokens_sent{0};
+  // Replies withheld because they would have exceeded the amplification limit.
+  std::atomic<std::uint64_t> amplification_withheld{0};
+  // GETs dropped because their client already had max_client_queue waiting (or the server
+  // its total), and times serving paused for --max-rate or --max-client-rate.
+  std::atomic<std::uint64_t> dropped_queue_full{0}, rate_waits{0};
   std::atomic<std::uint64_t> recv_errors{0};
   std::atomic<std::uint64_t> errors_sent{0}, busy_sent{0}, send_errors{0}, send_dropped{0};
   std::atomic<std::uint64_t> reads_inline{0}, reads_pooled{0}, digests_computed{0};
@@ -50,7 +68,9 @@ struct stats {
 
 class pool_job;
 
-// A ferry server on one UDP socket. Lives on the loop thread: construct, run the loop, call
+// A ferry server on one UDP socket. Requests arrive in batches (recvmmsg); GETs wait in one
+// queue per client address and are served round-robin, so a client that asks for more than
+// its share only lengthens its own queue. Lives on the loop thread: construct, run the loop, call
 // stop() from the loop (or request_stop() from anywhere), and destroy it after uv_run returns.
 class udp_server {
  public:
@@ -84,18 +104,57 @@ class udp_server {
   friend class list_job;
   friend class digest_job;
 
-  static void on_alloc(uv_handle_t* h, std::size_t suggested, uv_buf_t* buf) noexcept;
-  static void on_recv(uv_udp_t* h, ssize_t nread, const uv_buf_t* buf, const sockaddr* from,
-                      unsigned flags) noexcept;
+  // Identifies a client by its address and port.
+  struct peer_key {
+    std::array<std::byte, 18> bytes{};  // address (16) and port (2)
+    friend bool operator==(const peer_key&, const peer_key&) = default;
+    static peer_key of(const sockaddr* sa) noexcept;
+  };
+  struct peer_key_hash {
+    std::size_t operator()(const peer_key& k) const noexcept;
+  };
+  struct pending_get {
+    std::uint64_t id = 0;
+    std::string rel;  // already normalized
+    std::uint64_t offset = 0;
+    std::uint32_t block = 0;
+  };
+  // What the server keeps about a validated client address: nothing about any transfer, only
+  // the GETs it has not yet served and what limits that client's share.
+  struct client_state {
+    endpoint peer;
+    std::deque<pending_get> queue;
+    token_bucket rate;
+    std::size_t jobs = 0;  // pool jobs in flight for it
+    std::uint64_t last_seen_ms = 0;
+    std::uint64_t turn = 0;            // the last turn it was considered in
+    std::size_t served_in_turn = 0;    // GETs served to it in that turn
+    bool ready = false;                // in ready_
+  };
 
-  void handle_get(const endpoint& peer, std::uint64_t id, const protocol::get_request& req);
-  void handle_stat(const endpoint& peer, std::uint64_t id, const protocol::stat_request& req);
-  void handle_list(const endpoint& peer, std::uint64_t id, const protocol::list_request& req);
+  static constexpr std::size_t no_limit = std::numeric_limits<std::size_t>::max();
+
+  void on_poll(int status, int events) noexcept;
+  void receive_batch() noexcept;
+  void flush_send_queue() noexcept;
+  void update_poll() noexcept;
+  // Starts the idle handle that runs serve_turn() once per turn of the loop, after I/O.
+  void schedule_serving() noexcept;
+  void serve_turn() noexcept;
+  void serve_get(client_state& c, const peer_key& key, pending_get& g);
+  [[nodiscard]] client_state* client_for(const endpoint& peer) noexcept;
+
+  void handle_get(client_state& c, std::uint64_t id, const protocol::get_request& req);
+  void handle_stat(client_state& c, std::uint64_t id, const protocol::stat_request& req);
+  void handle_list(client_state& c, std::uint64_t id, const protocol::list_request& req);
 
   bool submit(std::unique_ptr<pool_job> job);
-  void send(const endpoint& peer, std::span<const uv_buf_t> bufs) noexcept;
-  void send_reply(const endpoint& peer, std::uint64_t id, const protocol::reply& reply) noexcept;
-  void send_error(const endpoint& peer, std::uint64_t id, protocol::errc code) noexcept;
+  void send(const endpoint& peer, std::span<const iovec> bufs) noexcept;
+  // Sends `reply` if it encodes to at most `limit` bytes; otherwise withholds it.
+  void send_reply(const endpoint& peer, std::uint64_t id, const protocol::reply& reply,
+                  std::size_t limit = no_limit) noexcept;
+  void send_error(const endpoint& peer, std::uint64_t id, protocol::errc code,
+                  std::size_t limit = no_limit) noexcept;
   void send_data(const endpoint& peer, std::uint64_t id, std::uint64_t offset,
                  const read_outcome& r, const std::byte* payload) noexcept;
   void finish_stat(const endpoint& peer, std::uint64_t id, stat_info& info);
@@ -114,7 +173,13 @@ class udp_server {
   uv_loop_t* loop_;  // unowned
   config cfg_;
   unique_fd root_;
-  uv_owned<uv_udp_t> udp_;
+  unique_fd socket_;
+  address_validator validator_;
+  std::unique_ptr<uv_owned<uv_poll_t>> poll_;
+  uv_owned<uv_idle_t> serve_idle_;   // runs while GETs wait and nothing else wakes the loop
+  uv_owned<uv_timer_t> rate_timer_;  // wakes serving when a rate limit allows more
+  bool rate_timer_armed_ = false;
+  int poll_events_ = 0;
   uv_owned<uv_async_t> stop_async_;
   std::mutex stop_mutex_;  // guards stop_async_ between request_stop() and its closing
   bool stopping_ = false;
@@ -124,25 +189,29 @@ class udp_server {
   std::unique_ptr<std::byte[]> block_buf_;  // inline reads land here and are sent from here
   std::size_t jobs_in_flight_ = 0;
   std::size_t digest_jobs_ = 0;
-  std::size_t send_queued_ = 0;
+
+  // Datagrams that met a full socket buffer, sent as soon as it drains. While any wait here,
+  // no GET is served: reading blocks that cannot be sent would only grow this queue.
+  struct queued_datagram {
+    endpoint peer;
+    std::unique_ptr<std::byte[]> bytes;
+    std::size_t size = 0;
+  };
+  std::deque<queued_datagram> send_queue_;
+  std::size_t send_queued_ = 0;  // bytes in send_queue_
+  token_bucket total_rate_;
+
+  std::unordered_map<peer_key, client_state, peer_key_hash> clients_;
+  std::deque<peer_key> ready_;  // clients with queued GETs, in round-robin order
+  std::size_t queued_total_ = 0;
+  std::uint64_t turn_ = 0;
+  std::size_t clients_last_turn_ = 0;
 
   std::unordered_map<std::string, open_file> files_;  // recently opened files, by path
   std::map<protocol::file_version, protocol::digest128, version_less> digests_;
   std::vector<protocol::file_version> digest_order_;  // insertion order, for eviction
   std::set<protocol::file_version, version_less> digesting_;  // being hashed now
   std::shared_ptr<dir_cache> dirs_;  // shared with pool jobs
-
-  // When each client address was last heard from, for active_addresses(). Bounded: old
-  // entries are pruned when it grows, so a flood of spoofed sources cannot grow it for ever.
-  struct peer_key {
-    std::array<std::byte, 18> bytes{};  // address (16) and port (2)
-    friend bool operator==(const peer_key&, const peer_key&) = default;
-  };
-  struct peer_key_hash {
-    std::size_t operator()(const peer_key& k) const noexcept;
-  };
-  void note_peer(const sockaddr* from) noexcept;
-  std::unordered_map<peer_key, std::uint64_t, peer_key_hash> peers_;
 };
 
 // Runs a server on a fresh loop until SIGINT or SIGTERM. Prints "listening on ADDR:PORT" to

@@ -387,12 +387,24 @@ void blocking_client::set_timeout(std::chrono::milliseconds t) {
   REQUIRE(::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0);
 }
 
-std::vector<std::byte> blocking_client::encode(std::uint64_t id, const protocol::request& req) {
+std::vector<std::byte> blocking_client::encode(std::uint64_t id, const protocol::request& req,
+                                               const protocol::address_token* token) {
   std::vector<std::byte> out(protocol::max_request_size);
-  auto n = codec::encode_request(out, id, req);
+  auto n = codec::encode_request(out, id, req, token);
   REQUIRE(n);
   out.resize(*n);
   return out;
+}
+
+std::vector<std::byte> blocking_client::encode_validated(std::uint64_t id,
+                                                         const protocol::request& req) {
+  return encode(id, req, &token());
+}
+
+const protocol::address_token& blocking_client::token() {
+  if (!token_) (void)call(protocol::stat_request{""});
+  REQUIRE(token_);
+  return *token_;
 }
 
 void blocking_client::send_raw(std::span<const std::byte> bytes) {
@@ -428,9 +440,10 @@ std::optional<std::vector<std::byte>> blocking_client::recv_raw(std::chrono::mil
 
 owned_reply blocking_client::call(const protocol::request& req) {
   const auto first = next_id_;
+  int token_rounds = 0;
   for (int attempt = 0; attempt < attempts_; ++attempt) {
     if (attempt > 0) ++retransmits_;
-    send_raw(encode(next_id(), req));
+    send_raw(encode(next_id(), req, token_ ? &*token_ : nullptr));
     while (auto got = recv_raw()) {
       auto decoded = codec::decode_reply(*got);
       if (!decoded) {
@@ -441,6 +454,14 @@ owned_reply blocking_client::call(const protocol::request& req) {
       }
       if (decoded->hdr.request_id < first || decoded->hdr.request_id >= next_id_) {
         ++stray_;
+        continue;
+      }
+      if (auto* t = std::get_if<protocol::token_reply>(&decoded->body)) {
+        // The server validates our address first: echo its token, as ferry's client does.
+        REQUIRE_MESSAGE(++token_rounds <= 2, "the server keeps rejecting the token it gave");
+        token_ = t->token;
+        ++token_replies_;
+        send_raw(encode(next_id(), req, &*token_));
         continue;
       }
       // Decode again from the vector's final home, so a data payload points into `wire`.

@@ -212,9 +212,19 @@ class blocking_client {
   // Datagrams that carry another id are counted in stray() and skipped.
   owned_reply call(const protocol::request& req);
 
-  // Encodes `req` with `id` into a datagram, without sending it.
+  // Encodes `req` with `id` into a datagram, without sending it and without a token: what a
+  // client that was never validated, or a spoofer, sends.
   [[nodiscard]] static std::vector<std::byte> encode(std::uint64_t id,
-                                                     const protocol::request& req);
+                                                     const protocol::request& req,
+                                                     const protocol::address_token* token = nullptr);
+  // The same, with this client's address token, which it first asks the server for if it has
+  // none yet: a request the server will answer.
+  [[nodiscard]] std::vector<std::byte> encode_validated(std::uint64_t id,
+                                                        const protocol::request& req);
+  // The token the server gave this client, asking for one if there is none yet.
+  const protocol::address_token& token();
+  // Token replies call() received and acted on.
+  [[nodiscard]] std::uint64_t token_replies() const noexcept { return token_replies_; }
 
   void send_raw(std::span<const std::byte> bytes);
   // The next datagram, or nullopt if none arrives within the receive timeout (or `wait`).
@@ -238,7 +248,8 @@ class blocking_client {
   std::chrono::milliseconds timeout_;
   int attempts_;
   std::uint64_t next_id_ = 0x1000;
-  std::uint64_t stray_ = 0, undecodable_ = 0, retransmits_ = 0;
+  std::uint64_t stray_ = 0, undecodable_ = 0, retransmits_ = 0, token_replies_ = 0;
+  std::optional<protocol::address_token> token_;
   std::size_t last_reply_size_ = 0;
 };
 

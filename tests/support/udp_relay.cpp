@@ -62,6 +62,11 @@ void udp_relay::cut_after_data_replies(std::uint64_t n) noexcept {
   if (data_forwarded_ >= n) cut_ = true;
 }
 
+std::vector<std::vector<std::byte>> udp_relay::recorded() const {
+  std::lock_guard lock{recorded_mutex_};
+  return recorded_;
+}
+
 void udp_relay::restore() noexcept {
   limit_ = std::numeric_limits<std::uint64_t>::max();
   cut_ = false;
@@ -87,6 +92,13 @@ void udp_relay::run() noexcept {
         client = from;
         client_len = from_len;
         (void)::send(back_, buf.data(), static_cast<std::size_t>(n), MSG_DONTWAIT);
+        if (recording_) {
+          try {
+            std::lock_guard lock{recorded_mutex_};
+            recorded_.emplace_back(buf.begin(), buf.begin() + n);
+          } catch (...) {
+          }
+        }
       }
     }
     if (fds[1].revents & (POLLIN | POLLERR)) {

@@ -7,7 +7,9 @@
 #include <atomic>
 #include <cstdint>
 #include <limits>
+#include <mutex>
 #include <thread>
+#include <vector>
 
 #include "common/address.hpp"
 
@@ -31,6 +33,11 @@ class udp_relay {
   // Forwards replies again and forgets the limit. Thread-safe.
   void restore() noexcept;
 
+  // Every request forwarded from now on is also kept, in order, so a test can replay what a
+  // real client sent. Thread-safe.
+  void record_requests() noexcept { recording_ = true; }
+  [[nodiscard]] std::vector<std::vector<std::byte>> recorded() const;
+
   [[nodiscard]] std::uint64_t data_replies_forwarded() const noexcept { return data_forwarded_; }
   [[nodiscard]] std::uint64_t replies_dropped() const noexcept { return dropped_; }
   [[nodiscard]] bool is_cut() const noexcept { return cut_; }
@@ -46,6 +53,9 @@ class udp_relay {
   std::atomic<std::uint64_t> limit_{std::numeric_limits<std::uint64_t>::max()};
   std::atomic<std::uint64_t> data_forwarded_{0};
   std::atomic<std::uint64_t> dropped_{0};
+  std::atomic<bool> recording_{false};
+  mutable std::mutex recorded_mutex_;
+  std::vector<std::vector<std::byte>> recorded_;
   std::thread thread_;
 };
 

@@ -1012,17 +1012,22 @@ TEST_CASE("header checks") {
     CHECK(decode_reply(resealed(rep)).error() == errc::malformed);
   }
   SUBCASE("the reserved flags are covered by the checksum, and otherwise ignored") {
+    // Bit 0 of a request is flag_token, tested below; in a reply it means nothing.
     for (std::uint16_t flags : {std::uint16_t{1}, std::uint16_t{0x8000}, std::uint16_t{0xffff}}) {
       CAPTURE(flags);
+      const auto req_flags = static_cast<std::uint16_t>(flags & ~proto::flag_token);
       auto req = request;
-      req[6] = std::byte(flags >> 8);
-      req[7] = std::byte(flags & 0xff);
-      CHECK(decode_request(req).error() == errc::corrupt);
-      auto r = decode_request(resealed(req));
-      REQUIRE(r);
-      CHECK(r->hdr.flags == flags);
-      CHECK(std::get<proto::stat_request>(r->body).path == "f");
-      CHECK(encode_req(r->hdr.request_id, r->body) == request);  // written as zero again
+      req[6] = std::byte(req_flags >> 8);
+      req[7] = std::byte(req_flags & 0xff);
+      if (req_flags != 0) {
+        CHECK(decode_request(req).error() == errc::corrupt);
+        auto r = decode_request(resealed(req));
+        REQUIRE(r);
+        CHECK(r->hdr.flags == req_flags);
+        CHECK(!r->hdr.has_token());
+        CHECK(std::get<proto::stat_request>(r->body).path == "f");
+        CHECK(encode_req(r->hdr.request_id, r->body) == request);  // written as zero again
+      }
       auto rep = reply;
       rep[6] = std::byte(flags >> 8);
       rep[7] = std::byte(flags & 0xff);
@@ -1031,6 +1036,50 @@ TEST_CASE("header checks") {
       REQUIRE(r2);
       CHECK(r2->hdr.flags == flags);
     }
+  }
+  SUBCASE("a request's token travels after the header, covered by the checksum") {
+    proto::address_token token{};
+    for (std::size_t i = 0; i < token.size(); ++i) token[i] = std::byte(0xa0 + i);
+    const proto::request body = proto::get_request{"dir/f", 65536, 4096};
+    bytes with(proto::max_request_size);
+    auto n = ferry::codec::encode_request(with, 77, body, &token);
+    REQUIRE(n);
+    with.resize(*n);
+    CHECK(with.size() == encode_req(77, body).size() + proto::token_size);
+    auto r = decode_request(with);
+    REQUIRE(r);
+    CHECK(r->hdr.has_token());
+    CHECK(r->hdr.token == token);
+    CHECK(r->hdr.request_id == 77);
+    CHECK(std::get<proto::get_request>(r->body).offset == 65536);
+    // A damaged token is damage like any other.
+    auto damaged = with;
+    damaged[proto::header_size + 3] ^= std::byte{0x10};
+    CHECK(decode_request(damaged).error() == errc::corrupt);
+    // The flag without room for a token, checksum intact: malformed, not a crash or a read
+    // past the end.
+    auto flagged = request;
+    flagged[7] |= std::byte{1};
+    CHECK(decode_request(flagged).error() == errc::corrupt);
+    CHECK(decode_request(resealed(flagged)).error() == errc::malformed);
+    // Without the flag the same bytes are no token: the body would not decode.
+    auto unflagged = with;
+    unflagged[7] &= ~std::byte{1};
+    CHECK(decode_request(resealed(unflagged)).error() == errc::malformed);
+  }
+  SUBCASE("a token reply carries the token whole") {
+    proto::token_reply t;
+    for (std::size_t i = 0; i < t.token.size(); ++i) t.token[i] = std::byte(i * 7);
+    bytes out(proto::max_small_reply);
+    auto n = ferry::codec::encode_reply(out, 5, t);
+    REQUIRE(n);
+    CHECK(*n == proto::header_size + 1 + proto::token_size + proto::checksum_size);
+    out.resize(*n);
+    auto r = decode_reply(out);
+    REQUIRE(r);
+    CHECK(std::get<proto::token_reply>(r->body).token == t.token);
+    out.pop_back();
+    CHECK(decode_reply(out).error() == errc::corrupt);
   }
   SUBCASE("a request bigger than max_request_size") {
     // No valid request is this large: even the longest path and cursor fit in about 4.4 KiB.

@@ -1,0 +1,135 @@
+#include "server/address_validation.hpp"
+
+#include <netinet/in.h>
+#include <sys/random.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
+namespace ferry::server {
+
+namespace {
+
+constexpr std::uint64_t rotl(std::uint64_t x, int b) noexcept { return (x << b) | (x >> (64 - b)); }
+
+struct sip_state {
+  std::uint64_t v0, v1, v2, v3;
+  void round() noexcept {
+    v0 += v1;
+    v1 = rotl(v1, 13);
+    v1 ^= v0;
+    v0 = rotl(v0, 32);
+    v2 += v3;
+    v3 = rotl(v3, 16);
+    v3 ^= v2;
+    v0 += v3;
+    v3 = rotl(v3, 21);
+    v3 ^= v0;
+    v2 += v1;
+    v1 = rotl(v1, 17);
+    v1 ^= v2;
+    v2 = rotl(v2, 32);
+  }
+  void absorb(std::uint64_t m) noexcept {
+    v3 ^= m;
+    round();
+    round();
+    v0 ^= m;
+  }
+};
+
+std::uint64_t load_le64(const std::byte* p) noexcept {
+  std::uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | std::to_integer<std::uint64_t>(p[i]);
+  return v;
+}
+
+// The bytes a token is bound to: address family, address and port.
+std::size_t address_bytes(const sockaddr* peer, std::byte* out) noexcept {
+  if (peer == nullptr) return 0;
+  if (peer->sa_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(peer);
+    out[0] = std::byte{4};
+    std::memcpy(out + 1, &in->sin_addr, 4);
+    std::memcpy(out + 5, &in->sin_port, 2);
+    return 7;
+  }
+  if (peer->sa_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(peer);
+    out[0] = std::byte{6};
+    std::memcpy(out + 1, &in6->sin6_addr, 16);
+    std::memcpy(out + 17, &in6->sin6_port, 2);
+    return 19;
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::uint64_t siphash24(const std::array<std::uint64_t, 2>& key,
+                        std::span<const std::byte> in) noexcept {
+  sip_state s{key[0] ^ 0x736f6d6570736575ULL, key[1] ^ 0x646f72616e646f6dULL,
+              key[0] ^ 0x6c7967656e657261ULL, key[1] ^ 0x7465646279746573ULL};
+  const std::size_t whole = in.size() & ~std::size_t{7};
+  for (std::size_t i = 0; i < whole; i += 8) s.absorb(load_le64(in.data() + i));
+  std::uint64_t last = static_cast<std::uint64_t>(in.size() & 0xff) << 56;
+  for (std::size_t i = whole; i < in.size(); ++i)
+    last |= std::to_integer<std::uint64_t>(in[i]) << (8 * (i - whole));
+  s.absorb(last);
+  s.v2 ^= 0xff;
+  for (int i = 0; i < 4; ++i) s.round();
+  return s.v0 ^ s.v1 ^ s.v2 ^ s.v3;
+}
+
+address_validator::address_validator() {
+  std::array<std::uint64_t, 4> secret{};
+  auto* p = reinterpret_cast<char*>(secret.data());
+  std::size_t got = 0;
+  while (got < sizeof secret) {
+    const auto n = ::getrandom(p + got, sizeof secret - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw std::runtime_error{"cannot draw a secret for address validation"};
+    got += static_cast<std::size_t>(n);
+  }
+  key_a_ = {secret[0], secret[1]};
+  key_b_ = {secret[2], secret[3]};
+}
+
+void address_validator::mac(std::uint32_t window, const sockaddr* peer,
+                            std::byte* out) const noexcept {
+  std::byte msg[4 + 19]{};
+  for (int i = 0; i < 4; ++i) msg[i] = std::byte(window >> (8 * i));
+  const auto n = 4 + address_bytes(peer, msg + 4);
+  const std::span<const std::byte> in{msg, n};
+  const std::uint64_t halves[2] = {siphash24(key_a_, in), siphash24(key_b_, in)};
+  for (int h = 0; h < 2; ++h)
+    for (int i = 0; i < 8; ++i) out[8 * h + i] = std::byte(halves[h] >> (8 * i));
+}
+
+protocol::address_token address_validator::issue(const sockaddr* peer,
+                                                 std::uint64_t now_ms) const {
+  const auto window = static_cast<std::uint32_t>(now_ms / window_ms);
+  protocol::address_token t{};
+  for (int i = 0; i < 4; ++i) t[i] = std::byte(window >> (8 * i));
+  mac(window, peer, t.data() + 4);
+  return t;
+}
+
+bool address_validator::valid(const protocol::address_token& token, const sockaddr* peer,
+                              std::uint64_t now_ms) const noexcept {
+  std::byte bound[19];
+  if (address_bytes(peer, bound) == 0) return false;
+  std::uint32_t window = 0;
+  for (int i = 3; i >= 0; --i) window = (window << 8) | std::to_integer<std::uint32_t>(token[i]);
+  const auto now = static_cast<std::uint32_t>(now_ms / window_ms);
+  if (window != now && window + 1 != now) return false;
+  std::byte expect[16];
+  mac(window, peer, expect);
+  // Compared in constant time, so the comparison leaks nothing about a near miss.
+  unsigned diff = 0;
+  for (int i = 0; i < 16; ++i) diff |= std::to_integer<unsigned>(expect[i] ^ token[4 + i]);
+  return diff == 0;
+}
+
+}  // namespace ferry::server
