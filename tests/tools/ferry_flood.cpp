@@ -350,6 +350,7 @@ struct tally {
   std::uint64_t bytes = 0;
   std::uint64_t expect_malformed = 0;
   std::uint64_t expect_corrupt = 0;
+  std::uint64_t expect_truncated = 0;  // longer than any request: cut short on receipt
   std::uint64_t expect_refused_malformed = 0;
   std::uint64_t expect_refused_version = 0;
   std::uint64_t verify_mismatches = 0;
@@ -490,7 +491,11 @@ int run(const options& opt) {
         ++t.sent;
         ++t.sent_by_kind[static_cast<std::size_t>(kinds[i])];
         t.bytes += b.size;
-        if (b.decoded == errc::corrupt)
+        // ferryd receives into slots of max_request_size bytes, so it never decodes a longer
+        // datagram: it counts it as truncated.
+        if (b.size > protocol::max_request_size)
+          ++t.expect_truncated;
+        else if (b.decoded == errc::corrupt)
           ++t.expect_corrupt;
         else
           ++t.expect_malformed;
@@ -517,8 +522,8 @@ int run(const options& opt) {
   const double seconds = std::chrono::duration<double>(last_send - started).count();
   fmt::print("sent={}\nbytes={}\nseconds={:.3f}\nper_second={:.0f}\n", t.sent, t.bytes, seconds,
              seconds > 0 ? static_cast<double>(t.sent) / seconds : 0.0);
-  fmt::print("expect_drop_malformed={}\nexpect_drop_corrupt={}\nexpect_drop_truncated=0\n",
-             t.expect_malformed, t.expect_corrupt);
+  fmt::print("expect_drop_malformed={}\nexpect_drop_corrupt={}\nexpect_drop_truncated={}\n",
+             t.expect_malformed, t.expect_corrupt, t.expect_truncated);
   fmt::print("expect_refused_malformed={}\nexpect_refused_unsupported_version={}\n",
              t.expect_refused_malformed, t.expect_refused_version);
   fmt::print("replies={}\nreplies_unexpected={}\n", t.replies, t.replies_unexpected);
