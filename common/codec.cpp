@@ -309,9 +309,7 @@ result<Variant> decode_body(std::span<const std::byte> wire, const protocol::hea
   // Every message but a data reply ends with a checksum of all that precedes it. It is checked
   // before any other byte is believed, so a damaged datagram is always errc::corrupt, and a
   // server answers nothing that failed it. Too short to hold one counts as damaged too.
-  // Only a reply can be a data block: a request damaged into type 0x83 still has its checksum
-  // checked, and so counts as damaged.
-  const bool data = std::is_same_v<Variant, protocol::reply> && h.type == msg_type::data_reply;
+  const bool data = h.type == msg_type::data_reply;
   const auto head = header_length(h);
   std::span<const std::byte> fields;
   if (!data) {
