@@ -9,6 +9,7 @@ packages=(
   python3 procps iproute2
   scdoc mandoc bash-completion
   dpkg-dev systemd strace
+  clang libclang-rt-14-dev  # scripts/fuzz.sh; libFuzzer is in libclang-rt-14-dev
   "$@"
 )
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian 12 machine and runs the whole test suite twice: in a normal build and
-# under AddressSanitizer plus UndefinedBehaviorSanitizer.
+# under AddressSanitizer plus UndefinedBehaviorSanitizer; then fuzzes for about a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -17,4 +17,8 @@ started=$SECONDS
 run_suite build
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   run_suite build-asan -DFERRY_SANITIZE=address,undefined
+echo "=== fuzz"
+fuzz_started=$SECONDS
+bash scripts/fuzz.sh 30 fuzz_decode fuzz_server
+echo "=== fuzz step took $((SECONDS - fuzz_started)) s"
 echo "=== all suites passed in $((SECONDS - started)) s"

@@ -1,0 +1,205 @@
+// libFuzzer target over every decoder in common/codec.hpp. Whatever the bytes, decoding must not
+// crash, leak or reach undefined behaviour (the sanitizers watch that), and whatever decodes
+// must survive the round trip: encoding the decoded value gives back the input exactly, up to
+// the flags field (which version 1 receivers ignore and encoders write as zero) and the
+// checksum that covers it, and that encoding decodes to an equal value again.
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "common/codec.hpp"
+#include "common/protocol.hpp"
+#include "tests/fuzz/fuzz_support.hpp"
+
+namespace {
+
+namespace proto = ferry::protocol;
+namespace codec = ferry::codec;
+using proto::errc;
+using proto::msg_type;
+
+// The input as an encoder writes it: flags zero and the checksum recomputed.
+std::vector<std::byte> normalised(std::span<const std::byte> wire) {
+  std::vector<std::byte> out{wire.begin(), wire.end()};
+  out[6] = out[7] = std::byte{0};
+  ferry::fuzz::reseal(reinterpret_cast<std::uint8_t*>(out.data()), out.size());
+  return out;
+}
+
+bool equal_bytes(std::span<const std::byte> a, std::span<const std::byte> b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end());
+}
+
+// Field-wise equality; the protocol's message types do not define operator==.
+bool same(const proto::list_request& a, const proto::list_request& b) {
+  return a.path == b.path && a.cursor == b.cursor;
+}
+bool same(const proto::stat_request& a, const proto::stat_request& b) { return a.path == b.path; }
+bool same(const proto::get_request& a, const proto::get_request& b) {
+  return a.path == b.path && a.offset == b.offset && a.block_size == b.block_size;
+}
+bool same(const proto::list_reply& a, const proto::list_reply& b) {
+  return a.entries == b.entries && a.end == b.end;
+}
+bool same(const proto::stat_reply& a, const proto::stat_reply& b) {
+  return a.type == b.type && a.size == b.size && a.mtime_ns == b.mtime_ns &&
+         a.version == b.version && a.max_block == b.max_block && a.digest_ready == b.digest_ready &&
+         a.digest == b.digest;
+}
+bool same(const proto::data_reply& a, const proto::data_reply& b) {
+  return a.offset == b.offset && a.eof == b.eof && a.version == b.version && a.length == b.length &&
+         (a.length == 0 || std::memcmp(a.payload, b.payload, a.length) == 0);
+}
+bool same(const proto::error_reply& a, const proto::error_reply& b) {
+  return a.code == b.code && a.message == b.message;
+}
+template <typename Variant>
+bool same_body(const Variant& a, const Variant& b) {
+  return a.index() == b.index() &&
+         std::visit([&](const auto& x) { return same(x, std::get<std::decay_t<decltype(x)>>(b)); },
+                    a);
+}
+
+template <typename Body>
+msg_type type_of(const Body& body) {
+  using request_types = std::array<msg_type, 3>;
+  using reply_types = std::array<msg_type, 4>;
+  if constexpr (std::is_same_v<Body, proto::request>)
+    return request_types{msg_type::list_request, msg_type::stat_request,
+                         msg_type::get_request}[body.index()];
+  else
+    return reply_types{msg_type::list_reply, msg_type::stat_reply, msg_type::data_reply,
+                       msg_type::error_reply}[body.index()];
+}
+
+// What PROTOCOL.md says of a listing name, checked here independently of the decoder.
+bool valid_name(std::string_view n) {
+  return !n.empty() && n != "." && n != ".." && n.find('/') == n.npos && n.find('\0') == n.npos &&
+         n.size() <= proto::max_name;
+}
+
+// Encodes the decoded message `d` into `out` and checks the round trip: the encoding is the
+// input's bytes, normalised, and it decodes to an equal message. Returns the encoding.
+template <typename Decoded, typename Encode, typename Decode>
+std::span<const std::byte> round_trip(std::span<const std::byte> wire, const Decoded& d,
+                                      std::vector<std::byte>& out, Encode encode, Decode decode) {
+  const auto n = encode(out, d.hdr.request_id, d.body);
+  FERRY_FUZZ_CHECK(n, "a datagram that decodes does not encode");
+  const auto encoded = std::span<const std::byte>{out}.first(*n);
+  FERRY_FUZZ_CHECK(equal_bytes(encoded, normalised(wire)), "a datagram re-encodes to other bytes");
+  const auto again = decode(encoded);
+  FERRY_FUZZ_CHECK(again, "a re-encoded datagram does not decode");
+  FERRY_FUZZ_CHECK(again->hdr.type == d.hdr.type && again->hdr.flags == 0 &&
+                       again->hdr.request_id == d.hdr.request_id,
+                   "a re-encoded datagram has another header");
+  FERRY_FUZZ_CHECK(same_body(again->body, d.body),
+                   "a re-encoded datagram decodes to another value");
+  return encoded;
+}
+
+void check_request(std::span<const std::byte> wire, const codec::decoded_request& d) {
+  FERRY_FUZZ_CHECK(d.hdr.type == type_of(d.body), "header type and body disagree");
+  FERRY_FUZZ_CHECK(wire.size() <= proto::max_request_size, "an oversized request decoded");
+  if (const auto* get = std::get_if<proto::get_request>(&d.body))
+    FERRY_FUZZ_CHECK(get->block_size > 0, "a GET of zero bytes decoded");
+
+  std::vector<std::byte> out(proto::max_request_size);
+  round_trip(wire, d, out, codec::encode_request, codec::decode_request);
+}
+
+void check_reply_contract(std::span<const std::byte> wire, const codec::decoded_reply& d) {
+  if (const auto* list = std::get_if<proto::list_reply>(&d.body)) {
+    FERRY_FUZZ_CHECK(list->entries.size() <= proto::max_list_entries, "too many entries");
+    // The server sizes its pages with these two constants, so they must match the encoding.
+    std::size_t size = codec::list_reply_base_size;
+    for (const auto& e : list->entries) {
+      FERRY_FUZZ_CHECK(valid_name(e.name), "a listing name PROTOCOL.md forbids decoded");
+      size += codec::list_entry_wire_size(e.name.size());
+    }
+    FERRY_FUZZ_CHECK(size == wire.size(), "list_entry_wire_size disagrees with the encoding");
+  } else if (const auto* stat = std::get_if<proto::stat_reply>(&d.body)) {
+    FERRY_FUZZ_CHECK(
+        stat->max_block >= proto::min_block_size && stat->max_block <= proto::max_block_size,
+        "a stat with max_block out of range decoded");
+  } else if (const auto* data = std::get_if<proto::data_reply>(&d.body)) {
+    const auto size = data->version.size;
+    FERRY_FUZZ_CHECK(data->length <= proto::max_block_size, "an oversized block decoded");
+    FERRY_FUZZ_CHECK(data->length <= size && data->offset <= size - data->length,
+                     "a block outside its file decoded");
+    FERRY_FUZZ_CHECK(data->eof == (data->offset == size - data->length),
+                     "a block whose eof disagrees with its file decoded");
+    FERRY_FUZZ_CHECK(wire.size() == proto::data_reply_overhead + data->length,
+                     "a block's payload is not the rest of the datagram");
+  } else if (const auto* error = std::get_if<proto::error_reply>(&d.body)) {
+    FERRY_FUZZ_CHECK(error->code != errc::corrupt && error->message.size() <= proto::max_message,
+                     "an error reply out of range decoded");
+  }
+}
+
+void check_reply(std::span<const std::byte> wire, const codec::decoded_reply& d) {
+  FERRY_FUZZ_CHECK(d.hdr.type == type_of(d.body), "header type and body disagree");
+  check_reply_contract(wire, d);
+
+  std::vector<std::byte> out(proto::max_datagram);
+  const auto encoded = round_trip(wire, d, out, codec::encode_reply, codec::decode_reply);
+  if (const auto* data = std::get_if<proto::data_reply>(&d.body)) {
+    // The server sends a block as a prefix and the payload in place: the same bytes.
+    std::array<std::byte, proto::data_reply_overhead> prefix{};
+    const auto p =
+        codec::encode_data_prefix(prefix, d.hdr.request_id, *data, {data->payload, data->length});
+    FERRY_FUZZ_CHECK(p && *p + data->length == encoded.size() &&
+                         equal_bytes(std::span{prefix}.first(*p), encoded.first(*p)),
+                     "encode_data_prefix disagrees with encode_reply");
+  }
+}
+
+}  // namespace
+
+extern "C" std::size_t LLVMFuzzerCustomMutator(std::uint8_t* data, std::size_t size,
+                                               std::size_t max_size, unsigned seed) {
+  return ferry::fuzz::mutate_and_reseal(data, size, max_size, seed);
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const auto wire = std::as_bytes(std::span{data, size});
+
+  const auto hdr = codec::decode_header(wire);
+  const auto id = codec::peek_request_id(wire);
+  if (size < proto::header_size)
+    FERRY_FUZZ_CHECK(!hdr && hdr.error() == errc::malformed && id == 0,
+                     "a datagram shorter than a header has one");
+  if (hdr) FERRY_FUZZ_CHECK(hdr->request_id == id, "peek_request_id disagrees with the header");
+
+  const auto req = codec::decode_request(wire);
+  const auto rep = codec::decode_reply(wire);
+  FERRY_FUZZ_CHECK(!(req && rep), "a datagram decodes both as a request and as a reply");
+  if (!hdr) FERRY_FUZZ_CHECK(!req && !rep, "a datagram without a valid header decodes");
+  if (!req)
+    FERRY_FUZZ_CHECK(req.error() == errc::malformed || req.error() == errc::corrupt ||
+                         req.error() == errc::bad_request ||
+                         req.error() == errc::unsupported_version,
+                     "decode_request fails with a code it does not document");
+  if (!rep)
+    FERRY_FUZZ_CHECK(rep.error() == errc::malformed || rep.error() == errc::corrupt ||
+                         rep.error() == errc::unsupported_version,
+                     "decode_reply fails with a code it does not document");
+
+  if (req) {
+    FERRY_FUZZ_CHECK(proto::is_request_type(static_cast<std::uint8_t>(req->hdr.type)),
+                     "a reply type decoded as a request");
+    check_request(wire, *req);
+  }
+  if (rep) {
+    FERRY_FUZZ_CHECK(!proto::is_request_type(static_cast<std::uint8_t>(rep->hdr.type)),
+                     "a request type decoded as a reply");
+    check_reply(wire, *rep);
+  }
+  return 0;
+}
