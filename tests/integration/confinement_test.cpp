@@ -1,0 +1,376 @@
+// Confinement to the served root, as one corpus against a live server: every way a request can
+// try to leave the root or reach something that is not a regular file is refused with the code
+// docs/PROTOCOL.md gives it, and nothing outside the root is ever read. Two kinds of evidence
+// for the last: a marker that only the outside file holds never appears in a reply, and
+// inotify sees no open of anything in the outside directory (that does not rely on atime).
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <linux/openat2.h>
+#include <sys/inotify.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include "common/path_safety.hpp"
+#include "common/protocol.hpp"
+#include "support/running_server.hpp"
+
+namespace {
+
+namespace proto = ferry::protocol;
+using ferry::unique_fd;
+using ferry::protocol::errc;
+using namespace ferry::test;
+
+// True where the kernel has openat2 (Linux 5.6). Without it the server walks the path itself and
+// refuses every symlink as leaving the root, loops included.
+bool have_openat2() {
+  open_how how{O_PATH | O_CLOEXEC, 0, RESOLVE_BENEATH};
+  const unique_fd fd{static_cast<int>(::syscall(SYS_openat2, AT_FDCWD, ".", &how, sizeof how))};
+  return fd || errno != ENOSYS;
+}
+
+// A string that no file but the one outside the root holds.
+std::string make_marker() {
+  std::random_device rd;
+  return fmt::format("ferry-outside-marker-{:08x}{:08x}", rd(), rd());
+}
+
+bool holds(const std::vector<std::byte>& wire, std::string_view needle) {
+  const std::string_view text{reinterpret_cast<const char*>(wire.data()), wire.size()};
+  return text.find(needle) != std::string_view::npos;
+}
+
+// The code a reply carries: the error's, or errc::ok for any answer that is not an error.
+errc code_of(const owned_reply& r) {
+  if (const auto* e = std::get_if<proto::error_reply>(&r.decoded.body)) return e->code;
+  return errc::ok;
+}
+
+// The path with NUL and other control bytes made visible, for failure messages.
+std::string shown(std::string_view path) {
+  std::string out;
+  for (const char c : path) {
+    if (static_cast<unsigned char>(c) < 0x20)
+      out += fmt::format("\\x{:02x}", static_cast<unsigned char>(c));
+    else
+      out += c;
+  }
+  return out.size() > 80 ? fmt::format("{}... ({} bytes)", out.substr(0, 80), path.size()) : out;
+}
+
+// Opens and reads of a directory and of anything directly in it, as inotify reports them
+// (IN_OPEN, IN_ACCESS). O_PATH opens and stat(2) do not count, and neither does atime.
+class open_watch {
+ public:
+  explicit open_watch(const std::filesystem::path& dir)
+      : fd_{::inotify_init1(IN_NONBLOCK | IN_CLOEXEC)} {
+    REQUIRE(fd_);
+    REQUIRE(::inotify_add_watch(fd_.get(), dir.c_str(), IN_OPEN | IN_ACCESS) >= 0);
+  }
+
+  // The names opened or read since the last call, "" for the directory itself.
+  std::vector<std::string> drain() {
+    std::vector<std::string> names;
+    alignas(inotify_event) char buf[16384];
+    for (;;) {
+      const ssize_t n = ::read(fd_.get(), buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      for (ssize_t at = 0; at < n;) {
+        inotify_event ev;
+        std::memcpy(&ev, buf + at, sizeof ev);
+        const char* name = buf + at + sizeof ev;
+        names.emplace_back(ev.len > 0 ? std::string{name, ::strnlen(name, ev.len)} : "");
+        at += static_cast<ssize_t>(sizeof ev + ev.len);
+      }
+    }
+    return names;
+  }
+
+ private:
+  unique_fd fd_;
+};
+
+// A request of the protocol's own grammar that ferry::codec refuses to encode: a path one byte
+// over the 4096-byte limit. Built from a GET, STAT or LIST of a 4096-byte path by growing the
+// path's length tag and bytes, with the checksum made to match again.
+std::vector<std::byte> over_long_path_request(std::uint64_t id, proto::request req) {
+  const std::string path(proto::max_path, 'p');
+  std::visit([&](auto& r) { r.path = path; }, req);
+  auto wire = blocking_client::encode(id, req);
+  strip_checksum(wire);
+  // The body starts with the archive's endianness byte, then the path's u64 length tag.
+  constexpr std::size_t tag = proto::header_size + 1;
+  std::uint64_t length = 0;
+  std::memcpy(&length, &wire[tag], 8);
+  REQUIRE(length == proto::max_path);
+  ++length;
+  std::memcpy(&wire[tag], &length, 8);
+  wire.insert(wire.begin() + static_cast<std::ptrdiff_t>(tag + 8), std::byte{'p'});
+  append_checksum(wire);
+  return wire;
+}
+
+}  // namespace
+
+TEST_SUITE_BEGIN("confinement");
+
+TEST_CASE("confinement corpus: each way out is refused with its code, nothing outside is read") {
+  const auto marker = make_marker();
+  temp_dir outside;
+  outside.write("secret.txt", marker);
+  temp_dir root;
+  const auto out_name = outside.path().filename().string();
+  const auto root_name = root.path().filename().string();
+  root.write("file.txt", "inside");
+  root.mkdir("sub");
+  root.symlink("../../" + out_name, "sub/out_dir");  // a directory symlink that leaves the root
+  root.symlink(outside.path().string(), "abs_out_dir");
+  root.symlink("../" + out_name + "/secret.txt", "secret_link");
+  root.symlink("/etc", "etc_link");
+  root.symlink("loop_b", "loop_a");
+  root.symlink("loop_a", "loop_b");
+  root.symlink("self", "self");
+  root.mkfifo("fifo");
+  root.make_socket("sock");
+  open_watch outside_watch{outside.path()};
+  open_watch root_watch{root.path()};
+  running_server srv{root.path()};
+  blocking_client cli{srv.endpoint()};
+
+  const errc loop = have_openat2() ? errc::symlink_loop : errc::outside_root;
+  const errc out = errc::outside_root;
+  const errc ok = errc::ok;
+  auto repeat = [](const std::string& part, std::size_t n) {
+    std::string s;
+    for (std::size_t i = 0; i < n; ++i) s += (i == 0 ? "" : "/") + part;
+    return s;
+  };
+  const std::string name255(proto::max_name, 'n');
+  const std::string name256(proto::max_name + 1, 'n');
+  // 16 components of 255 bytes and a trailing slash: exactly 4096 bytes, all of it allowed.
+  const std::string path4096 = repeat(name255, 16) + "/";
+  REQUIRE(path4096.size() == proto::max_path);
+
+  struct row {
+    std::string path;
+    errc get, stat, list;  // errc::ok: answered, not refused
+  };
+  const std::vector<row> rows = {
+      // ".." in its spellings (PROTOCOL.md: any ".." component is outside_root).
+      {"..", out, out, out},
+      {"../", out, out, out},
+      {"../x", out, out, out},
+      {"./../x", out, out, out},
+      {"sub/..", out, out, out},
+      {"sub/../file.txt", out, out, out},
+      {"sub/../../x", out, out, out},
+      {"sub//..//..//x", out, out, out},
+      {"../" + root_name + "/file.txt", out, out, out},
+      {"../" + out_name + "/secret.txt", out, out, out},
+      // Names that only look like "..": ordinary, absent names.
+      {"...", errc::not_found, errc::not_found, errc::not_found},
+      {"..x", errc::not_found, errc::not_found, errc::not_found},
+      {"..\\x", errc::not_found, errc::not_found, errc::not_found},
+      {"%2e%2e/x", errc::not_found, errc::not_found, errc::not_found},
+      // Absolute paths, even one naming a file inside the root.
+      {"/", out, out, out},
+      {"/etc/passwd", out, out, out},
+      {"//etc/passwd", out, out, out},
+      {(outside / "secret.txt").string(), out, out, out},
+      {(root / "file.txt").string(), out, out, out},
+      // NUL anywhere.
+      {std::string{"\0", 1}, errc::bad_path, errc::bad_path, errc::bad_path},
+      {std::string{"file.txt\0", 9}, errc::bad_path, errc::bad_path, errc::bad_path},
+      {std::string{"file.txt\0.jpg", 13}, errc::bad_path, errc::bad_path, errc::bad_path},
+      {std::string{"sub\0/file.txt", 13}, errc::bad_path, errc::bad_path, errc::bad_path},
+      // Over-long names, paths and depths, each next to the longest that is allowed.
+      {name256, errc::bad_path, errc::bad_path, errc::bad_path},
+      {"sub/" + name256, errc::bad_path, errc::bad_path, errc::bad_path},
+      {name255, errc::not_found, errc::not_found, errc::not_found},
+      {path4096, errc::not_found, errc::not_found, errc::not_found},
+      {repeat("d", proto::max_depth + 1), errc::bad_path, errc::bad_path, errc::bad_path},
+      {repeat("d", proto::max_depth), errc::not_found, errc::not_found, errc::not_found},
+      {repeat(".", 100) + "/file.txt", ok, ok, errc::not_directory},  // "." does not count
+      // Symlinks: to /etc, out of the root through a directory symlink, loops.
+      {"etc_link", out, out, out},
+      {"etc_link/", out, out, out},
+      {"etc_link/passwd", out, out, out},
+      {"sub/out_dir", out, out, out},
+      {"sub/out_dir/secret.txt", out, out, out},
+      {"abs_out_dir", out, out, out},
+      {"abs_out_dir/secret.txt", out, out, out},
+      {"secret_link", out, out, out},
+      {"loop_a", loop, loop, loop},
+      {"loop_a/x", loop, loop, loop},
+      {"self", loop, loop, loop},
+      // Not regular files: STAT answers, GET refuses, LIST is for directories.
+      {"fifo", errc::not_regular, ok, errc::not_directory},
+      {"sock", errc::not_regular, ok, errc::not_directory},
+      {"sub", errc::not_regular, ok, ok},
+      {"", errc::not_regular, ok, ok},
+      {"file.txt", ok, ok, errc::not_directory},
+  };
+  for (const auto& r : rows) {
+    CAPTURE(shown(r.path));
+    const proto::request requests[] = {proto::get_request{r.path, 0, 4096},
+                                       proto::stat_request{r.path},
+                                       proto::list_request{r.path, ""}};
+    const errc want[] = {r.get, r.stat, r.list};
+    for (std::size_t i = 0; i < std::size(requests); ++i) {
+      CAPTURE(i);  // 0 GET, 1 STAT, 2 LIST
+      const auto reply = cli.call(requests[i]);
+      CHECK(code_of(reply) == want[i]);
+      CHECK_FALSE(holds(reply.wire, marker));
+    }
+  }
+
+  {
+    // A path over 4096 bytes. PROTOCOL.md's Paths table gives bad_path for it, but such a
+    // request breaks the wire grammar (path: string <= 4096), so the decoder answers malformed.
+    const proto::request requests[] = {proto::get_request{"", 0, 4096}, proto::stat_request{},
+                                       proto::list_request{}};
+    for (const auto& req : requests) {
+      const auto id = cli.next_id();
+      cli.send_raw(over_long_path_request(id, req));
+      const auto wire = cli.recv_raw();
+      REQUIRE(wire);
+      const auto reply = ferry::codec::decode_reply(*wire);
+      REQUIRE(reply);
+      CHECK(reply->hdr.request_id == id);
+      const auto* e = std::get_if<proto::error_reply>(&reply->body);
+      REQUIRE(e != nullptr);
+      CHECK(e->code == errc::malformed);
+    }
+  }
+
+  CHECK(srv.counters().internal_errors.load() == 0);
+  // Nothing in the outside directory was opened or read; the FIFO and the socket were never
+  // opened either (only O_PATH, which inotify does not report); file.txt was, which shows the
+  // watch sees the server's opens.
+  CHECK(outside_watch.drain().empty());
+  const auto opened = root_watch.drain();
+  const std::set<std::string> names{opened.begin(), opened.end()};
+  CHECK(names.count("fifo") == 0);
+  CHECK(names.count("sock") == 0);
+  CHECK(names.count("file.txt") == 1);
+  // And the outside watch does see an open when one happens.
+  { const unique_fd probe{::open((outside / "secret.txt").c_str(), O_RDONLY | O_CLOEXEC)}; }
+  CHECK(outside_watch.drain() == std::vector<std::string>{"secret.txt"});
+}
+
+TEST_CASE("confinement: a file swapped for a symlink to outside is never read through it") {
+  // Every victim is swapped, thousands of times in all, between a hard link of base.txt and a
+  // symlink (absolute or relative) to a file outside the root, while the test thread asks for
+  // them. There are more victims than descriptors the server keeps open (64), so GETs keep
+  // resolving their paths afresh rather than reusing an earlier open.
+  constexpr std::size_t victims = 256;
+  constexpr std::uint64_t min_swaps = 5000;
+  constexpr std::uint64_t min_gets = 3000;
+  const auto marker = make_marker();
+  temp_dir outside;
+  outside.write("secret.txt", marker);
+  temp_dir root;
+  const std::string inside = "inside content";
+  root.write("base.txt", inside);
+  auto victim = [](std::size_t i) { return fmt::format("victim{:03}", i); };
+  for (std::size_t i = 0; i < victims; ++i) root.hard_link("base.txt", victim(i));
+  const std::string targets[] = {(outside / "secret.txt").string(),
+                                 "../" + outside.path().filename().string() + "/secret.txt"};
+  open_watch outside_watch{outside.path()};
+  running_server srv{root.path()};
+  blocking_client cli{srv.endpoint()};
+
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> swaps{0}, swap_errors{0};
+  std::thread swapper{[&] {
+    const auto base = (root / "base.txt").string();
+    for (std::uint64_t n = 0; !stop.load(); ++n) {
+      const auto i = n % victims;
+      const auto name = (root / victim(i)).string();
+      const auto tmp = name + ".new";
+      // Even passes over the victims make them symlinks, odd passes files again.
+      const bool to_link = (n / victims) % 2 == 0;
+      const int made = to_link ? ::symlink(targets[n % 2].c_str(), tmp.c_str())
+                               : ::link(base.c_str(), tmp.c_str());
+      if (made != 0 || ::rename(tmp.c_str(), name.c_str()) != 0) {
+        ++swap_errors;
+        ::unlink(tmp.c_str());
+        continue;
+      }
+      ++swaps;
+    }
+  }};
+
+  std::map<errc, std::uint64_t> get_codes, stat_codes, list_codes;
+  std::uint64_t gets = 0, marked = 0, wrong_data = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{60};
+  while ((gets < min_gets || swaps.load() < min_swaps) &&
+         std::chrono::steady_clock::now() < deadline) {
+    const auto path = victim(gets % victims);
+    const auto got = cli.call(proto::get_request{path, 0, 4096});
+    marked += holds(got.wire, marker) ? 1 : 0;
+    ++get_codes[code_of(got)];
+    if (const auto* d = std::get_if<proto::data_reply>(&got.decoded.body)) {
+      const std::string_view data{reinterpret_cast<const char*>(d->payload), d->length};
+      wrong_data += data == inside ? 0 : 1;
+    }
+    if (gets % 4 == 0) {
+      const auto st = cli.call(proto::stat_request{path});
+      marked += holds(st.wire, marker) ? 1 : 0;
+      ++stat_codes[code_of(st)];
+      const auto ls = cli.call(proto::list_request{gets % 8 == 0 ? path : "", ""});
+      marked += holds(ls.wire, marker) ? 1 : 0;
+      ++list_codes[code_of(ls)];
+    }
+    ++gets;
+  }
+  stop = true;
+  swapper.join();
+
+  INFO("swaps: " << swaps.load() << ", GETs: " << gets);
+  REQUIRE(swaps.load() >= min_swaps);
+  REQUIRE(gets >= min_gets);
+  CHECK(swap_errors.load() == 0);
+  CHECK(marked == 0);
+  CHECK(wrong_data == 0);
+  // Both sides of the race were seen, so the swaps did reach the server's lookups.
+  CHECK(get_codes[errc::ok] > 0);
+  CHECK(get_codes[errc::outside_root] > 0);
+  // A GET is served (base.txt), refused as leaving the root, or refused as not_regular when
+  // the swap falls between the server's two opens; nothing else.
+  for (const auto& [code, count] : get_codes) {
+    CAPTURE(code);
+    CHECK((code == errc::ok || code == errc::outside_root || code == errc::not_regular));
+  }
+  for (const auto& [code, count] : stat_codes) {
+    CAPTURE(code);
+    CHECK((code == errc::ok || code == errc::outside_root || code == errc::not_regular));
+  }
+  for (const auto& [code, count] : list_codes) {
+    CAPTURE(code);
+    CHECK((code == errc::ok || code == errc::outside_root || code == errc::not_directory));
+  }
+  CHECK(srv.counters().internal_errors.load() == 0);
+  CHECK(outside_watch.drain().empty());
+}
+
+TEST_SUITE_END();
