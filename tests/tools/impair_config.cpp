@@ -263,6 +263,7 @@ parse_outcome parse_command_line(int argc, char** argv, config& out,
     std::string reorder_timeout = "10";
     std::string corrupt_skip = "16";
     std::string seed = "1";
+    std::string stats_interval = "0";
     std::string max_seconds = "3600";
     std::string max_clients = "1024";
     std::string idle_timeout = "60";
@@ -276,12 +277,19 @@ parse_outcome parse_command_line(int argc, char** argv, config& out,
     app.add_option("--corrupt-skip", corrupt_skip,
                    "Leading bytes never corrupted, i.e. the protocol header (default 16)")
         ->type_name("N");
+    app.add_flag("--corrupt-payload", out.corrupt_payload,
+                 "Corrupt a data-block reply (type 0x83) in its payload only, past its 82 bytes "
+                 "of header and fields; other datagrams as --corrupt-skip says");
     app.add_option("--seed", seed, "Random seed; one stream per direction (default 1)")
         ->type_name("N");
     app.add_option("--max-seconds", max_seconds, "Exit after this many seconds (default 3600)")
         ->type_name("S");
     app.add_option("--stats-file", out.stats_file, "Write key=value counters here on exit")
         ->type_name("PATH");
+    app.add_option("--stats-interval", stats_interval,
+                   "Also write datagrams received per interval of MS milliseconds, counted from "
+                   "the first datagram, to the stats file (default 0: off)")
+        ->type_name("MS");
     app.add_option("--max-clients", max_clients, "Client address mappings kept (default 1024)")
         ->type_name("N");
     app.add_option("--idle-timeout", idle_timeout,
@@ -349,6 +357,10 @@ parse_outcome parse_command_line(int argc, char** argv, config& out,
     if (!skip || *skip > 65535)
       throw usage_error(fmt::format("--corrupt-skip: expected 0..65535, got '{}'", corrupt_skip));
     out.corrupt_skip = static_cast<std::size_t>(*skip);
+    out.stats_interval_ms = milliseconds("--stats-interval", stats_interval);
+    if (out.stats_interval_ms > 0 && out.stats_interval_ms < 1)
+      throw usage_error(
+          fmt::format("--stats-interval: expected 0 or at least 1 ms, got '{}'", stats_interval));
     auto seed_value = parse_u64(seed);
     if (!seed_value)
       throw usage_error(fmt::format("--seed: expected an unsigned 64-bit integer, got '{}'", seed));

@@ -71,6 +71,10 @@ struct config {
   std::uint32_t reorder_gap = 3;   // Datagrams that overtake a held one.
   double reorder_timeout_ms = 10;  // A held datagram leaves after this even if nothing follows.
   std::size_t corrupt_skip = 16;   // Bytes at the start of a datagram that are never corrupted.
+  // Corruption of a data-block reply flips a byte of its payload, never of its fields, so that
+  // only the block checksum can catch it.
+  bool corrupt_payload = false;
+  double stats_interval_ms = 0;  // Zero: no per-interval counts in the stats file.
   std::uint64_t seed = 1;
   double max_seconds = 3600;
   std::string stats_file;

@@ -2,6 +2,7 @@
 // instead of netem, which this kernel lacks. See --help for the options.
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cstdio>
 #include <exception>
@@ -23,7 +24,8 @@ std::string summary(const direction_stats& s) {
       s.reordered, s.corrupted, s.dropped_other());
 }
 
-std::string key_values(std::string_view prefix, const direction_stats& s) {
+// With `with_series`, adds the --stats-interval counts as one comma-separated line.
+std::string key_values(std::string_view prefix, const direction_stats& s, bool with_series) {
   std::string out;
   auto line = [&](std::string_view key, std::uint64_t value) {
     out += fmt::format("{}_{}={}\n", prefix, key, value);
@@ -36,12 +38,15 @@ std::string key_values(std::string_view prefix, const direction_stats& s) {
   line("duplicated", s.duplicated);
   line("reordered", s.reordered);
   line("corrupted", s.corrupted);
+  line("corrupted_payload", s.corrupted_payload);
   line("dropped_send", s.dropped_send);
   line("dropped_no_mapping", s.dropped_no_mapping);
   line("dropped_truncated", s.dropped_truncated);
   line("dropped_memory", s.dropped_memory);
   line("dropped_shutdown", s.dropped_shutdown);
   line("recv_errors", s.recv_errors);
+  if (with_series)
+    out += fmt::format("{}_received_series={}\n", prefix, fmt::join(s.received_series, ","));
   return out;
 }
 
@@ -89,9 +94,12 @@ int main(int argc, char** argv) {
     const auto& up = proxy.stats(direction::up);
     const auto& down = proxy.stats(direction::down);
     fmt::print(stderr, "ferry_impair stats: up: {}; down: {}\n", summary(up), summary(down));
-    if (!cfg.stats_file.empty() &&
-        !write_stats_file(cfg.stats_file, key_values("up", up) + key_values("down", down)))
-      return 1;
+    if (!cfg.stats_file.empty()) {
+      const bool series = cfg.stats_interval_ms > 0;
+      std::string text = key_values("up", up, series) + key_values("down", down, series);
+      if (series) text += fmt::format("stats_interval_ms={:g}\n", cfg.stats_interval_ms);
+      if (!write_stats_file(cfg.stats_file, text)) return 1;
+    }
     return 0;
   } catch (const std::exception& e) {
     fmt::print(stderr, "ferry_impair: {}\n", e.what());

@@ -30,6 +30,13 @@ inline constexpr std::size_t max_held_bytes = std::size_t{512} * 1024 * 1024;
 // Bytes libuv may queue on one socket after the kernel said EAGAIN. Beyond this we drop, as a
 // real router would, instead of growing without bound.
 inline constexpr std::size_t send_queue_limit = std::size_t{16} * 1024 * 1024;
+// Intervals of --stats-interval kept; datagrams after the last one are left out of the series.
+inline constexpr std::size_t max_series_intervals = 100'000;
+// Where a data-block reply's payload starts: the 16-byte header, then the body's endianness
+// byte, offset, eof, version (five u64), checksum and the payload's u64 length (docs/PROTOCOL.md).
+// The proxy does not link ferry_common, so it cannot take protocol::data_reply_overhead.
+inline constexpr std::size_t data_payload_offset = 16 + 1 + 8 + 1 + 40 + 8 + 8;
+inline constexpr std::uint8_t data_block_type = 0x83;
 // Slack when draining the heap: a datagram due within this many nanoseconds leaves now, which
 // saves a loop iteration and costs less than the timer granularity anyway.
 inline constexpr std::uint64_t drain_slack_ns = 100'000;
@@ -429,6 +436,7 @@ void relay::handle_datagram(direction d, mapping& m, char* data, std::size_t siz
   ++st.received;
   m.last_active_ms = uv_now(&loop_);
   if (epoch_ns_ == 0) epoch_ns_ = uv_hrtime();
+  if (cfg_.stats_interval_ms > 0) count_in_series(st);
   if (!impaired_[i]) {
     transmit(d, &m, data, size, nullptr);
     return;
@@ -445,11 +453,18 @@ void relay::handle_datagram(direction d, mapping& m, char* data, std::size_t siz
     ++st.dropped_loss;
     return;
   }
-  if (f.corrupt < dc.corrupt && size > cfg_.corrupt_skip) {
-    // The receive slab is ours until this callback returns, so flipping in place is safe.
-    const std::size_t at = cfg_.corrupt_skip + f.corrupt_position % (size - cfg_.corrupt_skip);
-    data[at] = static_cast<char>(data[at] ^ static_cast<char>(1 + f.corrupt_mask % 255));
-    ++st.corrupted;
+  if (f.corrupt < dc.corrupt) {
+    const bool payload =
+        cfg_.corrupt_payload && size > 5 && static_cast<std::uint8_t>(data[5]) == data_block_type;
+    // An empty payload (a block at the end of the file) leaves nothing to corrupt.
+    const std::size_t from = payload ? data_payload_offset : cfg_.corrupt_skip;
+    if (size > from) {
+      // The receive slab is ours until this callback returns, so flipping in place is safe.
+      const std::size_t at = from + f.corrupt_position % (size - from);
+      data[at] = static_cast<char>(data[at] ^ static_cast<char>(1 + f.corrupt_mask % 255));
+      ++st.corrupted;
+      if (payload) ++st.corrupted_payload;
+    }
   }
   const bool held = f.reorder < dc.reorder;
   if (held) {
@@ -463,6 +478,14 @@ void relay::handle_datagram(direction d, mapping& m, char* data, std::size_t siz
     forward_buffer(d, m, data, size, f.dup_jitter, now);
   }
   if (!held) advance_held(d, m, now);
+}
+
+void relay::count_in_series(direction_stats& st) {
+  const auto elapsed_ms = static_cast<double>(uv_hrtime() - epoch_ns_) / 1e6;
+  const auto i = static_cast<std::size_t>(elapsed_ms / cfg_.stats_interval_ms);
+  if (i >= max_series_intervals) return;
+  if (st.received_series.size() <= i) st.received_series.resize(i + 1);
+  ++st.received_series[i];
 }
 
 bool relay::admit(direction d, std::size_t size, double jitter_u, std::uint64_t now_ns,

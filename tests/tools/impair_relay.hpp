@@ -27,12 +27,15 @@ struct direction_stats {
   std::uint64_t duplicated = 0;
   std::uint64_t reordered = 0;
   std::uint64_t corrupted = 0;
+  std::uint64_t corrupted_payload = 0;   // Those of `corrupted` flipped in a data block's payload.
   std::uint64_t dropped_send = 0;        // The kernel refused it or our send backlog was full.
   std::uint64_t dropped_no_mapping = 0;  // Too many clients, or the mapping expired meanwhile.
   std::uint64_t dropped_truncated = 0;   // Larger than the receive buffer; cannot happen for UDP.
   std::uint64_t dropped_memory = 0;      // The proxy already held too many bytes in delay queues.
   std::uint64_t dropped_shutdown = 0;    // Still delayed when the proxy exited.
   std::uint64_t recv_errors = 0;         // E.g. ICMP port unreachable reported by the kernel.
+  // With --stats-interval: `received` per interval, counted from the first datagram.
+  std::vector<std::uint64_t> received_series;
 
   [[nodiscard]] std::uint64_t dropped_other() const noexcept {
     return dropped_send + dropped_no_mapping + dropped_truncated + dropped_memory +
@@ -178,6 +181,8 @@ class relay {
 
   void handle_datagram(direction d, detail::mapping& m, char* data, std::size_t size);
   [[nodiscard]] fate draw_fate(direction d) noexcept;
+  // Counts the datagram just received in its interval of --stats-interval. May throw bad_alloc.
+  void count_in_series(direction_stats& st);
   [[nodiscard]] bool in_blackout(const direction_config& dc, std::uint64_t now_ns) const noexcept;
   // Runs the rate limiter and delay for one datagram. Returns false if the queue dropped it.
   [[nodiscard]] bool admit(direction d, std::size_t size, double jitter_u, std::uint64_t now_ns,
