@@ -82,7 +82,8 @@ for t in "${targets[@]}"; do
     [[ -n "$crash" ]] && echo "fuzz: reproduce with: $build/tests/fuzz/$t $crash"
     continue
   fi
-  grep -E '^fuzz_server: ' "$log" || true
+  # Coverage reached, and for fuzz_server how many inputs were requests that decoded.
+  grep -E '^#[0-9]+[[:space:]]+DONE|^fuzz_server: ' "$log" || true
   echo "FIGURE: fuzz $t execs=$runs seconds=$elapsed"
 done
 exit "$failed"

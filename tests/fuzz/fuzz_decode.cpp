@@ -67,16 +67,17 @@ bool same_body(const Variant& a, const Variant& b) {
                     a);
 }
 
+// The header type that goes with a body. A new message type must be added here (and to same()
+// and make_corpus), which the asserts enforce.
+static_assert(std::variant_size_v<proto::request> == 3 && std::variant_size_v<proto::reply> == 4);
 template <typename Body>
 msg_type type_of(const Body& body) {
-  using request_types = std::array<msg_type, 3>;
-  using reply_types = std::array<msg_type, 4>;
   if constexpr (std::is_same_v<Body, proto::request>)
-    return request_types{msg_type::list_request, msg_type::stat_request,
-                         msg_type::get_request}[body.index()];
+    return std::array{msg_type::list_request, msg_type::stat_request,
+                      msg_type::get_request}[body.index()];
   else
-    return reply_types{msg_type::list_reply, msg_type::stat_reply, msg_type::data_reply,
-                       msg_type::error_reply}[body.index()];
+    return std::array{msg_type::list_reply, msg_type::stat_reply, msg_type::data_reply,
+                      msg_type::error_reply}[body.index()];
 }
 
 // What PROTOCOL.md says of a listing name, checked here independently of the decoder.
