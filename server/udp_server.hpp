@@ -90,6 +90,12 @@ class udp_server {
 
   // Logs every counter as one event. `force` prints it whatever the log level (SIGUSR1).
   void log_counters(bool force) noexcept;
+  // True when nothing the server took in is still being worked on: no file-system job, no
+  // queued GET, no datagram waiting for the socket. Loop thread only; for harnesses and tests.
+  [[nodiscard]] bool quiescent() const noexcept {
+    return jobs_in_flight_ == 0 && queued_total_ == 0 && send_queue_.empty();
+  }
+
   // Distinct client addresses heard from in the last minute. Loop thread only.
   [[nodiscard]] std::size_t active_addresses() noexcept;
 
@@ -149,14 +155,15 @@ class udp_server {
   void handle_list(client_state& c, std::uint64_t id, const protocol::list_request& req);
 
   bool submit(std::unique_ptr<pool_job> job);
-  void send(const endpoint& peer, std::span<const iovec> bufs) noexcept;
+  // `charge`: count the bytes against --max-rate (false when they were charged in advance).
+  void send(const endpoint& peer, std::span<const iovec> bufs, bool charge = true) noexcept;
   // Sends `reply` if it encodes to at most `limit` bytes; otherwise withholds it.
   void send_reply(const endpoint& peer, std::uint64_t id, const protocol::reply& reply,
                   std::size_t limit = no_limit) noexcept;
   void send_error(const endpoint& peer, std::uint64_t id, protocol::errc code,
                   std::size_t limit = no_limit) noexcept;
   void send_data(const endpoint& peer, std::uint64_t id, std::uint64_t offset,
-                 const read_outcome& r, const std::byte* payload) noexcept;
+                 const read_outcome& r, const std::byte* payload, bool charge = true) noexcept;
   void finish_stat(const endpoint& peer, std::uint64_t id, stat_info& info);
 
   struct open_file {

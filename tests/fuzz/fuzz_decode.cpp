@@ -26,9 +26,10 @@ using proto::errc;
 using proto::msg_type;
 
 // The input as an encoder writes it: flags zero and the checksum recomputed.
-std::vector<std::byte> normalised(std::span<const std::byte> wire) {
+std::vector<std::byte> normalised(std::span<const std::byte> wire, bool token) {
   std::vector<std::byte> out{wire.begin(), wire.end()};
-  out[6] = out[7] = std::byte{0};
+  out[6] = std::byte{0};
+  out[7] = token ? std::byte{proto::flag_token} : std::byte{0};
   ferry::fuzz::reseal(reinterpret_cast<std::uint8_t*>(out.data()), out.size());
   return out;
 }
@@ -60,6 +61,7 @@ bool same(const proto::data_reply& a, const proto::data_reply& b) {
 bool same(const proto::error_reply& a, const proto::error_reply& b) {
   return a.code == b.code && a.message == b.message;
 }
+bool same(const proto::token_reply& a, const proto::token_reply& b) { return a.token == b.token; }
 template <typename Variant>
 bool same_body(const Variant& a, const Variant& b) {
   return a.index() == b.index() &&
@@ -69,7 +71,7 @@ bool same_body(const Variant& a, const Variant& b) {
 
 // The header type that goes with a body. A new message type must be added here (and to same()
 // and make_corpus), which the asserts enforce.
-static_assert(std::variant_size_v<proto::request> == 3 && std::variant_size_v<proto::reply> == 4);
+static_assert(std::variant_size_v<proto::request> == 3 && std::variant_size_v<proto::reply> == 5);
 template <typename Body>
 msg_type type_of(const Body& body) {
   if constexpr (std::is_same_v<Body, proto::request>)
@@ -77,7 +79,7 @@ msg_type type_of(const Body& body) {
                       msg_type::get_request}[body.index()];
   else
     return std::array{msg_type::list_reply, msg_type::stat_reply, msg_type::data_reply,
-                      msg_type::error_reply}[body.index()];
+                      msg_type::error_reply, msg_type::token_reply}[body.index()];
 }
 
 // What PROTOCOL.md says of a listing name, checked here independently of the decoder.
@@ -91,14 +93,19 @@ bool valid_name(std::string_view n) {
 template <typename Decoded, typename Encode, typename Decode>
 std::span<const std::byte> round_trip(std::span<const std::byte> wire, const Decoded& d,
                                       std::vector<std::byte>& out, Encode encode, Decode decode) {
-  const auto n = encode(out, d.hdr.request_id, d.body);
+  // Only a request carries a token; the flag in a reply means nothing and is written as zero.
+  const bool token = std::is_same_v<Decoded, codec::decoded_request> && d.hdr.has_token();
+  const auto n = encode(out, d.hdr, d.body);
   FERRY_FUZZ_CHECK(n, "a datagram that decodes does not encode");
   const auto encoded = std::span<const std::byte>{out}.first(*n);
-  FERRY_FUZZ_CHECK(equal_bytes(encoded, normalised(wire)), "a datagram re-encodes to other bytes");
+  FERRY_FUZZ_CHECK(equal_bytes(encoded, normalised(wire, token)),
+                   "a datagram re-encodes to other bytes");
   const auto again = decode(encoded);
   FERRY_FUZZ_CHECK(again, "a re-encoded datagram does not decode");
-  FERRY_FUZZ_CHECK(again->hdr.type == d.hdr.type && again->hdr.flags == 0 &&
-                       again->hdr.request_id == d.hdr.request_id,
+  FERRY_FUZZ_CHECK(again->hdr.type == d.hdr.type &&
+                       again->hdr.flags == (token ? proto::flag_token : 0) &&
+                       again->hdr.request_id == d.hdr.request_id &&
+                       (!token || again->hdr.token == d.hdr.token),
                    "a re-encoded datagram has another header");
   FERRY_FUZZ_CHECK(same_body(again->body, d.body),
                    "a re-encoded datagram decodes to another value");
@@ -112,7 +119,12 @@ void check_request(std::span<const std::byte> wire, const codec::decoded_request
     FERRY_FUZZ_CHECK(get->block_size > 0, "a GET of zero bytes decoded");
 
   std::vector<std::byte> out(proto::max_request_size);
-  round_trip(wire, d, out, codec::encode_request, codec::decode_request);
+  round_trip(
+      wire, d, out,
+      [](std::span<std::byte> o, const proto::header& h, const proto::request& b) {
+        return codec::encode_request(o, h.request_id, b, h.has_token() ? &h.token : nullptr);
+      },
+      codec::decode_request);
 }
 
 void check_reply_contract(std::span<const std::byte> wire, const codec::decoded_reply& d) {
@@ -149,7 +161,12 @@ void check_reply(std::span<const std::byte> wire, const codec::decoded_reply& d)
   check_reply_contract(wire, d);
 
   std::vector<std::byte> out(proto::max_datagram);
-  const auto encoded = round_trip(wire, d, out, codec::encode_reply, codec::decode_reply);
+  const auto encoded = round_trip(
+      wire, d, out,
+      [](std::span<std::byte> o, const proto::header& h, const proto::reply& b) {
+        return codec::encode_reply(o, h.request_id, b);
+      },
+      codec::decode_reply);
   if (const auto* data = std::get_if<proto::data_reply>(&d.body)) {
     // The server sends a block as a prefix and the payload in place: the same bytes.
     std::array<std::byte, proto::data_reply_overhead> prefix{};

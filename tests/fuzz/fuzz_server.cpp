@@ -221,14 +221,15 @@ class harness {
   }
 
  private:
-  // Runs the loop until every request the datagram started (pool jobs, queued sends) is done.
-  // The receiving socket keeps the loop alive for ever, so uv_loop_alive() cannot say when the
-  // work is over; the loop's count of active requests can. UV_RUN_ONCE rather than
-  // UV_RUN_NOWAIT: it sleeps until a job completes instead of spinning on the core that the
-  // pool thread needs. A job that hangs blocks here, and libFuzzer's -timeout reports it.
+  // Runs the loop until every request the datagram started (queued GETs, pool jobs, queued
+  // sends) is done. The receiving socket keeps the loop alive for ever, so uv_loop_alive()
+  // cannot say when the work is over; the server can. UV_RUN_ONCE rather than UV_RUN_NOWAIT: it
+  // sleeps until a job completes instead of spinning on the core that the pool thread needs
+  // (a queued GET keeps an idle handle running, so the loop does not sleep while one waits).
+  // A job that hangs blocks here, and libFuzzer's -timeout reports it.
   void drain() {
     constexpr int max_turns = 1000;
-    for (int turns = 0; loop_.active_reqs.count > 0; ++turns) {
+    for (int turns = 0; !server_->quiescent(); ++turns) {
       FERRY_FUZZ_CHECK(turns < max_turns, "the server's jobs do not drain");
       uv_run(&loop_, UV_RUN_ONCE);
     }

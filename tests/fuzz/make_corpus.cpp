@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -88,6 +89,14 @@ void write_decode_seeds(const fs::path& dir) {
   save(dir, "data_reply_empty_eof", reply(block));
 
   save(dir, "error_reply", reply(proto::error_reply{proto::errc::not_found, "not found"}));
+  proto::token_reply token;
+  for (std::size_t i = 0; i < token.token.size(); ++i) token.token[i] = std::byte(0x30 + i);
+  save(dir, "token_reply", reply(token));
+  std::vector<std::byte> with_token(proto::max_request_size);
+  auto n = ferry::codec::encode_request(with_token, 7, proto::get_request{"f", 0, 512}, &token.token);
+  if (!n) throw std::logic_error{"a request with a token did not encode"};
+  with_token.resize(*n);
+  save(dir, "get_with_token", with_token);
 }
 
 // Requests for the tree fuzz_server serves, so the seeds reach files, directories, symlinks
