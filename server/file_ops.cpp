@@ -144,8 +144,12 @@ result<std::vector<protocol::list_entry>> read_directory(int dir_fd) noexcept {
       return errc_from_errno(e);
     }
     std::vector<protocol::list_entry> entries;
-    errno = 0;
-    while (const dirent* d = ::readdir(dir)) {
+    for (;;) {
+      // readdir reports an error only through errno, so clear it before every call: an entry
+      // skipped below must not leave its ENOENT behind to be read as the end's error.
+      errno = 0;
+      const dirent* d = ::readdir(dir);
+      if (d == nullptr) break;
       const std::string_view name{d->d_name};
       if (name == "." || name == "..") continue;
       protocol::list_entry e;
@@ -160,7 +164,6 @@ result<std::vector<protocol::list_entry>> read_directory(int dir_fd) noexcept {
         continue;  // removed while we read
       }
       entries.push_back(std::move(e));
-      errno = 0;
     }
     const int e = errno;
     ::closedir(dir);

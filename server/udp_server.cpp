@@ -88,9 +88,8 @@ class get_job final : public pool_job {
   void done(udp_server& s) override {
     if (opened) s.remember_file(rel, file);
     if (outcome.error != errc::ok) return s.send_error(peer, request_id, outcome.error);
-    s.send_data(peer, request_id, offset, outcome, buffer.get());
-    if (auto it = s.clients_.find(client); it != s.clients_.end())
-      it->second.rate.charge(outcome.length + protocol::data_reply_overhead);
+    // Its bytes were charged to the rate limits when the job was admitted.
+    s.send_data(peer, request_id, offset, outcome, buffer.get(), false);
   }
 
   int root_fd = -1;
@@ -506,6 +505,11 @@ void udp_server::serve_get(client_state& c, const peer_key& key, pending_get& g)
   job->buffer = std::make_unique_for_overwrite<std::byte[]>(g.block);
   job->has_client = true;
   job->client = key;
+  // Charged now, not when the block goes out: the jobs admitted in one turn would otherwise
+  // all pass the same full bucket and overshoot the rate together.
+  const auto bytes = std::uint64_t{g.block} + protocol::data_reply_overhead;
+  total_rate_.charge(bytes);
+  c.rate.charge(bytes);
   ++stats_.reads_pooled;
   submit(std::move(job));
 }
@@ -630,11 +634,11 @@ void udp_server::remember_file(const std::string& rel, std::shared_ptr<unique_fd
   files_[rel] = open_file{std::move(fd), uv_now(loop_)};
 }
 
-void udp_server::send(const endpoint& peer, std::span<const iovec> bufs) noexcept {
+void udp_server::send(const endpoint& peer, std::span<const iovec> bufs, bool charge) noexcept {
   if (!socket_) return;
   std::size_t total = 0;
   for (const auto& b : bufs) total += b.iov_len;
-  total_rate_.charge(total);
+  if (charge) total_rate_.charge(total);
   if (send_queue_.empty()) {
     msghdr m{};
     m.msg_name = const_cast<sockaddr*>(peer.addr());
@@ -719,7 +723,7 @@ void udp_server::send_error(const endpoint& peer, std::uint64_t id, errc code,
 }
 
 void udp_server::send_data(const endpoint& peer, std::uint64_t id, std::uint64_t offset,
-                           const read_outcome& r, const std::byte* payload) noexcept {
+                           const read_outcome& r, const std::byte* payload, bool charge) noexcept {
   protocol::data_reply meta;
   meta.offset = offset;
   meta.eof = r.eof;
@@ -732,7 +736,7 @@ void udp_server::send_data(const endpoint& peer, std::uint64_t id, std::uint64_t
     return;
   }
   const iovec bufs[2] = {make_iov(prefix, *n), make_iov(payload, r.length)};
-  send(peer, {bufs, r.length > 0 ? 2u : 1u});
+  send(peer, {bufs, r.length > 0 ? 2u : 1u}, charge);
 }
 
 udp_server::peer_key udp_server::peer_key::of(const sockaddr* from) noexcept {
