@@ -212,6 +212,16 @@ void dir_cache::insert(const std::string& rel, snapshot_ptr s) {
   }
 }
 
+bool dir_cache::begin_reading(const std::string& rel) {
+  std::lock_guard lock{mutex_};
+  return reading_.insert(rel).second;
+}
+
+void dir_cache::end_reading(const std::string& rel) noexcept {
+  std::lock_guard lock{mutex_};
+  reading_.erase(rel);
+}
+
 result<protocol::list_reply> dir_cache::list_page(int root_fd, const std::string& rel,
                                                   std::string_view cursor,
                                                   std::size_t budget) noexcept {
@@ -228,6 +238,12 @@ result<protocol::list_reply> dir_cache::list_page(int root_fd, const std::string
     // not appear.
     auto snap = find(rel, key, !cursor.empty());
     if (!snap) {
+      if (!begin_reading(rel)) return errc::busy;
+      struct reading_guard {
+        dir_cache& cache;
+        const std::string& rel;
+        ~reading_guard() { cache.end_reading(rel); }
+      } guard{*this, rel};
       const auto now = std::chrono::steady_clock::now();
       auto entries = read_directory(fd->get());
       if (!entries) return entries.error();

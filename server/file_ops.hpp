@@ -11,6 +11,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -81,6 +82,11 @@ class dir_cache {
   [[nodiscard]] snapshot_ptr find(const std::string& rel, const protocol::file_version& key,
                                   bool allow_provisional);
   void insert(const std::string& rel, snapshot_ptr s);
+  // One reading of a directory at a time: a second request for it while it is being read is
+  // answered busy, so retransmissions cannot multiply the work and the memory of a big one.
+  [[nodiscard]] bool begin_reading(const std::string& rel);
+  void end_reading(const std::string& rel) noexcept;
+  std::set<std::string> reading_;
 
   std::mutex mutex_;
   std::list<std::string> lru_;  // most recently used first

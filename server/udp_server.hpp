@@ -39,8 +39,8 @@ struct config {
   double stats_interval = 0;              // seconds between counter events; 0: SIGUSR1 only
   std::uint64_t max_rate = 0;             // bytes per second sent in total; 0: no limit
   std::uint64_t max_client_rate = 0;      // bytes per second to one client address; 0: no limit
-  std::size_t max_client_queue = 64;      // GETs waiting per client address; beyond: dropped
-  std::size_t max_client_jobs = 16;       // file-system jobs per client address; beyond: busy
+  std::size_t max_client_queue = 256;     // GETs waiting per client address; beyond: dropped
+  std::size_t max_client_jobs = 32;       // file-system jobs per client address; beyond: busy
   // Off only for the fuzz harness, which cannot echo tokens: every request is then served
   // whatever its source, as if validated.
   bool validate_addresses = true;
