@@ -66,12 +66,20 @@ double bytes(const std::string& option, const std::string& text) {
 blackout_window blackout(const std::string& option, const std::string& text) {
   const auto colon = text.find(':');
   if (colon != std::string::npos) {
-    auto start = parse_double(std::string_view{text}.substr(0, colon));
+    const std::string_view start_text = std::string_view{text}.substr(0, colon);
     auto duration = parse_double(std::string_view{text}.substr(colon + 1));
-    if (start && duration && *start >= 0 && *duration > 0) return {*start, *duration};
+    if (start_text.starts_with('@')) {
+      auto n = parse_u64(start_text.substr(1));
+      if (n && *n >= 1 && duration && *duration > 0) return {-1, *duration, *n};
+    } else {
+      auto start = parse_double(start_text);
+      if (start && duration && *start >= 0 && *duration > 0) return {*start, *duration, 0};
+    }
   }
   throw usage_error(fmt::format(
-      "{}: expected START_S:DURATION_S with START >= 0 and DURATION > 0, got '{}'", option, text));
+      "{}: expected START_S:DURATION_S or @DATAGRAM:DURATION_S with START >= 0, DATAGRAM >= 1 "
+      "and DURATION > 0, got '{}'",
+      option, text));
 }
 
 // Splits "HOST:PORT" or "[V6]:PORT" and resolves it. Name resolution blocks, which is fine
@@ -257,7 +265,8 @@ parse_outcome parse_command_line(int argc, char** argv, config& out,
                           default_queue_bytes));
     directional_list blackouts;
     blackouts.add(app, "blackout",
-                  "START_S:DURATION_S of 100% loss, measured from the first datagram");
+                  "START_S:DURATION_S of 100% loss, measured from the first datagram; "
+                  "@N:DURATION_S begins with the N-th datagram (both directions counted)");
 
     std::string reorder_gap = "3";
     std::string reorder_timeout = "10";

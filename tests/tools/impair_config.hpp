@@ -35,10 +35,13 @@ struct socket_address {
 // Formats an address as "127.0.0.1:7070" or "[::1]:7070".
 [[nodiscard]] std::string to_string(const sockaddr* sa);
 
-// One period of total loss, measured from the first datagram the proxy sees.
+// One period of total loss, measured from the first datagram the proxy sees, or beginning with
+// datagram number `at_datagram` (counted over both directions) if that is not zero, so that it
+// falls at the same point of a transfer however fast the machine is.
 struct blackout_window {
-  double start_s = 0;
+  double start_s = 0;  // An at_datagram window sets it when it begins; negative until then.
   double duration_s = 0;
+  std::uint64_t at_datagram = 0;
 };
 
 inline constexpr std::uint64_t default_queue_bytes = 1024 * 1024;

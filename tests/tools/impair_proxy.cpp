@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <exception>
 #include <string>
+#include <vector>
 
 #include "tests/tools/impair_config.hpp"
 #include "tests/tools/impair_relay.hpp"
@@ -47,6 +48,17 @@ std::string key_values(std::string_view prefix, const direction_stats& s, bool w
   line("recv_errors", s.recv_errors);
   if (with_series)
     out += fmt::format("{}_received_series={}\n", prefix, fmt::join(s.received_series, ","));
+  return out;
+}
+
+// "START-END,..." in milliseconds from the first datagram, for the blackouts that began.
+std::string windows_ms(const std::vector<ferry::impair::blackout_window>& windows) {
+  std::string out;
+  for (const auto& w : windows) {
+    if (w.start_s < 0) continue;
+    if (!out.empty()) out += ',';
+    out += fmt::format("{:.0f}-{:.0f}", w.start_s * 1000, (w.start_s + w.duration_s) * 1000);
+  }
   return out;
 }
 
@@ -98,6 +110,9 @@ int main(int argc, char** argv) {
       const bool series = cfg.stats_interval_ms > 0;
       std::string text = key_values("up", up, series) + key_values("down", down, series);
       if (series) text += fmt::format("stats_interval_ms={:g}\n", cfg.stats_interval_ms);
+      for (direction d : {direction::up, direction::down})
+        if (!proxy.blackouts(d).empty())
+          text += fmt::format("{}_blackouts_ms={}\n", name_of(d), windows_ms(proxy.blackouts(d)));
       if (!write_stats_file(cfg.stats_file, text)) return 1;
     }
     return 0;

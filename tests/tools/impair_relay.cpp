@@ -423,10 +423,16 @@ relay::fate relay::draw_fate(direction d) noexcept {
   return f;
 }
 
+void relay::begin_blackouts_at(std::uint64_t n, std::uint64_t now_ns) noexcept {
+  for (direction_config* dc : {&cfg_.up, &cfg_.down})
+    for (blackout_window& w : dc->blackouts)
+      if (w.at_datagram == n) w.start_s = static_cast<double>(now_ns - epoch_ns_) / 1e9;
+}
+
 bool relay::in_blackout(const direction_config& dc, std::uint64_t now_ns) const noexcept {
   const double t = static_cast<double>(now_ns - epoch_ns_) / 1e9;
   return std::any_of(dc.blackouts.begin(), dc.blackouts.end(), [t](const blackout_window& w) {
-    return t >= w.start_s && t < w.start_s + w.duration_s;
+    return w.start_s >= 0 && t >= w.start_s && t < w.start_s + w.duration_s;
   });
 }
 
@@ -436,6 +442,7 @@ void relay::handle_datagram(direction d, mapping& m, char* data, std::size_t siz
   ++st.received;
   m.last_active_ms = uv_now(&loop_);
   if (epoch_ns_ == 0) epoch_ns_ = uv_hrtime();
+  begin_blackouts_at(++received_total_, uv_hrtime());
   if (cfg_.stats_interval_ms > 0) count_in_series(st);
   if (!impaired_[i]) {
     transmit(d, &m, data, size, nullptr);

@@ -139,6 +139,10 @@ class relay {
   [[nodiscard]] const direction_stats& stats(direction d) const noexcept {
     return stats_[index_of(d)];
   }
+  // The blackouts of one direction, with the start of those that began at a datagram filled in.
+  [[nodiscard]] const std::vector<blackout_window>& blackouts(direction d) const noexcept {
+    return cfg_.dir(d).blackouts;
+  }
   // Bytes of socket buffer the kernel actually granted on the listen socket (receive, send).
   [[nodiscard]] std::pair<int, int> socket_buffers() const noexcept { return buffers_; }
 
@@ -183,6 +187,8 @@ class relay {
   [[nodiscard]] fate draw_fate(direction d) noexcept;
   // Counts the datagram just received in its interval of --stats-interval. May throw bad_alloc.
   void count_in_series(direction_stats& st);
+  // Starts the blackouts that begin with datagram number `n`.
+  void begin_blackouts_at(std::uint64_t n, std::uint64_t now_ns) noexcept;
   [[nodiscard]] bool in_blackout(const direction_config& dc, std::uint64_t now_ns) const noexcept;
   // Runs the rate limiter and delay for one datagram. Returns false if the queue dropped it.
   [[nodiscard]] bool admit(direction d, std::size_t size, double jitter_u, std::uint64_t now_ns,
@@ -241,7 +247,8 @@ class relay {
   std::array<link_state, 2> links_{};
   std::array<bool, 2> impaired_{};
   std::array<direction_stats, 2> stats_{};
-  std::uint64_t epoch_ns_ = 0;  // When the first datagram arrived; blackouts count from here.
+  std::uint64_t epoch_ns_ = 0;        // When the first datagram arrived; blackouts count from here.
+  std::uint64_t received_total_ = 0;  // Datagrams received in both directions.
   std::pair<int, int> buffers_{0, 0};
 };
 
