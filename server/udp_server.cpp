@@ -43,6 +43,11 @@ constexpr std::size_t max_queued_total = 16'384;
 // Client entries older than this do not count as active; the table is pruned past max_clients.
 constexpr std::uint64_t client_active_ms = 60'000;
 constexpr std::size_t max_clients = 65'536;
+// A client with nothing queued or running is forgotten after this long, keeping only when it
+// was last heard from: every run of a command-line client comes from a new port, and their
+// queues and buckets must not pile up.
+constexpr std::uint64_t client_idle_ms = 2'000;
+constexpr std::uint64_t prune_every_ms = 1'000;
 
 iovec make_iov(const void* p, std::size_t n) { return iovec{const_cast<void*>(p), n}; }
 }  // namespace
@@ -163,6 +168,7 @@ udp_server::udp_server(uv_loop_t* loop, config cfg)
       cfg_{std::move(cfg)},
       serve_idle_{loop, uv_idle_init},
       rate_timer_{loop, uv_timer_init},
+      prune_timer_{loop, uv_timer_init},
       stop_async_{loop, uv_async_init,
                   [](uv_async_t* a) { static_cast<udp_server*>(a->data)->stop(); }},
       recv_buf_{std::make_unique_for_overwrite<std::byte[]>(recv_batch * recv_slot)},
@@ -173,6 +179,11 @@ udp_server::udp_server(uv_loop_t* loop, config cfg)
   stop_async_.get()->data = this;
   serve_idle_.get()->data = this;
   rate_timer_.get()->data = this;
+  prune_timer_.get()->data = this;
+  uv_timer_start(
+      prune_timer_.get(),
+      [](uv_timer_t* t) { static_cast<udp_server*>(t->data)->prune_clients(); }, prune_every_ms,
+      prune_every_ms);
   ::uv_unref(stop_async_.handle());
 
   const int root = ::open(cfg_.root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -236,6 +247,7 @@ void udp_server::stop() noexcept {
   socket_.reset();
   serve_idle_.close();
   rate_timer_.close();
+  prune_timer_.close();
   {
     // request_stop() may be running on another thread: the handle must not close under it.
     std::lock_guard lock{stop_mutex_};
@@ -765,10 +777,7 @@ udp_server::client_state* udp_server::client_for(const endpoint& peer) noexcept 
   const auto now = uv_now(loop_);
   try {
     if (clients_.size() >= max_clients) {
-      std::erase_if(clients_, [&](const auto& c) {
-        return c.second.queue.empty() && c.second.jobs == 0 &&
-               now - c.second.last_seen_ms > client_active_ms;
-      });
+      prune_clients();
       if (clients_.size() >= max_clients) return nullptr;
     }
     auto& c = clients_[key];
@@ -780,11 +789,29 @@ udp_server::client_state* udp_server::client_for(const endpoint& peer) noexcept 
   }
 }
 
-std::size_t udp_server::active_addresses() noexcept {
+void udp_server::prune_clients() noexcept {
   const auto now = uv_now(loop_);
-  return static_cast<std::size_t>(std::count_if(clients_.begin(), clients_.end(), [&](const auto& c) {
-    return now - c.second.last_seen_ms <= client_active_ms;
-  }));
+  try {
+    std::erase_if(seen_, [&](const auto& s) { return now - s.second > client_active_ms; });
+    std::erase_if(clients_, [&](const auto& c) {
+      const auto& s = c.second;
+      if (!s.queue.empty() || s.jobs != 0 || s.ready || now - s.last_seen_ms <= client_idle_ms)
+        return false;
+      if (seen_.size() < max_clients) seen_[c.first] = s.last_seen_ms;
+      return true;
+    });
+  } catch (...) {
+    seen_.clear();
+  }
+}
+
+std::size_t udp_server::active_addresses() noexcept {
+  prune_clients();
+  const auto now = uv_now(loop_);
+  std::size_t n = 0;
+  for (const auto& [key, c] : clients_) n += now - c.last_seen_ms <= client_active_ms ? 1 : 0;
+  for (const auto& [key, last] : seen_) n += clients_.contains(key) ? 0 : 1;
+  return n;
 }
 
 void udp_server::log_counters(bool force) noexcept {

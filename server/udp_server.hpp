@@ -149,6 +149,7 @@ class udp_server {
   void serve_turn() noexcept;
   void serve_get(client_state& c, const peer_key& key, pending_get& g);
   [[nodiscard]] client_state* client_for(const endpoint& peer) noexcept;
+  void prune_clients() noexcept;
 
   void handle_get(client_state& c, std::uint64_t id, const protocol::get_request& req);
   void handle_stat(client_state& c, std::uint64_t id, const protocol::stat_request& req);
@@ -185,6 +186,7 @@ class udp_server {
   std::unique_ptr<uv_owned<uv_poll_t>> poll_;
   uv_owned<uv_idle_t> serve_idle_;   // runs while GETs wait and nothing else wakes the loop
   uv_owned<uv_timer_t> rate_timer_;  // wakes serving when a rate limit allows more
+  uv_owned<uv_timer_t> prune_timer_;  // forgets idle clients
   bool rate_timer_armed_ = false;
   int poll_events_ = 0;
   uv_owned<uv_async_t> stop_async_;
@@ -210,6 +212,8 @@ class udp_server {
 
   std::unordered_map<peer_key, client_state, peer_key_hash> clients_;
   std::deque<peer_key> ready_;  // clients with queued GETs, in round-robin order
+  // When forgotten clients were last heard from, for active_addresses(); a minute at most.
+  std::unordered_map<peer_key, std::uint64_t, peer_key_hash> seen_;
   std::size_t queued_total_ = 0;
   std::uint64_t turn_ = 0;
   std::size_t clients_last_turn_ = 0;
