@@ -211,9 +211,10 @@ client_loop() {
 # (for openat2), the cache, and jobs under way, which may list the root too. All the others are
 # sockets, pipes, the event loop and the standard streams.
 fds_of_server() {
-  # A descriptor closed while find reads the directory is not an error.
+  # A descriptor closed while find reads the directory is not an error; it has no target then.
   { find "/proc/$SRV_PID/fd" -mindepth 1 -printf '%l\n' 2>/dev/null || true; } |
-    awk -v r="$ROOT" '{ n++; if ($0 == r || index($0, r "/") == 1) t++ } END { print n + 0, t + 0 }'
+    awk -v r="$ROOT" '$0 == "" { next } { n++; if ($0 == r || index($0, r "/") == 1) t++ }
+      END { print n + 0, t + 0 }'
 }
 
 # server_counters ARRAY: SIGUSR1 to ferryd, then its counters line into the associative array.
