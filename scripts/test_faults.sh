@@ -266,6 +266,9 @@ rm -rf -- "$GONE/root"
 run_ferry get "$GONE_ADDR" f.txt -o c.txt --timeout 5
 check_rc "get after the root was deleted" 3
 error_line "get after the root was deleted" 'no such file'
+# ferryd looks at its root once a second and says so, once, when it is gone.
+check "ferryd logged that the served directory was deleted" \
+  wait_until 5 grep -q 'served directory was deleted' "$GONE_LOG.err"
 check "nothing written for the refused get" test ! -e c.txt -a ! -e c.txt.part
 run_ferry ls "$GONE_ADDR" --timeout 5
 check_rc "ls of a deleted root answers (empty)" 0
@@ -338,6 +341,8 @@ else
   chmod 000 "$PRIV/root"
   refused_perm "get top.txt with the root mode 000" get "$PRIV_ADDR" top.txt -o 4.txt
   refused_perm "ls of the root with mode 000" ls "$PRIV_ADDR"
+  check "ferryd logged that it cannot read the served directory" \
+    grep -q 'served directory cannot be read' "$SRV_LOG.err"
   chmod 755 "$PRIV/root"
   run_ferry get "$PRIV_ADDR" top.txt -o 5.txt --timeout 5
   check_rc "get top.txt once the root is readable again" 0

@@ -110,7 +110,10 @@ class stat_job final : public pool_job {
  public:
   void run() noexcept override { info = stat_beneath(root_fd, rel); }
   void done(udp_server& s) override {
-    if (!info) return s.send_error(peer, request_id, info.error());
+    if (!info) {
+      if (rel.empty()) s.note_root_refusal(info.error());
+      return s.send_error(peer, request_id, info.error());
+    }
     s.finish_stat(peer, request_id, *info);
   }
 
@@ -124,7 +127,10 @@ class list_job final : public pool_job {
     page = dirs->list_page(root_fd, rel, cursor, protocol::max_small_reply);
   }
   void done(udp_server& s) override {
-    if (!page) return s.send_error(peer, request_id, page.error());
+    if (!page) {
+      if (rel.empty()) s.note_root_refusal(page.error());
+      return s.send_error(peer, request_id, page.error());
+    }
     s.send_reply(peer, request_id, *page);
   }
 
@@ -182,8 +188,12 @@ udp_server::udp_server(uv_loop_t* loop, config cfg)
   prune_timer_.get()->data = this;
   uv_timer_start(
       prune_timer_.get(),
-      [](uv_timer_t* t) { static_cast<udp_server*>(t->data)->prune_clients(); }, prune_every_ms,
-      prune_every_ms);
+      [](uv_timer_t* t) {
+        auto& s = *static_cast<udp_server*>(t->data);
+        s.prune_clients();
+        s.check_root();
+      },
+      prune_every_ms, prune_every_ms);
   ::uv_unref(stop_async_.handle());
 
   const int root = ::open(cfg_.root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -787,6 +797,26 @@ udp_server::client_state* udp_server::client_for(const endpoint& peer) noexcept 
   } catch (...) {
     return nullptr;
   }
+}
+
+void udp_server::check_root() noexcept {
+  // ferryd serves the directory it opened, not its name: once that directory is deleted, every
+  // request is refused until a restart. Clients see not_found; the operator is told once.
+  struct stat st {};
+  if (root_gone_ || ::fstat(root_.get(), &st) != 0 || st.st_nlink != 0) return;
+  root_gone_ = true;
+  log::write(log::level::error, "the served directory was deleted; restart ferryd to serve it again",
+             {{"root", cfg_.root}}, true);
+}
+
+void udp_server::note_root_refusal(errc code) noexcept {
+  // A client that may not read the root itself is worth one line a minute, not one a request.
+  const auto now = uv_now(loop_);
+  if (code != errc::permission_denied || (root_refused_ms_ != 0 && now - root_refused_ms_ < 60'000))
+    return;
+  root_refused_ms_ = now;
+  log::write(log::level::warn, "the served directory cannot be read by ferryd's user",
+             {{"root", cfg_.root}}, true);
 }
 
 void udp_server::prune_clients() noexcept {

@@ -150,6 +150,10 @@ class udp_server {
   void serve_get(client_state& c, const peer_key& key, pending_get& g);
   [[nodiscard]] client_state* client_for(const endpoint& peer) noexcept;
   void prune_clients() noexcept;
+  void check_root() noexcept;
+  void note_root_refusal(protocol::errc code) noexcept;
+  bool root_gone_ = false;
+  std::uint64_t root_refused_ms_ = 0;
 
   void handle_get(client_state& c, std::uint64_t id, const protocol::get_request& req);
   void handle_stat(client_state& c, std::uint64_t id, const protocol::stat_request& req);
