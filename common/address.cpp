@@ -122,6 +122,26 @@ std::optional<endpoint> resolve(const host_port& hp, std::string& why) {
   return ep;
 }
 
+std::size_t address_key_of(const sockaddr* sa, address_key& out) noexcept {
+  out.fill(std::byte{0});
+  if (sa == nullptr) return 0;
+  if (sa->sa_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(sa);
+    out[0] = std::byte{4};
+    std::memcpy(&out[1], &in->sin_addr, 4);
+    std::memcpy(&out[5], &in->sin_port, 2);
+    return 7;
+  }
+  if (sa->sa_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+    out[0] = std::byte{6};
+    std::memcpy(&out[1], &in6->sin6_addr, 16);
+    std::memcpy(&out[17], &in6->sin6_port, 2);
+    return 19;
+  }
+  return 0;
+}
+
 std::string to_string(const endpoint& ep) {
   char text[INET6_ADDRSTRLEN] = "?";
   if (ep.family() == AF_INET) {

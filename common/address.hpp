@@ -3,6 +3,8 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -37,6 +39,13 @@ struct endpoint {
 
 // Resolves with getaddrinfo (blocking: call it before the loop runs). Sets `why` on failure.
 [[nodiscard]] std::optional<endpoint> resolve(const host_port& hp, std::string& why);
+
+// The bytes that identify a peer: family (4 or 6), address and port, as they are in `sa`.
+inline constexpr std::size_t address_key_size = 19;
+using address_key = std::array<std::byte, address_key_size>;
+// Fills `out` (zero-padded) and returns how many bytes mean something: 7 for IPv4, 19 for IPv6,
+// 0 for any other family.
+std::size_t address_key_of(const sockaddr* sa, address_key& out) noexcept;
 
 // "127.0.0.1:7070" or "[::1]:7070".
 [[nodiscard]] std::string to_string(const endpoint& ep);

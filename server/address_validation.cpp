@@ -45,26 +45,6 @@ std::uint64_t load_le64(const std::byte* p) noexcept {
   return v;
 }
 
-// The bytes a token is bound to: address family, address and port.
-std::size_t address_bytes(const sockaddr* peer, std::byte* out) noexcept {
-  if (peer == nullptr) return 0;
-  if (peer->sa_family == AF_INET) {
-    const auto* in = reinterpret_cast<const sockaddr_in*>(peer);
-    out[0] = std::byte{4};
-    std::memcpy(out + 1, &in->sin_addr, 4);
-    std::memcpy(out + 5, &in->sin_port, 2);
-    return 7;
-  }
-  if (peer->sa_family == AF_INET6) {
-    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(peer);
-    out[0] = std::byte{6};
-    std::memcpy(out + 1, &in6->sin6_addr, 16);
-    std::memcpy(out + 17, &in6->sin6_port, 2);
-    return 19;
-  }
-  return 0;
-}
-
 }  // namespace
 
 std::uint64_t siphash24(const std::array<std::uint64_t, 2>& key,
@@ -98,10 +78,13 @@ address_validator::address_validator() {
 
 void address_validator::mac(std::uint32_t window, const sockaddr* peer,
                             std::byte* out) const noexcept {
-  std::byte msg[4 + 19]{};
+  // The token is bound to the window, the address family, the address and the port.
+  address_key key;
+  const auto n = address_key_of(peer, key);
+  std::byte msg[4 + address_key_size]{};
   for (int i = 0; i < 4; ++i) msg[i] = std::byte(window >> (8 * i));
-  const auto n = 4 + address_bytes(peer, msg + 4);
-  const std::span<const std::byte> in{msg, n};
+  std::memcpy(msg + 4, key.data(), n);
+  const std::span<const std::byte> in{msg, 4 + n};
   const std::uint64_t halves[2] = {siphash24(key_a_, in), siphash24(key_b_, in)};
   for (int h = 0; h < 2; ++h)
     for (int i = 0; i < 8; ++i) out[8 * h + i] = std::byte(halves[h] >> (8 * i));
@@ -118,8 +101,8 @@ protocol::address_token address_validator::issue(const sockaddr* peer,
 
 bool address_validator::valid(const protocol::address_token& token, const sockaddr* peer,
                               std::uint64_t now_ms) const noexcept {
-  std::byte bound[19];
-  if (address_bytes(peer, bound) == 0) return false;
+  address_key bound;
+  if (address_key_of(peer, bound) == 0) return false;
   std::uint32_t window = 0;
   for (int i = 3; i >= 0; --i) window = (window << 8) | std::to_integer<std::uint32_t>(token[i]);
   const auto now = static_cast<std::uint32_t>(now_ms / window_ms);

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <span>
 
+#include "common/address.hpp"
 #include "common/protocol.hpp"
 
 namespace ferry::server {

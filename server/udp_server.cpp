@@ -38,8 +38,9 @@ constexpr std::size_t serve_per_turn = 64;
 // While clients share the server, a turn is shorter, so that each is asked for its next GETs
 // soon: a client with a congestion window then keeps its part of every turn filled.
 constexpr std::size_t shared_turn = 16;
-// Waiting GETs across all clients; each holds its path, so this bounds their memory.
-constexpr std::size_t max_queued_total = 16'384;
+// Bytes of waiting GETs across all clients, paths included: a path may be 4096 bytes, so a
+// count alone would let queues of long paths outgrow the server's memory budget.
+constexpr std::size_t max_queued_bytes = 4u << 20;
 // Client entries older than this do not count as active; the table is pruned past max_clients.
 constexpr std::uint64_t client_active_ms = 60'000;
 constexpr std::size_t max_clients = 65'536;
@@ -269,6 +270,7 @@ void udp_server::stop() noexcept {
   clients_.clear();
   ready_.clear();
   queued_total_ = 0;
+  queued_bytes_ = 0;
 }
 
 void udp_server::request_stop() noexcept {
@@ -400,7 +402,8 @@ void udp_server::handle_get(client_state& c, std::uint64_t id, const protocol::g
   auto rel = normalize_wire_path(req.path);
   if (!rel) return send_error(c.peer, id, rel.error());
   if (rel->empty()) return send_error(c.peer, id, errc::not_regular);
-  if (c.queue.size() >= cfg_.max_client_queue || queued_total_ >= max_queued_total) {
+  const auto cost = sizeof(pending_get) + rel->size();
+  if (c.queue.size() >= cfg_.max_client_queue || queued_bytes_ + cost > max_queued_bytes) {
     // This client asks faster than it is served: its surplus is lost, as at a full router
     // queue, and its own congestion control slows it down. Nobody else waits for it.
     ++stats_.dropped_queue_full;
@@ -408,9 +411,10 @@ void udp_server::handle_get(client_state& c, std::uint64_t id, const protocol::g
   }
   c.queue.push_back(pending_get{id, std::move(*rel), req.offset, std::min(req.block_size, cfg_.max_block)});
   ++queued_total_;
+  queued_bytes_ += cost;
   if (!c.ready) {
     c.ready = true;
-    ready_.push_back(peer_key::of(c.peer.addr()));
+    ready_.push_back(c.key);
   }
   schedule_serving();
 }
@@ -469,6 +473,7 @@ void udp_server::serve_turn() noexcept {
     auto g = std::move(c.queue.front());
     c.queue.pop_front();
     --queued_total_;
+    queued_bytes_ -= sizeof(pending_get) + g.rel.size();
     try {
       serve_get(c, key, g);
     } catch (...) {
@@ -545,7 +550,7 @@ void udp_server::handle_stat(client_state& c, std::uint64_t id, const protocol::
   job->rel = std::move(*rel);
   job->root_fd = root_.get();
   job->has_client = true;
-  job->client = peer_key::of(c.peer.addr());
+  job->client = c.key;
   submit(std::move(job));
 }
 
@@ -560,7 +565,7 @@ void udp_server::handle_list(client_state& c, std::uint64_t id, const protocol::
   job->cursor = req.cursor;
   job->dirs = dirs_;
   job->has_client = true;
-  job->client = peer_key::of(c.peer.addr());
+  job->client = c.key;
   submit(std::move(job));
 }
 
@@ -763,15 +768,7 @@ void udp_server::send_data(const endpoint& peer, std::uint64_t id, std::uint64_t
 
 udp_server::peer_key udp_server::peer_key::of(const sockaddr* from) noexcept {
   peer_key key;
-  if (from != nullptr && from->sa_family == AF_INET) {
-    const auto* in = reinterpret_cast<const sockaddr_in*>(from);
-    std::memcpy(key.bytes.data(), &in->sin_addr, 4);
-    std::memcpy(key.bytes.data() + 16, &in->sin_port, 2);
-  } else if (from != nullptr && from->sa_family == AF_INET6) {
-    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(from);
-    std::memcpy(key.bytes.data(), &in6->sin6_addr, 16);
-    std::memcpy(key.bytes.data() + 16, &in6->sin6_port, 2);
-  }
+  (void)address_key_of(from, key.bytes);
   return key;
 }
 
@@ -792,6 +789,7 @@ udp_server::client_state* udp_server::client_for(const endpoint& peer) noexcept 
     }
     auto& c = clients_[key];
     c.peer = peer;
+    c.key = key;
     c.rate = token_bucket{cfg_.max_client_rate, now};
     return &c;
   } catch (...) {

@@ -112,7 +112,7 @@ class udp_server {
 
   // Identifies a client by its address and port.
   struct peer_key {
-    std::array<std::byte, 18> bytes{};  // address (16) and port (2)
+    address_key bytes{};  // family, address and port
     friend bool operator==(const peer_key&, const peer_key&) = default;
     static peer_key of(const sockaddr* sa) noexcept;
   };
@@ -129,6 +129,7 @@ class udp_server {
   // the GETs it has not yet served and what limits that client's share.
   struct client_state {
     endpoint peer;
+    peer_key key;
     std::deque<pending_get> queue;
     token_bucket rate;
     std::size_t jobs = 0;  // pool jobs in flight for it
@@ -219,6 +220,7 @@ class udp_server {
   // When forgotten clients were last heard from, for active_addresses(); a minute at most.
   std::unordered_map<peer_key, std::uint64_t, peer_key_hash> seen_;
   std::size_t queued_total_ = 0;
+  std::size_t queued_bytes_ = 0;  // of the waiting GETs, their paths included
   std::uint64_t turn_ = 0;
   std::size_t clients_last_turn_ = 0;
 

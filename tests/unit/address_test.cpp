@@ -142,3 +142,28 @@ TEST_CASE("endpoint::is_loopback") {
 }
 
 TEST_SUITE_END();
+
+TEST_CASE("address_key_of names family, address and port, and nothing else") {
+  sockaddr_in v4{};
+  v4.sin_family = AF_INET;
+  v4.sin_port = htons(7070);
+  REQUIRE(::inet_pton(AF_INET, "1.2.3.4", &v4.sin_addr) == 1);
+  sockaddr_in6 v6{};
+  v6.sin6_family = AF_INET6;
+  v6.sin6_port = htons(7070);
+  // The same leading bytes as the IPv4 address, so only the family tells them apart.
+  REQUIRE(::inet_pton(AF_INET6, "102:304::", &v6.sin6_addr) == 1);
+  ferry::address_key a{}, b{};
+  CHECK(ferry::address_key_of(reinterpret_cast<const sockaddr*>(&v4), a) == 7);
+  CHECK(ferry::address_key_of(reinterpret_cast<const sockaddr*>(&v6), b) == 19);
+  CHECK(a != b);
+  auto other_port = v4;
+  other_port.sin_port = htons(7071);
+  ferry::address_key c{};
+  (void)ferry::address_key_of(reinterpret_cast<const sockaddr*>(&other_port), c);
+  CHECK(a != c);
+  sockaddr unix_family{};
+  unix_family.sa_family = AF_UNIX;
+  CHECK(ferry::address_key_of(&unix_family, c) == 0);
+  CHECK(ferry::address_key_of(nullptr, c) == 0);
+}
