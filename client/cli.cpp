@@ -84,6 +84,9 @@ int main(int argc, char** argv) {
   auto* get = app.add_subcommand("get", "Fetch a file block by block, resuming a partial one");
   add_common(*get, get_o, true);
   get->add_option("-o,--output", out_path, "Write here (a directory keeps the remote name)");
+  get->add_option("--mirror", g.mirrors,
+                  "Another server with the same file, used at the same time (repeatable)")
+      ->type_name("ADDR");
   get->add_option("--block-size", g.block_size, "Bytes per block (default: largest unfragmented)")
       ->check(CLI::Range(1u, protocol::max_block_size));
   get->footer(
@@ -91,6 +94,7 @@ int main(int argc, char** argv) {
       "  ferry get 127.0.0.1:7070 sub/file.iso              writes ./file.iso\n"
       "  ferry get 127.0.0.1:7070 sub/file.iso -o /tmp/x.iso\n"
       "  ferry get 127.0.0.1:7070 -- -name-with-dash\n"
+      "  ferry get host1 big.iso --mirror host2 --mirror host3   from all three at once\n"
       "An interrupted get leaves OUT.part and OUT.part.state; rerun the same command to resume.\n");
 
   try {

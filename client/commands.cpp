@@ -188,7 +188,9 @@ std::string output_path_for(const std::string& remote, const std::optional<std::
 
 void run_get(const command_options& o, const get_options& g, std::ostream& out) {
   const auto target = output_path_for(o.path, g.output);
-  connection conn{resolve_address(o.address)};
+  std::vector<endpoint> servers{resolve_address(o.address)};
+  for (const auto& m : g.mirrors) servers.push_back(resolve_address(m));
+  connection_group group{servers};
   fetch_options fo;
   fo.block_size = g.block_size;
   fo.timeout = timeout_of(o);
@@ -203,7 +205,7 @@ void run_get(const command_options& o, const get_options& g, std::ostream& out) 
   }
   fetch_result r;
   try {
-    r = fetcher{conn, o.path, target, fo}.run();
+    r = fetcher{group.members(), o.path, target, fo}.run();
   } catch (...) {
     if (bar) bar->finish();
     throw;
@@ -216,7 +218,22 @@ void run_get(const command_options& o, const get_options& g, std::ostream& out) 
       human_bytes(r.seconds > 0 ? static_cast<double>(r.bytes_fetched) / r.seconds : 0),
       human_bytes(static_cast<double>(r.resumed_bytes)), r.requests, r.retransmits, r.duplicates,
       r.corrupt, r.block_size);
+  if (r.sources.size() > 1) {
+    for (const auto& s : r.sources)
+      log::info("{}: {} from {} ({} requests, {} retransmits, {} duplicates, {})", target,
+                human_bytes(static_cast<double>(s.bytes)), s.address, s.requests, s.retransmits,
+                s.duplicates, s.state);
+  }
   if (o.json) {
+    json sources = json::array();
+    for (const auto& s : r.sources)
+      sources.push_back(json{{"address", s.address},
+                             {"bytes", s.bytes},
+                             {"requests", s.requests},
+                             {"retransmits", s.retransmits},
+                             {"duplicates", s.duplicates},
+                             {"suspensions", s.suspensions},
+                             {"state", s.state}});
     print_json(out, json{{"path", o.path},
                          {"output", target},
                          {"size", r.size},
@@ -231,7 +248,8 @@ void run_get(const command_options& o, const get_options& g, std::ostream& out) 
                          {"seconds", r.seconds},
                          {"rate_bytes_per_s",
                           r.seconds > 0 ? static_cast<double>(r.bytes_fetched) / r.seconds : 0.0},
-                         {"digest", to_string(r.digest)}});
+                         {"digest", to_string(r.digest)},
+                         {"sources", sources}});
   }
 }
 

@@ -4,6 +4,7 @@
 #include <iosfwd>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "client/connection.hpp"
 
@@ -25,7 +26,8 @@ void run_stat(const command_options& o, std::ostream& out);
 struct get_options {
   std::optional<std::string> output;  // -o
   std::uint32_t block_size = 0;
-  bool progress = false;  // draw a progress bar on stderr
+  bool progress = false;             // draw a progress bar on stderr
+  std::vector<std::string> mirrors;  // more servers with the same tree, used at once
 };
 void run_get(const command_options& o, const get_options& g, std::ostream& out);
 

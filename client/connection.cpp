@@ -41,10 +41,12 @@ clock::duration rtt_estimator::rto() const noexcept {
   return std::min(base, max_rto);
 }
 
-connection::connection(const endpoint& server)
-    : server_{server}, recv_buf_{std::make_unique_for_overwrite<std::byte[]>(65536)} {
-  uv_check(uv_loop_init(&loop_), "uv_loop_init");
-  udp_ = std::make_unique<uv_owned<uv_udp_t>>(&loop_, uv_udp_init);
+connection::connection(const endpoint& server, uv_loop_t* shared)
+    : loop_{shared != nullptr ? shared : &own_loop_},
+      server_{server},
+      recv_buf_{std::make_unique_for_overwrite<std::byte[]>(65536)} {
+  if (shared == nullptr) uv_check(uv_loop_init(&own_loop_), "uv_loop_init");
+  udp_ = std::make_unique<uv_owned<uv_udp_t>>(loop_, uv_udp_init);
   udp_->get()->data = this;
   // Connected: the kernel then delivers only datagrams from the server's address.
   uv_check(uv_udp_connect(udp_->get(), server_.addr()), "cannot reach server address");
@@ -62,8 +64,9 @@ connection::connection(const endpoint& server)
 
 connection::~connection() {
   udp_.reset();
-  uv_run(&loop_, UV_RUN_DEFAULT);
-  (void)uv_loop_close(&loop_);
+  if (loop_ != &own_loop_) return;  // the loop's owner runs the close callback
+  uv_run(&own_loop_, UV_RUN_DEFAULT);
+  (void)uv_loop_close(&own_loop_);
 }
 
 int connection::path_mtu() const noexcept {
@@ -111,7 +114,7 @@ void connection::on_recv(uv_udp_t* h, ssize_t nread, const uv_buf_t* buf, const 
     self.handler_(*decoded);
   } catch (const std::exception& e) {
     log::debug("reply handler failed: {}", e.what());
-    uv_stop(&self.loop_);
+    uv_stop(self.loop_);
   }
 }
 
@@ -136,7 +139,7 @@ protocol::reply connection::call(const protocol::request& req, clock::duration t
   auto last_sign_of_life = clock::now();
   int token_rounds = 0;
   constexpr int max_token_rounds = 4;
-  uv_owned<uv_timer_t> timer{&loop_, uv_timer_init};
+  uv_owned<uv_timer_t> timer{loop_, uv_timer_init};
 
   struct ctx_t {
     connection* self;
@@ -159,7 +162,7 @@ protocol::reply connection::call(const protocol::request& req, clock::duration t
           auto& c = *static_cast<ctx_t*>(t->data);
           try {
             if (clock::now() - *c.alive >= c.timeout) {
-              uv_stop(&c.self->loop_);
+              uv_stop(c.self->loop_);
               return;
             }
             c.self->rtt_.backoff();
@@ -169,7 +172,7 @@ protocol::reply connection::call(const protocol::request& req, clock::duration t
             uv_timer_start(t, t->timer_cb, static_cast<std::uint64_t>(next), 0);
           } catch (...) {
             c.error = std::current_exception();
-            uv_stop(&c.self->loop_);
+            uv_stop(c.self->loop_);
           }
         },
         static_cast<std::uint64_t>(ms), 0);
@@ -194,10 +197,10 @@ protocol::reply connection::call(const protocol::request& req, clock::duration t
       return;
     }
     got = r.body;
-    uv_stop(&loop_);
+    uv_stop(loop_);
   });
   transmit();
-  uv_run(&loop_, UV_RUN_DEFAULT);
+  uv_run(loop_, UV_RUN_DEFAULT);
   set_handler(nullptr);
   uv_timer_stop(timer.get());
   if (ctx.error) std::rethrow_exception(ctx.error);
@@ -209,6 +212,30 @@ protocol::reply connection::call(const protocol::request& req, clock::duration t
             to_string(server_), std::chrono::duration<double>(timeout).count(), server_.port())};
   }
   return std::move(*got);
+}
+
+connection_group::connection_group(const std::vector<endpoint>& servers) {
+  uv_check(uv_loop_init(&loop_), "uv_loop_init");
+  try {
+    for (const auto& s : servers) conns_.push_back(std::make_unique<connection>(s, &loop_));
+  } catch (...) {
+    conns_.clear();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    (void)uv_loop_close(&loop_);
+    throw;
+  }
+}
+
+connection_group::~connection_group() {
+  conns_.clear();
+  uv_run(&loop_, UV_RUN_DEFAULT);  // lets the sockets' close callbacks free them
+  (void)uv_loop_close(&loop_);
+}
+
+std::vector<connection*> connection_group::members() const {
+  std::vector<connection*> out;
+  for (const auto& c : conns_) out.push_back(c.get());
+  return out;
 }
 
 }  // namespace ferry::client

@@ -9,6 +9,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "common/address.hpp"
 #include "common/codec.hpp"
@@ -40,12 +41,14 @@ class rtt_estimator {
   int backoff_ = 0;
 };
 
-// One UDP socket connected to one server, on a loop this object owns. Replies are decoded
-// (with the same care as the server decodes requests) and handed to the current handler.
+// One UDP socket connected to one server. Replies are decoded (with the same care as the server
+// decodes requests) and handed to the current handler.
 class connection {
  public:
-  // Resolves nothing: `server` is already an address. Throws failure on socket errors.
-  explicit connection(const endpoint& server);
+  // Resolves nothing: `server` is already an address. The socket lives on `shared`, which must
+  // outlive this object and be run after it is destroyed, or else on a loop of its own.
+  // Throws failure on socket errors.
+  explicit connection(const endpoint& server, uv_loop_t* shared = nullptr);
   ~connection();
   connection(const connection&) = delete;
   connection& operator=(const connection&) = delete;
@@ -62,7 +65,7 @@ class connection {
   protocol::reply call(const protocol::request& req, clock::duration timeout);
 
   void set_handler(reply_handler h) { handler_ = std::move(h); }
-  [[nodiscard]] uv_loop_t* loop() noexcept { return &loop_; }
+  [[nodiscard]] uv_loop_t* loop() noexcept { return loop_; }
   [[nodiscard]] const endpoint& server() const noexcept { return server_; }
   [[nodiscard]] rtt_estimator& rtt() noexcept { return rtt_; }
   [[nodiscard]] std::uint64_t first_id() const noexcept { return first_id_; }
@@ -77,7 +80,8 @@ class connection {
   static void on_recv(uv_udp_t* h, ssize_t nread, const uv_buf_t* buf, const sockaddr* from,
                       unsigned flags) noexcept;
 
-  uv_loop_t loop_{};
+  uv_loop_t own_loop_{};
+  uv_loop_t* loop_;
   endpoint server_;
   std::unique_ptr<uv_owned<uv_udp_t>> udp_;
   std::unique_ptr<std::byte[]> recv_buf_;
@@ -89,6 +93,22 @@ class connection {
   std::uint64_t token_replies_ = 0;
   // The server's proof that we receive at our address; every request echoes it.
   std::optional<protocol::address_token> token_;
+};
+
+// Connections to several servers on one loop that this object owns, so that one fetcher can
+// drive them all. Throws failure on socket errors.
+class connection_group {
+ public:
+  explicit connection_group(const std::vector<endpoint>& servers);
+  ~connection_group();
+  connection_group(const connection_group&) = delete;
+  connection_group& operator=(const connection_group&) = delete;
+
+  [[nodiscard]] std::vector<connection*> members() const;
+
+ private:
+  uv_loop_t loop_{};
+  std::vector<std::unique_ptr<connection>> conns_;
 };
 
 }  // namespace ferry::client

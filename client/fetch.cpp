@@ -21,6 +21,10 @@ constexpr std::size_t max_remembered_losses = 4096;
 constexpr auto tick = std::chrono::milliseconds{5};
 constexpr auto flush_every = std::chrono::milliseconds{500};
 constexpr auto progress_every = std::chrono::milliseconds{200};
+// With several sources: silence for this long (or four RTTs) sets a source aside, and a
+// source set aside is asked whether it is back this often.
+constexpr auto silent_after = std::chrono::seconds{1};
+constexpr auto probe_every = std::chrono::seconds{1};
 // Error replies to GETs that a STAT of the same version then contradicts; past this many the
 // server is taken at its word.
 constexpr int max_contradicted_errors = 32;
@@ -67,20 +71,217 @@ protocol::stat_reply stat_with_digest(connection& conn, const std::string& path,
 
 fetcher::fetcher(connection& conn, std::string remote_path, std::filesystem::path out,
                  fetch_options opt)
-    : conn_{conn}, path_{std::move(remote_path)}, out_{std::move(out)}, opt_{std::move(opt)} {}
+    : fetcher{std::vector<connection*>{&conn}, std::move(remote_path), std::move(out),
+              std::move(opt)} {}
+
+fetcher::fetcher(std::vector<connection*> sources, std::string remote_path,
+                 std::filesystem::path out, fetch_options opt)
+    : sources_(sources.size()),
+      path_{std::move(remote_path)},
+      out_{std::move(out)},
+      opt_{std::move(opt)} {
+  if (sources.empty()) throw failure{exit_code::usage, "no server to fetch from"};
+  for (std::size_t i = 0; i < sources.size(); ++i) {
+    if (sources[i]->loop() != sources[0]->loop())
+      throw failure{exit_code::internal, "the sources of one fetch must share a loop"};
+    sources_[i].conn = sources[i];
+    sources_[i].result.address = to_string(sources[i]->server());
+  }
+}
+
+failure fetcher::mismatch(const source& s, const protocol::stat_reply& st,
+                          const source& ref) const {
+  return failure{
+      exit_code::integrity,
+      fmt::format("{} serves another version of '{}' ({} bytes, digest {}) than {} ({} bytes, "
+                  "digest {}); every source must serve the same file, so leave it out or update it",
+                  s.result.address, path_, st.size, to_string(st.digest), ref.result.address,
+                  expected_size_, expected_digest_ ? to_string(*expected_digest_) : "?")};
+}
+
+namespace {
+
+// One source's answer to the STATs that stat_all() sends.
+struct stat_answer {
+  enum class kind { none, file, refused } what = kind::none;
+  protocol::stat_reply st;
+  errc code = errc::ok;
+};
+
+// STATs every connection (all on one loop) at once, each until it gives the file's digest or
+// refuses; waits for all of them, but once one has answered, for at most `grace` longer, and
+// for at most `timeout` in all. Unanswered sources are left `none`.
+std::vector<stat_answer> stat_all(const std::vector<connection*>& conns, const std::string& path,
+                                  clock::duration timeout, clock::duration grace) {
+  struct pending {
+    std::uint64_t first_id = 0, last_id = 0;
+    clock::time_point next_send{}, sent{};
+    clock::duration poll = std::chrono::milliseconds{2};
+    bool done = false;
+  };
+  std::vector<stat_answer> answers(conns.size());
+  std::vector<pending> p(conns.size());
+  const auto start = clock::now();
+  std::optional<clock::time_point> first_answer;
+  uv_loop_t* loop = conns[0]->loop();
+  auto finished = [&] {
+    const auto now = clock::now();
+    if (std::all_of(p.begin(), p.end(), [](auto& x) { return x.done; })) return true;
+    if (first_answer && now - *first_answer >= grace) return true;
+    return now - start >= timeout;
+  };
+  for (std::size_t i = 0; i < conns.size(); ++i) {
+    p[i].first_id = conns[i]->next_id();
+    conns[i]->set_handler([&, i](const codec::decoded_reply& r) {
+      auto& x = p[i];
+      const auto id = r.hdr.request_id;
+      if (x.done || id < x.first_id || id >= conns[i]->next_id()) return;
+      const auto now = clock::now();
+      if (id == x.last_id) conns[i]->rtt().sample(now - x.sent);
+      if (std::holds_alternative<protocol::token_reply>(r.body)) {
+        x.next_send = now;  // ask again at once, with the token
+      } else if (auto* e = std::get_if<protocol::error_reply>(&r.body)) {
+        if (e->code == errc::busy) {
+          x.next_send = now + std::chrono::milliseconds{20};
+        } else {
+          answers[i] = {stat_answer::kind::refused, {}, e->code};
+          x.done = true;
+        }
+      } else if (auto* st = std::get_if<protocol::stat_reply>(&r.body)) {
+        if (st->type == protocol::entry_type::file && !st->digest_ready) {
+          // Being hashed there: poll gently.
+          x.next_send = now + x.poll;
+          x.poll = std::min<clock::duration>(x.poll * 2, std::chrono::milliseconds{100});
+        } else {
+          answers[i] = {stat_answer::kind::file, *st, errc::ok};
+          x.done = true;
+        }
+      }
+      if (x.done && !first_answer) first_answer = now;
+      if (finished()) uv_stop(loop);
+    });
+  }
+  uv_owned<uv_timer_t> timer{loop, uv_timer_init};
+  struct tick_ctx {
+    std::function<void()> fn;
+  } ctx{[&] {
+    const auto now = clock::now();
+    for (std::size_t i = 0; i < conns.size(); ++i) {
+      auto& x = p[i];
+      if (x.done || now < x.next_send) continue;
+      if (x.last_id != 0) conns[i]->rtt().backoff();
+      x.last_id = conns[i]->send(protocol::stat_request{path});
+      x.sent = now;
+      x.next_send = now + conns[i]->rtt().rto();
+    }
+    if (finished()) uv_stop(loop);
+  }};
+  timer.get()->data = &ctx;
+  ctx.fn();
+  uv_timer_start(
+      timer.get(), [](uv_timer_t* t) { static_cast<tick_ctx*>(t->data)->fn(); }, 2, 2);
+  if (!finished()) uv_run(loop, UV_RUN_DEFAULT);
+  uv_timer_stop(timer.get());
+  for (auto* c : conns) c->set_handler(nullptr);
+  return answers;
+}
+
+}  // namespace
+
+protocol::stat_reply fetcher::establish() {
+  const bool first_time = !expected_digest_;
+  std::vector<connection*> conns;
+  for (const auto& s : sources_) conns.push_back(s.conn);
+  // Mirrors that have not answered a little after the first are not waited for: they are
+  // probed during the transfer, and used once they prove to serve the same file.
+  const auto answers = stat_all(conns, path_, opt_.timeout, std::chrono::milliseconds{300});
+  // The primary is the reference when it answered; otherwise the first source that did.
+  std::size_t ref = answers.size();
+  for (std::size_t i = 0; i < answers.size() && ref == answers.size(); ++i)
+    if (answers[i].what != stat_answer::kind::none && sources_[i].state != source_state::dropped)
+      ref = i;
+  if (ref == answers.size()) {
+    std::string names;
+    for (const auto& s : sources_) names += (names.empty() ? "" : ", ") + s.result.address;
+    throw failure{exit_code::network,
+                  fmt::format("no answer from {} for {:g} s (is ferryd running there? is the UDP "
+                              "port open?)",
+                              names, std::chrono::duration<double>(opt_.timeout).count())};
+  }
+  const auto refusal = [&](std::size_t i) {
+    const auto& a = answers[i];
+    const auto code = a.what == stat_answer::kind::refused ? a.code : errc::not_regular;
+    try {
+      throw_refused(path_, code);
+    } catch (const failure& f) {
+      return failure{f.code(), fmt::format("{}: {}", sources_[i].result.address, f.what())};
+    }
+  };
+  const auto is_file = [&](std::size_t i) {
+    return answers[i].what == stat_answer::kind::file &&
+           answers[i].st.type == protocol::entry_type::file;
+  };
+  if (!is_file(ref)) throw refusal(ref);
+  auto reference = answers[ref].st;
+  if (!first_time && (reference.size != expected_size_ || reference.digest != *expected_digest_))
+    log::warn("{}: the file changed on the servers", path_);
+  expected_size_ = reference.size;
+  expected_digest_ = reference.digest;
+  for (std::size_t i = 0; i < answers.size(); ++i) {
+    auto& s = sources_[i];
+    if (s.state == source_state::dropped) continue;
+    if (answers[i].what == stat_answer::kind::none) {
+      log::warn("{} does not answer; going on without it until it does", s.result.address);
+      s.state = source_state::silent;
+      s.verified = false;
+      continue;
+    }
+    const auto& st = answers[i].st;
+    std::optional<failure> problem;
+    if (!is_file(i))
+      problem = refusal(i);
+    else if (st.size != expected_size_ || st.digest != *expected_digest_)
+      problem = mismatch(s, st, sources_[ref]);
+    if (problem && first_time) throw *problem;
+    if (problem) {
+      log::warn("{}; no longer using it", problem->what());
+      s.state = source_state::dropped;
+      continue;
+    }
+    reference.max_block = std::min(reference.max_block, st.max_block);
+    s.version = st.version;
+    s.verified = true;
+    s.state = source_state::live;
+  }
+  return reference;
+}
 
 fetch_result fetcher::run() {
   const auto started = clock::now();
-  auto reply = conn_.call(protocol::stat_request{path_}, opt_.timeout);
-  if (auto* e = std::get_if<protocol::error_reply>(&reply)) throw_refused(path_, e->code);
-  auto* st = std::get_if<protocol::stat_reply>(&reply);
-  if (st == nullptr) throw failure{exit_code::internal, "unexpected reply to STAT"};
-  if (st->type != protocol::entry_type::file) throw_refused(path_, errc::not_regular);
+  const bool multi = sources_.size() > 1;
+  connection& primary = *sources_[0].conn;
+  protocol::stat_reply st;
+  if (multi) {
+    st = establish();
+  } else {
+    auto reply = primary.call(protocol::stat_request{path_}, opt_.timeout);
+    if (auto* e = std::get_if<protocol::error_reply>(&reply)) throw_refused(path_, e->code);
+    auto* got = std::get_if<protocol::stat_reply>(&reply);
+    if (got == nullptr) throw failure{exit_code::internal, "unexpected reply to STAT"};
+    if (got->type != protocol::entry_type::file) throw_refused(path_, errc::not_regular);
+    st = *got;
+    sources_[0].version = st.version;
+    sources_[0].verified = true;
+  }
 
-  auto version = st->version;
-  auto block = choose_block_size(conn_, opt_.block_size, st->max_block);
-  log::debug("{}: {} bytes; block size {} (path MTU {}, server cap {})", path_, version.size, block,
-             conn_.path_mtu(), st->max_block);
+  // The part file is keyed by the primary's version when it answered, so a rerun resumes.
+  const auto ref =
+      std::find_if(sources_.begin(), sources_.end(), [](auto& s) { return s.verified; });
+  auto version = ref->version;
+  const auto& ref_conn = *ref->conn;
+  auto block = choose_block_size(ref_conn, opt_.block_size, st.max_block);
+  log::debug("{}: {} bytes; block size {} (path MTU {}, server cap {})", path_, st.size, block,
+             ref_conn.path_mtu(), st.max_block);
   part_file part{out_, version, block};
   if (part.resumed())
     log::info("{}: resuming, {} of {} blocks already in {}", path_, part.done_blocks(),
@@ -91,7 +292,7 @@ fetch_result fetcher::run() {
   bool retried_digest = false;
 
   for (;;) {
-    const auto o = transfer(part, version);
+    const auto o = transfer(part);
     if (o == outcome::complete) {
       part.flush();
       protocol::digest128 local;
@@ -101,28 +302,56 @@ fetch_result fetcher::run() {
         throw failure{exit_code::local_io, fmt::format("cannot read back '{}': {}",
                                                        part.data_path().string(), e.what())};
       }
-      const auto remote = stat_with_digest(conn_, path_, opt_.timeout);
-      if (remote.version != version) {
-        // Changed after our last block but before the check: the data may be mixed.
-        stale_.push_back(version);
-        version = remote.version;
-      } else if (remote.digest == local) {
+      // With several sources, every source was checked against the digest before it was used.
+      auto want = expected_digest_;
+      if (!multi) {
+        const auto remote = stat_with_digest(primary, path_, opt_.timeout);
+        if (remote.version == version) {
+          want = remote.digest;
+        } else {
+          // Changed after our last block but before the check: the data may be mixed.
+          stale_.push_back(version);
+          version = remote.version;
+          sources_[0].version = version;
+        }
+      }
+      if (want && *want == local) {
         stats_.digest = local;
         break;
-      } else if (!retried_digest) {
+      }
+      if (want && !retried_digest) {
         log::warn("{}: digest mismatch, fetching the whole file again", path_);
         retried_digest = true;
         part.restart(version, part.block_size());
         continue;
-      } else {
+      }
+      if (want) {
         part.restart(version, part.block_size());  // nothing in it can be trusted
         throw failure{exit_code::integrity,
                       fmt::format("{}: digest mismatch after a full refetch (local {}, server {})",
-                                  path_, to_string(local), to_string(remote.digest))};
+                                  path_, to_string(local), to_string(*want))};
       }
+    } else if (multi) {
+      // Every source was set aside, or the file changed: look at all of them again.
+      const auto old_digest = *expected_digest_;
+      const auto old_size = expected_size_;
+      for (auto& s : sources_) s.state = source_state::live;
+      const auto now = establish();
+      if (now.max_block < part.block_size()) {
+        block = std::min(block, now.max_block);
+        version = now.version;
+        part.restart(version, block);
+        continue;
+      }
+      if (now.size == old_size && now.digest == old_digest) {
+        if (++errors_confirmed_away_ > max_contradicted_errors) throw_refused(path_, last_error_);
+        continue;
+      }
+      stale_.push_back(version);
+      version = now.version;
     } else {
       // A reply named another version, or a smaller block cap: ask what the file is now.
-      auto now = conn_.call(protocol::stat_request{path_}, opt_.timeout);
+      auto now = primary.call(protocol::stat_request{path_}, opt_.timeout);
       if (auto* e = std::get_if<protocol::error_reply>(&now)) throw_refused(path_, e->code);
       auto* cur = std::get_if<protocol::stat_reply>(&now);
       if (o == outcome::error_reply && cur != nullptr && cur->version == version) {
@@ -135,11 +364,13 @@ fetch_result fetcher::run() {
         block = std::min(block, cur->max_block);
         part.restart(cur->version, block);
         version = cur->version;
+        sources_[0].version = version;
         continue;
       }
       if (cur->version == version) continue;  // a late reply about an old version
       stale_.push_back(version);
       version = cur->version;
+      sources_[0].version = version;
     }
     // The file changed on the server: start over on the new version, a bounded number of times.
     if (++stats_.restarts > opt_.max_restarts)
@@ -153,20 +384,21 @@ fetch_result fetcher::run() {
   stats_.size = part.size();
   stats_.block_size = part.block_size();
   stats_.seconds = seconds_since(started);
-  stats_.corrupt = conn_.malformed();
+  for (auto& s : sources_) {
+    stats_.corrupt += s.conn->malformed();
+    s.result.state = s.state == source_state::live     ? "live"
+                     : s.state == source_state::silent ? "silent"
+                                                       : "dropped";
+    stats_.sources.push_back(s.result);
+  }
   return stats_;
 }
 
-fetcher::outcome fetcher::transfer(part_file& part, const protocol::file_version& version) {
+fetcher::outcome fetcher::transfer(part_file& part) {
   part_ = &part;
-  version_ = version;
   in_flight_.assign(part.block_count(), 0);
-  flights_.clear();
-  lost_by_order_.clear();
-  order_.clear();
   retransmit_.clear();
   scan_ = 0;
-  first_id_ = conn_.next_id();
   outcome_ = part.done_blocks() == part.block_count() ? outcome::complete : outcome::running;
   error_ = nullptr;
   last_progress_ = last_flush_ = clock::now();
@@ -177,20 +409,33 @@ fetcher::outcome fetcher::transfer(part_file& part, const protocol::file_version
     // The kernel counts its own overhead per datagram, hence the margin.
     const auto per_block = static_cast<std::size_t>(part.block_size()) + 512;
     max_window_ = static_cast<std::uint32_t>(
-        std::clamp<std::size_t>(conn_.receive_buffer() / per_block, 8, 8192));
+        std::clamp<std::size_t>(sources_[0].conn->receive_buffer() / per_block, 8, 8192));
   }
-  cwnd_ = std::min<double>(16, max_window_);
+  for (auto& s : sources_) {
+    s.flights.clear();
+    s.order.clear();
+    s.lost_by_order.clear();
+    s.seq = 0;
+    s.first_id = s.conn->next_id();
+    s.cwnd = s.prior_cwnd = std::min<double>(16, max_window_);
+    s.ssthresh = s.prior_ssthresh = 1e9;
+    s.undone = false;
+    s.reorder_threshold = 3;
+    s.recovery_start = s.last_backoff = clock::time_point{};
+    s.last_heard = s.next_probe = last_progress_;
+  }
   if (outcome_ == outcome::complete) return outcome_;
 
-  uv_owned<uv_timer_t> timer{conn_.loop(), uv_timer_init};
+  uv_loop_t* loop = sources_[0].conn->loop();
+  uv_owned<uv_timer_t> timer{loop, uv_timer_init};
   timer.get()->data = this;
   uv_timer_start(
       timer.get(), [](uv_timer_t* t) { static_cast<fetcher*>(t->data)->on_tick(); }, tick.count(),
       tick.count());
   // Ctrl-C or a polite kill: record every finished block before leaving, so a rerun fetches
   // none of them again.
-  uv_owned<uv_signal_t> sigint{conn_.loop(), uv_signal_init};
-  uv_owned<uv_signal_t> sigterm{conn_.loop(), uv_signal_init};
+  uv_owned<uv_signal_t> sigint{loop, uv_signal_init};
+  uv_owned<uv_signal_t> sigterm{loop, uv_signal_init};
   auto on_signal = [](uv_signal_t* h, int signum) {
     auto& self = *static_cast<fetcher*>(h->data);
     self.error_ = std::make_exception_ptr(
@@ -201,10 +446,11 @@ fetcher::outcome fetcher::transfer(part_file& part, const protocol::file_version
   for (auto* s : {&sigint, &sigterm}) s->get()->data = this;
   uv_signal_start(sigint.get(), on_signal, SIGINT);
   uv_signal_start(sigterm.get(), on_signal, SIGTERM);
-  conn_.set_handler([this](const codec::decoded_reply& r) { on_reply(r); });
+  for (auto& s : sources_)
+    s.conn->set_handler([this, &s](const codec::decoded_reply& r) { on_reply(s, r); });
   pump();
-  if (outcome_ == outcome::running) uv_run(conn_.loop(), UV_RUN_DEFAULT);
-  conn_.set_handler(nullptr);
+  if (outcome_ == outcome::running) uv_run(loop, UV_RUN_DEFAULT);
+  for (auto& s : sources_) s.conn->set_handler(nullptr);
   uv_timer_stop(timer.get());
   part.flush();
   if (opt_.on_progress) opt_.on_progress(part.done_bytes(), part.size());
@@ -214,69 +460,194 @@ fetcher::outcome fetcher::transfer(part_file& part, const protocol::file_version
 
 void fetcher::finish(outcome o) {
   outcome_ = o;
-  uv_stop(conn_.loop());
+  uv_stop(sources_[0].conn->loop());
 }
 
-void fetcher::send_block(std::uint64_t index, bool retransmit) {
+std::size_t fetcher::usable_sources() const noexcept {
+  return static_cast<std::size_t>(std::count_if(
+      sources_.begin(), sources_.end(), [](auto& s) { return s.state != source_state::dropped; }));
+}
+
+void fetcher::set_aside(source& s, source_state state) {
+  // Whatever it still owes goes to the others at once.
+  for (const auto& [id, f] : s.flights) {
+    --in_flight_[f.index];
+    if (!part_->is_done(f.index) && in_flight_[f.index] == 0) retransmit_.push_back(f.index);
+  }
+  s.flights.clear();
+  s.order.clear();
+  s.lost_by_order.clear();
+  s.state = state;
+  s.next_probe = clock::now();
+}
+
+void fetcher::drop(source& s, outcome why, const std::string& message) {
+  if (usable_sources() <= 1) return finish(why);
+  log::warn("{}; no longer using it", message);
+  set_aside(s, source_state::dropped);
+  pump();
+}
+
+void fetcher::send_block(source& s, std::uint64_t index, bool retransmit) {
   protocol::get_request req{path_, index * part_->block_size(), part_->block_size()};
-  const auto id = conn_.send(req);
-  flights_.emplace(id, flight{index, clock::now(), seq_++});
-  order_.push_back(id);
+  if (s.flights.empty()) s.last_heard = std::max(s.last_heard, clock::now());
+  const auto id = s.conn->send(req);
+  s.flights.emplace(id, flight{index, clock::now(), s.seq++});
+  s.order.push_back(id);
   ++in_flight_[index];
   ++stats_.requests;
-  if (retransmit) ++stats_.retransmits;
+  ++s.result.requests;
+  if (retransmit) {
+    ++stats_.retransmits;
+    ++s.result.retransmits;
+  }
+}
+
+bool fetcher::endgame_pick(const source& s, std::uint64_t& index) const {
+  // The oldest request outstanding at another source, for a block no one else was asked for.
+  const source* best = nullptr;
+  const flight* oldest = nullptr;
+  for (const auto& o : sources_) {
+    if (&o == &s || o.state != source_state::live) continue;
+    for (const auto id : o.order) {
+      auto it = o.flights.find(id);
+      if (it == o.flights.end()) continue;
+      const auto& f = it->second;
+      if (part_->is_done(f.index) || in_flight_[f.index] != 1) continue;
+      if (oldest == nullptr || f.sent < oldest->sent) {
+        best = &o;
+        oldest = &f;
+      }
+      break;
+    }
+  }
+  if (best == nullptr) return false;
+  index = oldest->index;
+  return true;
+}
+
+bool fetcher::pump_source(source& s) {
+  while (!retransmit_.empty()) {
+    const auto index = retransmit_.front();
+    retransmit_.pop_front();
+    if (part_->is_done(index) || in_flight_[index] != 0) continue;
+    send_block(s, index, true);
+    return true;
+  }
+  while (scan_ < part_->block_count() && (part_->is_done(scan_) || in_flight_[scan_] != 0)) ++scan_;
+  if (scan_ < part_->block_count()) {
+    send_block(s, scan_++, false);
+    return true;
+  }
+  // Near the end, ask a second source for what the others still owe, so one slow server
+  // cannot hold up the finish.
+  std::uint64_t index = 0;
+  if (sources_.size() > 1 && endgame_pick(s, index)) {
+    send_block(s, index, false);
+    return true;
+  }
+  return false;
 }
 
 void fetcher::pump() {
-  while (outcome_ == outcome::running && static_cast<double>(flights_.size()) < cwnd_) {
-    if (!retransmit_.empty()) {
-      const auto index = retransmit_.front();
-      retransmit_.pop_front();
-      if (!part_->is_done(index) && in_flight_[index] == 0) send_block(index, true);
-      continue;
+  // Sources take turns a block at a time, so none gets every new block just by being first;
+  // a faster source frees its window sooner and so is asked for more.
+  const auto n = sources_.size();
+  for (bool sent = true; sent && outcome_ == outcome::running;) {
+    sent = false;
+    for (std::size_t k = 0; k < n; ++k) {
+      auto& s = sources_[(next_source_ + k) % n];
+      if (s.state != source_state::live || static_cast<double>(s.flights.size()) >= s.cwnd)
+        continue;
+      sent = pump_source(s) || sent;
     }
-    while (scan_ < part_->block_count() && (part_->is_done(scan_) || in_flight_[scan_] != 0))
-      ++scan_;
-    if (scan_ >= part_->block_count()) break;
-    send_block(scan_++, false);
   }
+  next_source_ = (next_source_ + 1) % n;
 }
 
-void fetcher::declare_lost(const flight& f, bool by_timeout) {
+void fetcher::declare_lost(source& s, const flight& f, bool by_timeout) {
   --in_flight_[f.index];
   if (!part_->is_done(f.index) && in_flight_[f.index] == 0) retransmit_.push_back(f.index);
   // One window reduction per round trip, as NewReno's recovery period.
-  if (f.sent > recovery_start_) {
-    prior_cwnd_ = cwnd_;
-    prior_ssthresh_ = ssthresh_;
-    undone_ = by_timeout;  // a timeout is never undone
-    ssthresh_ = std::max(cwnd_ / 2, min_window);
-    cwnd_ = by_timeout ? min_window : ssthresh_;
-    recovery_start_ = clock::now();
+  if (f.sent > s.recovery_start) {
+    s.prior_cwnd = s.cwnd;
+    s.prior_ssthresh = s.ssthresh;
+    s.undone = by_timeout;  // a timeout is never undone
+    s.ssthresh = std::max(s.cwnd / 2, min_window);
+    s.cwnd = by_timeout ? min_window : s.ssthresh;
+    s.recovery_start = clock::now();
   }
 }
 
-void fetcher::on_reply(const codec::decoded_reply& r) {
+void fetcher::on_probe_reply(source& s, const protocol::reply& body) {
+  if (std::holds_alternative<protocol::token_reply>(body)) {
+    s.next_probe = clock::now();  // ask again at once, with the token
+    return;
+  }
+  if (auto* e = std::get_if<protocol::error_reply>(&body)) {
+    if (e->code != errc::busy)
+      drop(s, outcome::error_reply,
+           fmt::format("{} refuses '{}' now ({})", s.result.address, path_,
+                       protocol::to_string(e->code)));
+    return;
+  }
+  auto* st = std::get_if<protocol::stat_reply>(&body);
+  if (st == nullptr) return;
+  if (!s.verified) {
+    if (st->type == protocol::entry_type::file && !st->digest_ready) return;  // probe again
+    if (st->type != protocol::entry_type::file || st->size != expected_size_ ||
+        st->digest != *expected_digest_) {
+      // Its first answer: a mirror that never served this file is refused, as at the start.
+      const auto ref =
+          std::find_if(sources_.begin(), sources_.end(), [](auto& o) { return o.verified; });
+      error_ = std::make_exception_ptr(mismatch(s, *st, *ref));
+      return finish(outcome::failed);
+    }
+    s.version = st->version;
+    s.verified = true;
+  } else if (st->version != s.version) {
+    return drop(s, outcome::version_changed,
+                fmt::format("{} now serves another version of '{}'", s.result.address, path_));
+  }
+  if (st->max_block < part_->block_size())
+    return drop(
+        s, outcome::block_cap_changed,
+        fmt::format("{} now serves blocks of at most {} bytes", s.result.address, st->max_block));
+  log::info("{} answers again; using it", s.result.address);
+  s.state = source_state::live;
+  s.cwnd = s.prior_cwnd = min_window;
+  s.ssthresh = s.prior_ssthresh = 1e9;
+  s.last_heard = clock::now();
+  pump();
+}
+
+void fetcher::on_reply(source& s, const codec::decoded_reply& r) {
   const auto id = r.hdr.request_id;
-  if (id < first_id_ || id >= conn_.next_id() || outcome_ != outcome::running) return;
+  if (id < s.first_id || id >= s.conn->next_id() || outcome_ != outcome::running) return;
   const auto now = clock::now();
+  s.last_heard = now;
+  if (s.state == source_state::dropped) return;
+  if (s.state == source_state::silent) {
+    if (id == s.probe_id) on_probe_reply(s, r.body);
+    return;
+  }
   std::uint64_t acked_seq = 0, acked_index = 0;
   bool matched = false;
-  if (auto it = flights_.find(id); it != flights_.end()) {
-    conn_.rtt().sample(now - it->second.sent);
+  if (auto it = s.flights.find(id); it != s.flights.end()) {
+    s.conn->rtt().sample(now - it->second.sent);
     acked_seq = it->second.seq;
     acked_index = it->second.index;
     matched = true;
     --in_flight_[it->second.index];
-    flights_.erase(it);
-  } else if (lost_by_order_.erase(id) != 0) {
+    s.flights.erase(it);
+  } else if (s.lost_by_order.erase(id) != 0) {
     // The network reordered, it did not drop: wait for more before calling a request lost, and
     // take back the window cut this false loss caused (as RACK and F-RTO do).
-    reorder_threshold_ = std::min(reorder_threshold_ * 2, max_reorder_threshold);
-    if (!undone_) {
-      cwnd_ = std::max(cwnd_, prior_cwnd_);
-      ssthresh_ = std::max(ssthresh_, prior_ssthresh_);
-      undone_ = true;
+    s.reorder_threshold = std::min(s.reorder_threshold * 2, max_reorder_threshold);
+    if (!s.undone) {
+      s.cwnd = std::max(s.cwnd, s.prior_cwnd);
+      s.ssthresh = std::max(s.ssthresh, s.prior_ssthresh);
+      s.undone = true;
     }
   }
 
@@ -292,8 +663,8 @@ void fetcher::on_reply(const codec::decoded_reply& r) {
     if (e->code == errc::busy) {
       last_progress_ = now;  // alive, but loaded: slow down and ask again
       if (matched) {
-        ssthresh_ = std::max(cwnd_ / 2, min_window);
-        cwnd_ = ssthresh_;
+        s.ssthresh = std::max(s.cwnd / 2, min_window);
+        s.cwnd = s.ssthresh;
         if (!part_->is_done(acked_index) && in_flight_[acked_index] == 0)
           retransmit_.push_back(acked_index);
       }
@@ -302,24 +673,30 @@ void fetcher::on_reply(const codec::decoded_reply& r) {
     // STAT already said the file is there: confirm before giving up, since a request damaged
     // on the way can draw a true "not found" for a path we never asked for.
     last_error_ = e->code;
-    return finish(outcome::error_reply);
+    return drop(
+        s, outcome::error_reply,
+        fmt::format("{} refuses '{}' ({})", s.result.address, path_, protocol::to_string(e->code)));
   }
   auto* d = std::get_if<protocol::data_reply>(&r.body);
   if (d == nullptr) return;
-  if (d->version != version_) {
+  if (d->version != s.version) {
     if (std::find(stale_.begin(), stale_.end(), d->version) != stale_.end()) return;
-    return finish(outcome::version_changed);
+    return drop(s, outcome::version_changed,
+                fmt::format("{} now serves another version of '{}'", s.result.address, path_));
   }
   const auto block = part_->block_size();
   const auto index = d->offset / block;
   if (d->offset % block != 0 || index >= part_->block_count()) return;
   if (d->length != part_->block_length(index)) {
-    if (d->length < part_->block_length(index)) return finish(outcome::block_cap_changed);
+    if (d->length < part_->block_length(index))
+      return drop(s, outcome::block_cap_changed,
+                  fmt::format("{} now serves shorter blocks", s.result.address));
     return;
   }
   last_progress_ = now;
   if (part_->is_done(index)) {
     ++stats_.duplicates;
+    ++s.result.duplicates;
   } else {
     try {
       part_->store(index, {d->payload, d->length});
@@ -328,25 +705,26 @@ void fetcher::on_reply(const codec::decoded_reply& r) {
       return finish(outcome::failed);
     }
     stats_.bytes_fetched += d->length;
-    cwnd_ += cwnd_ < ssthresh_ ? 1.0 : 1.0 / cwnd_;
-    cwnd_ = std::min<double>(cwnd_, max_window_);
+    s.result.bytes += d->length;
+    s.cwnd += s.cwnd < s.ssthresh ? 1.0 : 1.0 / s.cwnd;
+    s.cwnd = std::min<double>(s.cwnd, max_window_);
     if (part_->done_blocks() == part_->block_count()) return finish(outcome::complete);
   }
   // Requests sent well before this one and still unanswered are taken as lost.
   if (matched) {
-    while (!order_.empty()) {
-      auto it = flights_.find(order_.front());
-      if (it == flights_.end()) {
-        order_.pop_front();
+    while (!s.order.empty()) {
+      auto it = s.flights.find(s.order.front());
+      if (it == s.flights.end()) {
+        s.order.pop_front();
         continue;
       }
-      if (it->second.seq + reorder_threshold_ > acked_seq) break;
+      if (it->second.seq + s.reorder_threshold > acked_seq) break;
       const auto f = it->second;
-      if (lost_by_order_.size() >= max_remembered_losses) lost_by_order_.clear();
-      lost_by_order_.emplace(it->first, f.seq);
-      flights_.erase(it);
-      order_.pop_front();
-      declare_lost(f, false);
+      if (s.lost_by_order.size() >= max_remembered_losses) s.lost_by_order.clear();
+      s.lost_by_order.emplace(it->first, f.seq);
+      s.flights.erase(it);
+      s.order.pop_front();
+      declare_lost(s, f, false);
     }
   }
   pump();
@@ -357,35 +735,59 @@ void fetcher::on_tick() {
   const auto now = clock::now();
   try {
     if (now - last_progress_ >= opt_.timeout) {
-      throw failure{
-          exit_code::network,
-          fmt::format("no answer from {} for {:g} s (is ferryd running there? is UDP port {} "
-                      "open?); rerun the same command to resume",
-                      to_string(conn_.server()),
-                      std::chrono::duration<double>(opt_.timeout).count(), conn_.server().port())};
+      std::string names;
+      for (const auto& s : sources_)
+        if (s.state != source_state::dropped)
+          names += (names.empty() ? "" : ", ") + s.result.address;
+      const auto port = sources_[0].conn->server().port();
+      throw failure{exit_code::network,
+                    fmt::format("no answer from {} for {:g} s (is ferryd running there? is UDP "
+                                "port {} open?); rerun the same command to resume",
+                                names, std::chrono::duration<double>(opt_.timeout).count(), port)};
     }
-    // Anything older than the RTO is lost; back the timer off if nothing got through.
-    const auto rto = conn_.rtt().rto();
-    bool timed_out = false;
-    clock::time_point newest_lost{};
-    while (!order_.empty()) {
-      auto it = flights_.find(order_.front());
-      if (it == flights_.end()) {
-        order_.pop_front();
+    const auto live = std::count_if(sources_.begin(), sources_.end(),
+                                    [](auto& s) { return s.state == source_state::live; });
+    for (auto& s : sources_) {
+      if (s.state == source_state::silent) {
+        if (now >= s.next_probe) {
+          s.probe_id = s.conn->send(protocol::stat_request{path_});
+          s.next_probe = now + probe_every;
+        }
         continue;
       }
-      if (now - it->second.sent < rto) break;
-      const auto f = it->second;
-      flights_.erase(it);
-      order_.pop_front();
-      declare_lost(f, true);
-      timed_out = true;
-      newest_lost = std::max(newest_lost, f.sent);
-    }
-    // Back off once per round of timeouts, not once per request that timed out in it.
-    if (timed_out && newest_lost > last_backoff_) {
-      conn_.rtt().backoff();
-      last_backoff_ = now;
+      if (s.state != source_state::live) continue;
+      // A source that answers nothing at all while others do is set aside, so its blocks do
+      // not wait out its backed-off timer; it is probed and used again once it answers.
+      const auto silence = std::max<clock::duration>(silent_after, 4 * s.conn->rtt().srtt());
+      if (live > 1 && !s.flights.empty() && now - s.last_heard >= silence) {
+        log::warn("{} stopped answering; its blocks go to the others", s.result.address);
+        ++s.result.suspensions;
+        set_aside(s, source_state::silent);
+        continue;
+      }
+      // Anything older than the RTO is lost; back the timer off if nothing got through.
+      const auto rto = s.conn->rtt().rto();
+      bool timed_out = false;
+      clock::time_point newest_lost{};
+      while (!s.order.empty()) {
+        auto it = s.flights.find(s.order.front());
+        if (it == s.flights.end()) {
+          s.order.pop_front();
+          continue;
+        }
+        if (now - it->second.sent < rto) break;
+        const auto f = it->second;
+        s.flights.erase(it);
+        s.order.pop_front();
+        declare_lost(s, f, true);
+        timed_out = true;
+        newest_lost = std::max(newest_lost, f.sent);
+      }
+      // Back off once per round of timeouts, not once per request that timed out in it.
+      if (timed_out && newest_lost > s.last_backoff) {
+        s.conn->rtt().backoff();
+        s.last_backoff = now;
+      }
     }
     if (now - last_flush_ >= flush_every) {
       part_->flush();

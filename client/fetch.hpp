@@ -5,11 +5,13 @@
 #include <deque>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "client/connection.hpp"
+#include "client/errors.hpp"
 #include "client/part_file.hpp"
 #include "common/protocol.hpp"
 
@@ -24,6 +26,17 @@ struct fetch_options {
   std::function<void(std::uint64_t, std::uint64_t)> on_progress;
 };
 
+// What one server contributed to a fetch.
+struct source_result {
+  std::string address;
+  std::uint64_t bytes = 0;     // payload bytes it delivered that were kept
+  std::uint64_t requests = 0;  // GETs sent to it
+  std::uint64_t retransmits = 0;
+  std::uint64_t duplicates = 0;
+  int suspensions = 0;  // times it fell silent and its blocks went to the others
+  std::string state;    // "live", "silent" or "dropped" at the end
+};
+
 struct fetch_result {
   std::uint64_t size = 0;
   std::uint64_t bytes_fetched = 0;  // payload bytes received and written in this run
@@ -36,6 +49,7 @@ struct fetch_result {
   std::uint32_t block_size = 0;
   double seconds = 0;
   protocol::digest128 digest;
+  std::vector<source_result> sources;  // in the order given, the first being the primary
 };
 
 // Chooses a block size: the caller's wish or, by default, the largest payload that fits the
@@ -49,10 +63,15 @@ struct fetch_result {
                                                     clock::duration timeout);
 
 // Fetches one remote file into `out`, through OUT.part, resuming what an earlier run left.
-// Throws failure.
+// With several sources (connections on one loop, the first being the primary), blocks come
+// from all of them at once: each has its own RTT estimate and window, so a faster source is
+// asked for more; a silent one is set aside and probed; the last blocks are asked of a second
+// source too. Every source must serve the same size and digest. Throws failure.
 class fetcher {
  public:
   fetcher(connection& conn, std::string remote_path, std::filesystem::path out, fetch_options opt);
+  fetcher(std::vector<connection*> sources, std::string remote_path, std::filesystem::path out,
+          fetch_options opt);
   fetch_result run();
 
  private:
@@ -62,16 +81,50 @@ class fetcher {
     clock::time_point sent;
     std::uint64_t seq;
   };
+  enum class source_state { live, silent, dropped };
+  // One server: its own congestion state and requests in flight; the blocks are shared.
+  struct source {
+    connection* conn = nullptr;
+    protocol::file_version version;  // tags differ between servers holding equal copies
+    bool verified = false;           // its size and digest were seen to match
+    source_state state = source_state::live;
+    std::unordered_map<std::uint64_t, flight> flights;  // by request id
+    std::deque<std::uint64_t> order;                    // request ids in send order
+    // Requests declared lost for the reorder threshold, not a timeout: an answer to one of
+    // them proves the loss spurious, so the threshold grows and the window cut is undone.
+    std::unordered_map<std::uint64_t, std::uint64_t> lost_by_order;  // request id -> its seq
+    std::uint64_t reorder_threshold = 3;  // as QUIC's packet threshold (RFC 9002) to start
+    std::uint64_t seq = 0, first_id = 0;
+    double cwnd = 16, ssthresh = 1e9;
+    double prior_cwnd = 16, prior_ssthresh = 1e9;  // before the current recovery, for undo
+    bool undone = false;                           // this recovery was already undone
+    clock::time_point recovery_start{}, last_backoff{}, last_heard{}, next_probe{};
+    std::uint64_t probe_id = 0;  // the STAT that asks a silent source whether it is back
+    source_result result;
+  };
 
-  outcome transfer(part_file& part, const protocol::file_version& version);
+  outcome transfer(part_file& part);
   void pump();
-  void send_block(std::uint64_t index, bool retransmit);
-  void on_reply(const codec::decoded_reply& r);
+  bool pump_source(source& s);
+  void send_block(source& s, std::uint64_t index, bool retransmit);
+  void on_reply(source& s, const codec::decoded_reply& r);
+  void on_probe_reply(source& s, const protocol::reply& body);
   void on_tick();
-  void declare_lost(const flight& f, bool by_timeout);
+  void declare_lost(source& s, const flight& f, bool by_timeout);
+  void set_aside(source& s, source_state state);
+  void drop(source& s, outcome why, const std::string& message);
+  [[nodiscard]] std::size_t usable_sources() const noexcept;
+  [[nodiscard]] bool endgame_pick(const source& s, std::uint64_t& index) const;
   void finish(outcome o);
 
-  connection& conn_;
+  // Multi-source set-up: STATs every source at once for its size and digest, and refuses a
+  // source that differs from the reference (the primary, or the first to answer). Later, drops
+  // such a source instead. Returns the reference's STAT, with the smallest block cap.
+  protocol::stat_reply establish();
+  [[nodiscard]] failure mismatch(const source& s, const protocol::stat_reply& st,
+                                 const source& ref) const;
+
+  std::vector<source> sources_;
   std::string path_;
   std::filesystem::path out_;
   fetch_options opt_;
@@ -79,24 +132,15 @@ class fetcher {
 
   // Per-transfer state, reset by transfer().
   part_file* part_ = nullptr;
-  protocol::file_version version_;
-  std::vector<std::uint8_t> in_flight_;                // outstanding requests per block
-  std::unordered_map<std::uint64_t, flight> flights_;  // by request id
-  std::deque<std::uint64_t> order_;                    // request ids in send order
-  std::deque<std::uint64_t> retransmit_;               // block indexes to ask for again
-  std::vector<protocol::file_version> stale_;          // versions given up on
-  std::uint64_t scan_ = 0;                             // next block never asked for
-  std::uint64_t seq_ = 0, first_id_ = 0;
-  double cwnd_ = 16, ssthresh_ = 1e9;
-  double prior_cwnd_ = 16, prior_ssthresh_ = 1e9;  // before the current recovery, for undo
-  bool undone_ = false;                            // this recovery was already undone
-  // Requests declared lost for the reorder threshold, not a timeout: an answer to one of them
-  // proves the loss spurious, so the threshold grows and the window cut is undone.
-  std::uint64_t reorder_threshold_ = 3;  // as QUIC's packet threshold (RFC 9002) to start
-  std::unordered_map<std::uint64_t, std::uint64_t> lost_by_order_;  // request id -> its seq
+  std::uint64_t expected_size_ = 0;
+  std::optional<protocol::digest128> expected_digest_;  // known in advance with several sources
+  std::vector<std::uint8_t> in_flight_;                 // outstanding requests per block
+  std::deque<std::uint64_t> retransmit_;                // block indexes to ask for again
+  std::vector<protocol::file_version> stale_;           // versions given up on
+  std::uint64_t scan_ = 0;                              // next block never asked for
+  std::size_t next_source_ = 0;                         // where pump() starts, for fairness
   std::uint32_t max_window_ = 64;
-  clock::time_point recovery_start_{}, last_progress_{}, last_flush_{}, last_backoff_{},
-      last_report_{};
+  clock::time_point last_progress_{}, last_flush_{}, last_report_{};
   outcome outcome_ = outcome::running;
   protocol::errc last_error_ = protocol::errc::ok;
   int errors_confirmed_away_ = 0;  // error replies that a STAT then contradicted
