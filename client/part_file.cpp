@@ -103,6 +103,8 @@ bool part_file::load_state(const protocol::file_version& version) {
   block_ = block;
   blocks_ = blocks;
   image_ = std::move(image);
+  hash_ = std::make_unique<digest_state>();
+  hashed_ = 0;
   done_ = 0;
   for (std::uint64_t i = 0; i < blocks_; ++i) done_ += is_done(i) ? 1 : 0;
   return true;
@@ -114,6 +116,8 @@ void part_file::start_fresh(const protocol::file_version& version, std::uint32_t
   blocks_ = (version.size + block - 1) / block;
   done_ = 0;
   resumed_ = false;
+  hash_ = std::make_unique<digest_state>();
+  hashed_ = 0;
   // Drop whatever an older version left, then size the file: unwritten blocks stay holes.
   if (::ftruncate(data_.get(), 0) != 0) fail_io(data_path_, "truncate", errno);
   if (::ftruncate(data_.get(), static_cast<off_t>(version.size)) != 0)
@@ -179,6 +183,29 @@ void part_file::store(std::uint64_t index, std::span<const std::byte> data) {
   bitmap()[index / 8] |= std::byte{static_cast<unsigned char>(1u << (index % 8))};
   ++done_;
   dirty_ = true;
+  if (index == hashed_) {
+    hash_->update(data);
+    ++hashed_;
+    hash_done_blocks();
+  }
+}
+
+void part_file::hash_done_blocks() {
+  std::vector<std::byte> buf;
+  while (hashed_ < blocks_ && is_done(hashed_)) {
+    buf.resize(block_length(hashed_));
+    const auto offset = static_cast<off_t>(hashed_ * block_);
+    std::size_t at = 0;
+    while (at < buf.size()) {
+      const ssize_t n =
+          ::pread(data_.get(), buf.data() + at, buf.size() - at, offset + static_cast<off_t>(at));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) fail_io(data_path_, "read back", n < 0 ? errno : EIO);
+      at += static_cast<std::size_t>(n);
+    }
+    hash_->update(buf);
+    ++hashed_;
+  }
 }
 
 void part_file::flush() {
@@ -191,7 +218,11 @@ void part_file::flush() {
   dirty_ = false;
 }
 
-protocol::digest128 part_file::digest() const { return digest_file(data_.get()); }
+protocol::digest128 part_file::digest() {
+  hash_done_blocks();
+  if (hashed_ != blocks_) throw failure{exit_code::internal, "digest of an incomplete file"};
+  return hash_->finish();
+}
 
 void part_file::commit() {
   flush();

@@ -7,9 +7,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <span>
 #include <vector>
 
+#include "common/digest.hpp"
 #include "common/path_safety.hpp"
 #include "common/protocol.hpp"
 
@@ -38,8 +40,9 @@ class part_file {
   void flush();
   // Forgets every block (the data is discarded), for a new version of the file.
   void restart(const protocol::file_version& version, std::uint32_t block);
-  // XXH3-128 of the data as it is on disk.
-  [[nodiscard]] protocol::digest128 digest() const;
+  // XXH3-128 of the whole file. Blocks are hashed as they arrive in order, so only those that
+  // came out of order (or were there before this run) are read back.
+  [[nodiscard]] protocol::digest128 digest();
   // Renames OUT.part to OUT atomically and removes the state file.
   void commit();
 
@@ -50,6 +53,8 @@ class part_file {
   bool load_state(const protocol::file_version& version);
   [[nodiscard]] std::byte* bitmap() noexcept;
   [[nodiscard]] const std::byte* bitmap() const noexcept;
+  // Hashes done blocks from the cursor on, reading them back from OUT.part.
+  void hash_done_blocks();
 
   std::filesystem::path out_, data_path_, state_path_;
   unique_fd data_, state_;
@@ -59,7 +64,9 @@ class part_file {
   std::uint64_t done_ = 0;
   bool resumed_ = false;
   bool dirty_ = false;
-  std::vector<std::byte> image_;  // the state file's bytes: header, bitmap, checksum
+  std::vector<std::byte> image_;        // the state file's bytes: header, bitmap, checksum
+  std::unique_ptr<digest_state> hash_;  // over blocks [0, hashed_)
+  std::uint64_t hashed_ = 0;
 };
 
 }  // namespace ferry::client
