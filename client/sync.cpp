@@ -109,11 +109,10 @@ std::string join(const std::string& dir, const std::string& name) {
   return dir.empty() ? name : dir + '/' + name;
 }
 
+// A remote regular file to judge and perhaps fetch, on a pool thread.
 struct file_task {
-  std::string rel;  // below REMOTE_DIR and LOCAL_DIR, '/'-separated
-  protocol::list_entry remote;
-  local_entry local;
-  file_action action = file_action::skip;
+  std::string rel;    // below REMOTE_DIR and LOCAL_DIR, '/'-separated
+  local_entry local;  // as the walk found it
 };
 
 class syncer {
@@ -207,15 +206,12 @@ class syncer {
           break;
         case protocol::entry_type::file: {
           files.insert(e.name);
-          const auto a = decide_file(e, l);
-          if (a == file_action::conflict) {
+          if (l.kind != local_kind::missing && l.kind != local_kind::file) {
             record_error(r, exit_code::local_io,
                          fmt::format("'{}' is {} here but a file on the server; left alone",
                                      local.string(), kind_name(l.kind)));
-          } else if (a == file_action::skip) {
-            ++skipped_;
           } else {
-            tasks_.push_back({r, e, l, a});
+            tasks_.push_back({r, l});
           }
           break;
         }
@@ -330,26 +326,41 @@ class syncer {
   void run_task_or_throw(const file_task& t, std::unique_ptr<connection>& conn) {
     const auto remote = remote_of(t.rel);
     const auto local = local_root_ / t.rel;
-    const bool size_differs = t.action != file_action::check_digest;
-    if (t.action == file_action::check_digest) {
-      if (!conn) conn = std::make_unique<connection>(sources_[0]);
-      const auto st = stat_with_digest(*conn, remote, timeout_);
-      if (st.type != protocol::entry_type::file) throw_refused(remote, protocol::errc::not_regular);
-      if (st.size == t.local.size && st.digest == local_digest(local)) {
-        if (!s_.dry_run) set_mtime(local, st.mtime_ns);
+    if (!conn) conn = std::make_unique<connection>(sources_[0]);
+    // A listing's sizes and mtimes may come from a snapshot the server keeps while the
+    // directory itself is unchanged, and a file's contents change without changing its
+    // directory; so every file is judged by a STAT of its own.
+    auto reply = conn->call(protocol::stat_request{remote}, timeout_);
+    if (auto* e = std::get_if<protocol::error_reply>(&reply)) throw_refused(remote, e->code);
+    auto* st = std::get_if<protocol::stat_reply>(&reply);
+    if (st == nullptr) throw failure{exit_code::internal, "unexpected reply to STAT"};
+    if (st->type != protocol::entry_type::file) throw_refused(remote, protocol::errc::not_regular);
+    const protocol::list_entry now{t.rel, st->type, st->size, st->mtime_ns};
+    const auto action = decide_file(now, t.local);
+    if (action == file_action::skip) {
+      std::lock_guard lock{mu_};
+      ++skipped_;
+      return;
+    }
+    const bool size_differs = action != file_action::check_digest;
+    if (action == file_action::check_digest) {
+      const auto sd = stat_with_digest(*conn, remote, timeout_);
+      if (sd.type != protocol::entry_type::file) throw_refused(remote, protocol::errc::not_regular);
+      if (sd.size == t.local.size && sd.digest == local_digest(local)) {
+        if (!s_.dry_run) set_mtime(local, sd.mtime_ns);
         std::lock_guard lock{mu_};
         ++time_only_;
-        item(itemize_file(false, false, false, true), t.rel, "time", st.size, 0);
+        item(itemize_file(false, false, false, true), t.rel, "time", sd.size, 0);
         return;
       }
     }
-    const bool is_new = t.action == file_action::fetch_new;
-    const bool time_differs = t.remote.mtime_ns != t.local.mtime_ns;
+    const bool is_new = action == file_action::fetch_new;
+    const bool time_differs = now.mtime_ns != t.local.mtime_ns;
     if (s_.dry_run) {
       std::lock_guard lock{mu_};
       ++fetched_;
       item(itemize_file(is_new, true, size_differs, time_differs), t.rel,
-           is_new ? "new" : "changed", t.remote.size, 0);
+           is_new ? "new" : "changed", now.size, 0);
       return;
     }
     // The fetcher opens these by name: never write through a link someone left there.
@@ -363,18 +374,18 @@ class syncer {
     fo.block_size = s_.block_size;
     fo.timeout = timeout_;
     const auto r = fetch_one(sources_, remote, local, fo);
-    set_mtime(local, t.remote.mtime_ns);
+    set_mtime(local, now.mtime_ns);
     std::lock_guard lock{mu_};
     ++fetched_;
     bytes_fetched_ += r.bytes_fetched;
     item(itemize_file(is_new, true, size_differs, time_differs), t.rel, is_new ? "new" : "changed",
-         r.size, r.bytes_fetched);
+         r.size, r.bytes_fetched, r.resumed_bytes);
   }
 
   // One change: a line now (unless quiet or JSON), an entry in the JSON list later.
   // Callers on pool threads hold mu_.
   void item(std::string_view code, const std::string& name, const char* action, std::uint64_t size,
-            std::uint64_t bytes) {
+            std::uint64_t bytes, std::uint64_t resumed = 0) {
     if (!o_.json && !o_.quiet) {
       fmt::print(out_, "{} {}\n", code, name);
       out_.flush();
@@ -383,6 +394,7 @@ class syncer {
     if (std::string_view{action} != "mkdir" && std::string_view{action} != "delete") {
       j["size"] = size;
       j["bytes_fetched"] = bytes;
+      j["resumed_bytes"] = resumed;
     }
     items_.push_back(std::move(j));
   }
