@@ -42,6 +42,11 @@ void add_common(CLI::App& cmd, command_options& o, bool path_required,
       ->excludes(v);
 }
 
+void add_block_size(CLI::App& cmd, std::uint32_t& block_size) {
+  cmd.add_option("--block-size", block_size, "Bytes per block (default: largest unfragmented)")
+      ->check(CLI::Range(1u, protocol::max_block_size));
+}
+
 // -q: errors only; default: warnings and errors; -v: everything.
 void apply_verbosity(const command_options& o) {
   log::set_level(o.quiet ? log::level::error : o.verbose ? log::level::debug : log::level::warn);
@@ -89,8 +94,7 @@ int main(int argc, char** argv) {
   auto* get = app.add_subcommand("get", "Fetch a file block by block, resuming a partial one");
   add_common(*get, get_o, true);
   get->add_option("-o,--output", out_path, "Write here (a directory keeps the remote name)");
-  get->add_option("--block-size", g.block_size, "Bytes per block (default: largest unfragmented)")
-      ->check(CLI::Range(1u, protocol::max_block_size));
+  add_block_size(*get, g.block_size);
   get->footer(
       "Examples:\n"
       "  ferry get 127.0.0.1:7070 sub/file.iso              writes ./file.iso\n"
@@ -109,8 +113,7 @@ int main(int argc, char** argv) {
   sync->add_option("-j,--jobs", so.jobs, "Files transferred at once")
       ->capture_default_str()
       ->check(CLI::Range(1u, 64u));
-  sync->add_option("--block-size", so.block_size, "Bytes per block (default: largest unfragmented)")
-      ->check(CLI::Range(1u, protocol::max_block_size));
+  add_block_size(*sync, so.block_size);
   sync->footer(
       "Examples:\n"
       "  ferry sync 127.0.0.1:7070 . mirror/                 the whole served tree\n"

@@ -188,13 +188,9 @@ class syncer {
       names.insert(e.name);
       const auto r = join(rel, e.name);
       const auto local = local_root_ / r;
-      local_entry l;
-      try {
-        l = lstat_local(local);
-      } catch (const failure& f) {
-        record_error(r, f.code(), f.what());
-        continue;
-      }
+      const auto found = lstat_or_record(local, r);
+      if (!found) continue;
+      const auto& l = *found;
       switch (e.type) {
         case protocol::entry_type::symlink:
           log::warn("skipping symlink '{}' on the server: links are never followed", r);
@@ -269,16 +265,21 @@ class syncer {
     for (const auto& name : extra) deletions_.emplace_back(join(rel, name), dir / name);
   }
 
+  // What is at `path`; nothing (and an error recorded under `name`) if lstat fails.
+  std::optional<local_entry> lstat_or_record(const fs::path& path, const std::string& name) {
+    try {
+      return lstat_local(path);
+    } catch (const failure& f) {
+      record_error(name, f.code(), f.what());
+      return std::nullopt;
+    }
+  }
+
   // Deletes `path` (contents first), never following a symlink: a link is removed itself.
   void remove_tree(const fs::path& path, const std::string& rel) {
-    local_entry l;
-    try {
-      l = lstat_local(path);
-    } catch (const failure& f) {
-      record_error(rel, f.code(), f.what());
-      return;
-    }
-    if (l.kind == local_kind::missing) return;
+    const auto found = lstat_or_record(path, rel);
+    if (!found || found->kind == local_kind::missing) return;
+    const auto& l = *found;
     if (l.kind == local_kind::dir) {
       std::error_code ec;
       std::vector<std::string> names;
