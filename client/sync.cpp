@@ -163,6 +163,7 @@ class syncer {
 
   // Lists the remote directory `rel` and plans every entry in it; recurses into directories.
   void walk(connection& conn, const std::string& rel, std::size_t depth) {
+    if (entries_seen_ > max_sync_entries) return;  // said once, where the bound was crossed
     std::vector<protocol::list_entry> entries;
     const auto shown = rel.empty() ? std::string{"."} : rel + '/';
     try {
