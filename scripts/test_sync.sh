@@ -116,6 +116,16 @@ check_eq "nothing fetched" 0 "$(jget again files_fetched)"
 check_eq "no bytes fetched" 0 "$(jget again bytes_fetched)"
 check_eq "every file skipped by the quick check" "$NFILES" "$(jget again files_skipped)"
 
+section "arguments"
+run_ferry sync "$SRV_ADDR" tree "$OUT" --mirror 'no port:x'
+check_rc "a --mirror that is not an address is a usage error" 2
+run_ferry sync "$SRV_ADDR" ../x "$OUT"
+check_rc "a REMOTE_DIR with .. is a usage error" 2
+run_ferry sync "$SRV_ADDR" tree/d0/s0/f021.bin "$OUT"
+check_rc "a REMOTE_DIR that is a file is refused" 3
+run_ferry sync "$SRV_ADDR" tree "$OUT/d0/s0/f021.bin"
+check_rc "a LOCAL_DIR that is a file is a usage error" 2
+
 section "changes on the server"
 T=$ROOT/tree
 C1=d1/s1/f001.bin C2=d2/s2/f002.bin C3=d4/s1/f004.bin C4=d1/s2/f008.bin C5=d6/s1/f013.bin
