@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317  # functions called through check and wait_until
 # ferry sync: a 500-file tree (nested directories, empty to a few MiB) is mirrored and compared
 # with diff -r; after changes to the source a second sync moves only what changed, proved by the
 # sync's bytes_fetched and by ferryd's own bytes_out counter; --dry-run prints rsync-style lines
