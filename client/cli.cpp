@@ -8,6 +8,7 @@
 
 #include "client/commands.hpp"
 #include "client/errors.hpp"
+#include "client/sync.hpp"
 #include "common/log.hpp"
 
 namespace ferry::client {
@@ -24,11 +25,13 @@ constexpr const char* exit_codes_text =
     "  6  local I/O: cannot write the output (disk full, permission, ...)\n"
     "  130  interrupted by SIGINT or SIGTERM; rerun the same command to resume\n";
 
-void add_common(CLI::App& cmd, command_options& o, bool path_required) {
+void add_common(CLI::App& cmd, command_options& o, bool path_required,
+                const char* path_name = "PATH",
+                const char* path_help = "Path under the served directory") {
   cmd.add_option("ADDR", o.address,
                  "Server address: HOST[:PORT] or [IPV6]:PORT (port 7070 by default)")
       ->required();
-  auto* p = cmd.add_option("PATH", o.path, "Path under the served directory");
+  auto* p = cmd.add_option(path_name, o.path, path_help);
   if (path_required) p->required();
   cmd.add_option("--timeout", o.timeout_s, "Give up after this many seconds without an answer")
       ->capture_default_str()
@@ -37,6 +40,11 @@ void add_common(CLI::App& cmd, command_options& o, bool path_required) {
   auto* v = cmd.add_flag("-v,--verbose", o.verbose, "Say what is going on, on stderr");
   cmd.add_flag("-q,--quiet", o.quiet, "Print only errors: no progress bar, no warnings")
       ->excludes(v);
+}
+
+void add_block_size(CLI::App& cmd, std::uint32_t& block_size) {
+  cmd.add_option("--block-size", block_size, "Bytes per block (default: largest unfragmented)")
+      ->check(CLI::Range(1u, protocol::max_block_size));
 }
 
 // -q: errors only; default: warnings and errors; -v: everything.
@@ -57,13 +65,15 @@ int main(int argc, char** argv) {
           "  ferry ls 127.0.0.1:7070 sub/dir -l           long form: type, size, mtime, name\n"
           "  ferry stat 127.0.0.1:7070 sub/file.iso       size, mtime, digest\n"
           "  ferry get 127.0.0.1:7070 sub/file.iso        fetches ./file.iso block by block\n"
+          "  ferry sync 127.0.0.1:7070 . mirror/          mirrors the whole tree into mirror/\n"
           "Run 'ferry COMMAND --help' for a command's options.\n\n"} +
       exit_codes_text);
 
-  command_options ls_o, stat_o, get_o;
+  command_options ls_o, stat_o, get_o, sync_o;
   bool long_form = false;
   get_options g;
   std::string out_path;
+  sync_options so;
 
   auto* ls = app.add_subcommand("ls", "List a directory on the server");
   add_common(*ls, ls_o, false);
@@ -87,8 +97,7 @@ int main(int argc, char** argv) {
   get->add_option("--mirror", g.mirrors,
                   "Another server with the same file, used at the same time (repeatable)")
       ->type_name("ADDR");
-  get->add_option("--block-size", g.block_size, "Bytes per block (default: largest unfragmented)")
-      ->check(CLI::Range(1u, protocol::max_block_size));
+  add_block_size(*get, g.block_size);
   get->footer(
       "Examples:\n"
       "  ferry get 127.0.0.1:7070 sub/file.iso              writes ./file.iso\n"
@@ -96,6 +105,27 @@ int main(int argc, char** argv) {
       "  ferry get 127.0.0.1:7070 -- -name-with-dash\n"
       "  ferry get host1 big.iso --mirror host2 --mirror host3   from all three at once\n"
       "An interrupted get leaves OUT.part and OUT.part.state; rerun the same command to resume.\n");
+
+  auto* sync = app.add_subcommand("sync", "Mirror a remote directory tree into a local directory");
+  add_common(*sync, sync_o, true, "REMOTE_DIR",
+             "Directory under the served directory; \"\" or \".\" for all of it");
+  sync->add_option("LOCAL_DIR", so.local_dir, "Local directory to mirror into (created if missing)")
+      ->required();
+  sync->add_option("--mirror", so.mirrors, "Another server with the same tree (repeatable)");
+  sync->add_flag("--delete", so.remove, "Delete local files and directories the server lacks");
+  sync->add_flag("-n,--dry-run", so.dry_run, "Change nothing; print what would be done");
+  sync->add_option("-j,--jobs", so.jobs, "Files transferred at once")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 64u));
+  add_block_size(*sync, so.block_size);
+  sync->footer(
+      "Examples:\n"
+      "  ferry sync 127.0.0.1:7070 . mirror/                 the whole served tree\n"
+      "  ferry sync 127.0.0.1:7070 sub/dir local/ --delete   and delete what the server lacks\n"
+      "  ferry sync 127.0.0.1:7070 . mirror/ --dry-run       print the changes, make none\n"
+      "A file with the same size and mtime is taken as unchanged without reading it. One with the\n"
+      "same size and another mtime is compared by digest. An interrupted sync resumes when "
+      "rerun.\n");
 
   try {
     app.parse(argc, argv);
@@ -116,6 +146,9 @@ int main(int argc, char** argv) {
       if (!out_path.empty()) g.output = out_path;
       g.progress = ::isatty(STDERR_FILENO) == 1 && !get_o.json && !get_o.quiet;
       run_get(get_o, g, std::cout);
+    } else if (*sync) {
+      apply_verbosity(sync_o);
+      run_sync(sync_o, so, std::cout);
     }
     std::cout.flush();
     return 0;

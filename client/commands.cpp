@@ -7,6 +7,7 @@
 #include <chrono>
 #include <ctime>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <ostream>
 
@@ -106,10 +107,30 @@ std::string format_mtime(std::int64_t mtime_ns) {
   return buf;
 }
 
+bool list_dir(connection& conn, const std::string& path, clock::duration timeout,
+              const std::function<void(const protocol::list_entry&)>& each) {
+  std::string cursor;
+  for (;;) {
+    auto reply = conn.call(protocol::list_request{path, cursor}, timeout);
+    if (auto* e = std::get_if<protocol::error_reply>(&reply); e && e->code == errc::not_directory)
+      return false;
+    auto page = expect_reply<protocol::list_reply>(std::move(reply), path);
+    for (const auto& e : page.entries) {
+      // Names must rise strictly, or a broken server could keep us paging forever.
+      if (!cursor.empty() && e.name <= cursor)
+        throw failure{exit_code::internal, "the server sent a listing out of order"};
+      each(e);
+      cursor = e.name;
+    }
+    if (page.end) return true;
+    if (page.entries.empty())
+      throw failure{exit_code::internal, "the server sent an empty listing page"};
+  }
+}
+
 void run_ls(const command_options& o, bool long_form, std::ostream& out) {
   connection conn{resolve_address(o.address)};
   const auto timeout = timeout_of(o);
-  std::string cursor;
   json all = json::array();
   auto emit = [&](const protocol::list_entry& e) {
     if (o.json) {
@@ -121,27 +142,12 @@ void run_ls(const command_options& o, bool long_form, std::ostream& out) {
       out << e.name << '\n';
     }
   };
-  for (;;) {
-    auto reply = conn.call(protocol::list_request{o.path, cursor}, timeout);
-    if (auto* e = std::get_if<protocol::error_reply>(&reply); e && e->code == errc::not_directory) {
-      // Like ls(1), listing a file shows that file.
-      auto st = expect_reply<protocol::stat_reply>(
-          conn.call(protocol::stat_request{o.path}, timeout), o.path);
-      const auto name = std::filesystem::path{o.path}.filename().string();
-      emit({name.empty() ? o.path : name, st.type, st.size, st.mtime_ns});
-      break;
-    }
-    auto page = expect_reply<protocol::list_reply>(std::move(reply), o.path);
-    for (const auto& e : page.entries) {
-      // Names must rise strictly, or a broken server could keep us paging forever.
-      if (!cursor.empty() && e.name <= cursor)
-        throw failure{exit_code::internal, "the server sent a listing out of order"};
-      emit(e);
-      cursor = e.name;
-    }
-    if (page.end) break;
-    if (page.entries.empty())
-      throw failure{exit_code::internal, "the server sent an empty listing page"};
+  if (!list_dir(conn, o.path, timeout, emit)) {
+    // Like ls(1), listing a file shows that file.
+    auto st = expect_reply<protocol::stat_reply>(conn.call(protocol::stat_request{o.path}, timeout),
+                                                 o.path);
+    const auto name = std::filesystem::path{o.path}.filename().string();
+    emit({name.empty() ? o.path : name, st.type, st.size, st.mtime_ns});
   }
   if (o.json) print_json(out, all);
 }

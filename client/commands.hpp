@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <iosfwd>
 #include <optional>
 #include <string>
@@ -22,6 +23,12 @@ struct command_options {
 // Each command prints its result to `out` and returns normally, or throws failure.
 void run_ls(const command_options& o, bool long_form, std::ostream& out);
 void run_stat(const command_options& o, std::ostream& out);
+
+// Lists the directory `path` page by page, calling `each` for every entry in name order.
+// Returns false if `path` is not a directory. Throws failure on refusal, timeout, or a listing
+// out of order.
+bool list_dir(connection& conn, const std::string& path, clock::duration timeout,
+              const std::function<void(const protocol::list_entry&)>& each);
 
 struct get_options {
   std::optional<std::string> output;  // -o
