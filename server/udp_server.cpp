@@ -242,8 +242,9 @@ udp_server::udp_server(uv_loop_t* loop, config cfg, std::shared_ptr<shared_state
     throw std::runtime_error{
         fmt::format("cannot bind {}: {}{}", to_string(*ep), std::strerror(err), hint)};
   }
-  // Linux lets sockets join a port whose first socket set SO_REUSEPORT only after its bind, so
-  // that bind could refuse a busy port, and take a port that no sharing group holds for port 0.
+  // Set after the bind, SO_REUSEPORT still lets later sockets join this one, while the bind
+  // itself refused a busy port. For port 0 it matters too: with the option set, the kernel may
+  // pick a port that another sharing group of the same user holds.
   if (cfg_.share_port == port_sharing::later &&
       ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0)
     throw std::runtime_error{fmt::format("cannot share a port: {}", std::strerror(errno))};
