@@ -999,12 +999,6 @@ int run_until_signalled(const config& cfg) {
   }
   std::vector<const udp_server*> servers;
   for (const auto& w : workers) servers.push_back(w->server.get());
-  const auto addr = to_string(servers.front()->local_endpoint());
-  std::printf("listening on %s\n", addr.c_str());
-  std::fflush(stdout);
-  log::write(log::level::info, "listening",
-             {{"addr", addr}, {"root", cfg.root}, {"workers", std::to_string(count)}});
-
   // The main thread runs only this control loop: SIGINT and SIGTERM stop every worker, SIGUSR1
   // and a timer ask each for its counters and the last to answer has them printed, summed.
   uv_loop_t control;
@@ -1070,6 +1064,13 @@ int run_until_signalled(const config& cfg) {
                      [](uv_timer_t* t) { ask_counters(*static_cast<context*>(t->data)); }, ms, ms),
                  "uv_timer_start");
       }
+      // Only now, so that a script that signals ferryd as soon as it reads this line cannot
+      // meet the default action of a signal.
+      const auto addr = to_string(servers.front()->local_endpoint());
+      std::printf("listening on %s\n", addr.c_str());
+      std::fflush(stdout);
+      log::write(log::level::info, "listening",
+                 {{"addr", addr}, {"root", cfg.root}, {"workers", std::to_string(count)}});
       uv_run(&control, UV_RUN_DEFAULT);
     } catch (const std::exception& e) {
       log::write(log::level::error, e.what());
