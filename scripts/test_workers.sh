@@ -126,6 +126,7 @@ check_eq "the first stops cleanly" 0 "$STOP_RC"
 run_ferry get "$A_ADDR" f1 -o "$TMP/after-stop"
 check_rc "the port still serves once the first has stopped" 0
 stop_server "$B_PID"
+check_eq "the second stops cleanly" 0 "$STOP_RC"
 a_gets=$(counter requests_get "$A_LOG.err")
 b_gets=$(counter requests_get "$B_LOG.err")
 check "both processes served GETs ($a_gets and $b_gets)" both_served "$a_gets,$b_gets"
@@ -144,5 +145,6 @@ check_int "8 MiB through two workers at --max-rate 4M takes at least 1.8 s (ms)"
   $((FETCH_US / 1000)) -ge 1800
 say "FIGURE: max_rate=4M workers=2 bytes=$bytes seconds=$(fmt_secs "$FETCH_US")"
 stop_server "$SRV_PID"
+check_eq "it stops cleanly" 0 "$STOP_RC"
 
 summary
