@@ -7,6 +7,7 @@
 # WORKERS_BENCH=1 runs only a measurement instead: 32 clients fetch 32 files of 16 MiB each from
 # a tmpfs, from ferryd with 1 and then 2 workers, and the aggregate rates are printed as FIGURE
 # lines (BENCH_CLIENTS, BENCH_MIB and BENCH_WORKERS change the sizes).
+# shellcheck disable=SC2317  # functions called through check
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
