@@ -6,7 +6,8 @@
 #
 # WORKERS_BENCH=1 runs only a measurement instead: 32 clients fetch 32 files of 16 MiB each from
 # a tmpfs, from ferryd with 1 and then 2 workers, and the aggregate rates are printed as FIGURE
-# lines (BENCH_CLIENTS, BENCH_MIB and BENCH_WORKERS change the sizes).
+# lines (BENCH_CLIENTS, BENCH_MIB and BENCH_WORKERS change the sizes; BENCH_ARGS is passed to
+# ferryd, e.g. "--max-rate 100G" to measure the shared rate bucket).
 # shellcheck disable=SC2317  # functions called through check
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -64,17 +65,21 @@ if [[ "${WORKERS_BENCH:-0}" == 1 ]]; then
   for ((i = 1; i <= CLIENTS; i++)); do gen_random "$SHM/root/f$i" $((MIB << 20)) "w$i"; done
   section "aggregate throughput: $CLIENTS clients, $CLIENTS files of $MIB MiB, tmpfs"
   for w in ${BENCH_WORKERS:-1 2}; do
-    start_server "$SHM/root" --workers "$w" || fail "ferryd --workers $w started"
+    # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
+    start_server "$SHM/root" --workers "$w" ${BENCH_ARGS:-} || fail "ferryd --workers $w started"
     fetch_all "$SRV_ADDR" "$SHM/root" "$SHM/copy$w" "$CLIENTS"
     check_eq "--workers $w: every client exits 0" 0 "$FETCH_FAILED"
     check_eq "--workers $w: every copy is identical" 0 "$FETCH_DIFFER"
     counters_now "$SRV_PID" "$SRV_LOG.err" || true
+    # ferryd's CPU time, user and system, over all its threads.
+    cpu_ms=$(awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) }' \
+      "/proc/$SRV_PID/stat")
     stop_server "$SRV_PID"
     rm -rf -- "$SHM/copy$w"
     mibps=$(((CLIENTS * MIB * 1000000 * 100) / FETCH_US))
     say "FIGURE: workers=$w clients=$CLIENTS MiB_each=$MIB seconds=$(fmt_secs "$FETCH_US")" \
       "MiB_per_s=$((mibps / 100)).$(printf '%02d' $((mibps % 100)))" \
-      "worker_gets=$(counter worker_gets "$SRV_LOG.err")" \
+      "worker_gets=$(counter worker_gets "$SRV_LOG.err") ferryd_cpu_s=$(fmt_secs $((cpu_ms * 1000)))" \
       "load=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ,) cores=$(nproc)"
   done
   summary
