@@ -11,6 +11,11 @@
 
 namespace ferry::server {
 
+namespace {
+// More loops than this would only contend for the same cores and the same thread pool.
+constexpr unsigned max_workers = 256;
+}  // namespace
+
 int main(int argc, char** argv) {
   log::set_program("ferryd");
   log::set_style(log::style::key_value);
@@ -22,6 +27,7 @@ int main(int argc, char** argv) {
       "  ferryd --root . --port 0                   take a free port (see the first line)\n"
       "  ferryd --root /srv/files --stats-interval 60\n"
       "  ferryd --root /srv/files --max-rate 20M      send at most 20 MiB/s in total\n"
+      "  ferryd --root /srv/files --workers 0         one loop per core, on one port\n"
       "  kill -USR1 $(pidof ferryd)                 print the counters now\n\n"
       "Logs go to stderr, one event a line in key=value form. SIGINT and SIGTERM stop it\n"
       "cleanly; SIGUSR1 prints its counters. The protocol is described in docs/PROTOCOL.md.\n");
@@ -30,6 +36,14 @@ int main(int argc, char** argv) {
   app.add_option("--root", cfg.root, "Directory to serve (read-only)")->required();
   app.add_option("--bind", cfg.bind, "Address to listen on")->capture_default_str();
   app.add_option("--port", cfg.port, "UDP port; 0 takes a free one")->capture_default_str();
+  app.add_option("--workers", cfg.workers,
+                 "Event loops, each on its own thread and socket, all on one port; 0: one per "
+                 "core")
+      ->capture_default_str()
+      ->check(CLI::Range(0u, max_workers));
+  app.add_flag_function(
+      "--reuseport", [&cfg](std::int64_t) { cfg.share_port = port_sharing::any; },
+      "Share the port with other ferryd processes started with --reuseport (SO_REUSEPORT)");
   app.add_option("--max-block", cfg.max_block, "Largest block served, in bytes")
       ->capture_default_str()
       ->check(CLI::Range(protocol::min_block_size, protocol::max_block_size));

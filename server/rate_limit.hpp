@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <mutex>
 
 namespace ferry::server {
 
@@ -46,6 +47,38 @@ class token_bucket {
   std::uint64_t rate_ = 0;
   double tokens_ = 0;
   std::uint64_t updated_ms_ = 0;
+};
+
+// A token_bucket that the loop threads of one process share (ferryd --workers), so that a limit
+// holds for the process. Every call takes a lock, except without a limit, when there is nothing
+// to share. Callers' clocks may lag each other by a few milliseconds; a time earlier than the
+// last refill adds nothing.
+class shared_token_bucket {
+ public:
+  shared_token_bucket(std::uint64_t rate, std::uint64_t now_ms) noexcept
+      : bucket_{rate, now_ms}, limited_{rate != 0} {}
+
+  [[nodiscard]] bool limited() const noexcept { return limited_; }
+  [[nodiscard]] bool ready(std::uint64_t now_ms) noexcept {
+    if (!limited_) return true;
+    std::lock_guard lock{mutex_};
+    return bucket_.ready(now_ms);
+  }
+  void charge(std::uint64_t bytes) noexcept {
+    if (!limited_) return;
+    std::lock_guard lock{mutex_};
+    bucket_.charge(bytes);
+  }
+  [[nodiscard]] std::uint64_t wait_ms() const noexcept {
+    if (!limited_) return 0;
+    std::lock_guard lock{mutex_};
+    return bucket_.wait_ms();
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  token_bucket bucket_;
+  const bool limited_;
 };
 
 }  // namespace ferry::server

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 #include <tuple>
 
 #include "common/codec.hpp"
@@ -170,20 +172,29 @@ class digest_job final : public pool_job {
   bool ok = false;
 };
 
-udp_server::udp_server(uv_loop_t* loop, config cfg)
+udp_server::udp_server(uv_loop_t* loop, config cfg, std::shared_ptr<shared_state> shared)
     : loop_{loop},
       cfg_{std::move(cfg)},
+      shared_{shared ? std::move(shared) : std::make_shared<shared_state>(cfg_.max_rate)},
+      validator_{shared_->validator},
       serve_idle_{loop, uv_idle_init},
       rate_timer_{loop, uv_timer_init},
       prune_timer_{loop, uv_timer_init},
       stop_async_{loop, uv_async_init,
                   [](uv_async_t* a) { static_cast<udp_server*>(a->data)->stop(); }},
+      counters_async_{loop, uv_async_init,
+                      [](uv_async_t* a) {
+                        auto& s = *static_cast<udp_server*>(a->data);
+                        s.publish_active_addresses();
+                        if (s.counters_done_) s.counters_done_();
+                      }},
       recv_buf_{std::make_unique_for_overwrite<std::byte[]>(recv_batch * recv_slot)},
       block_buf_{std::make_unique_for_overwrite<std::byte[]>(protocol::max_block_size)},
-      total_rate_{cfg_.max_rate, uv_now(loop)},
+      total_rate_{shared_->total_rate},
       dirs_{std::make_shared<dir_cache>()} {
   cfg_.max_block = std::clamp(cfg_.max_block, protocol::min_block_size, protocol::max_block_size);
   stop_async_.get()->data = this;
+  counters_async_.get()->data = this;
   serve_idle_.get()->data = this;
   rate_timer_.get()->data = this;
   prune_timer_.get()->data = this;
@@ -196,6 +207,7 @@ udp_server::udp_server(uv_loop_t* loop, config cfg)
       },
       prune_every_ms, prune_every_ms);
   ::uv_unref(stop_async_.handle());
+  ::uv_unref(counters_async_.handle());
 
   const int root = ::open(cfg_.root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (root < 0)
@@ -215,15 +227,27 @@ udp_server::udp_server(uv_loop_t* loop, config cfg)
     const int off = 0;
     ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
   }
+  const int on = 1;
+  if (cfg_.share_port == port_sharing::any &&
+      ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0)
+    throw std::runtime_error{fmt::format("cannot share a port: {}", std::strerror(errno))};
   if (::bind(fd, ep->addr(), ep->length) != 0) {
     const int err = errno;
-    const char* hint = err == EADDRINUSE ? " (is another ferryd running? choose another --port)"
+    const char* hint = err == EADDRINUSE && cfg_.share_port == port_sharing::any
+                           ? " (held by a ferryd without --reuseport, or by another user)"
+                       : err == EADDRINUSE ? " (is another ferryd running? choose another --port)"
                        : err == EADDRNOTAVAIL ? " (that address is not on this machine)"
                        : err == EACCES        ? " (ports below 1024 need privileges)"
                                               : "";
     throw std::runtime_error{
         fmt::format("cannot bind {}: {}{}", to_string(*ep), std::strerror(err), hint)};
   }
+  // Set after the bind, SO_REUSEPORT still lets later sockets join this one, while the bind
+  // itself refused a busy port. For port 0 it matters too: with the option set, the kernel may
+  // pick a port that another sharing group of the same user holds.
+  if (cfg_.share_port == port_sharing::later &&
+      ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0)
+    throw std::runtime_error{fmt::format("cannot share a port: {}", std::strerror(errno))};
   // As root the FORCE variants pass net.core.[rw]mem_max; otherwise take what the cap allows.
   const int want = cfg_.socket_buffer;
   if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &want, sizeof want) != 0)
@@ -263,6 +287,7 @@ void udp_server::stop() noexcept {
     // request_stop() may be running on another thread: the handle must not close under it.
     std::lock_guard lock{stop_mutex_};
     stop_async_.close();
+    counters_async_.close();
   }
   files_.clear();
   send_queue_.clear();
@@ -276,6 +301,11 @@ void udp_server::stop() noexcept {
 void udp_server::request_stop() noexcept {
   std::lock_guard lock{stop_mutex_};
   if (auto* a = stop_async_.get(); a != nullptr) uv_async_send(a);
+}
+
+void udp_server::request_counters() noexcept {
+  std::lock_guard lock{stop_mutex_};
+  if (auto* a = counters_async_.get(); a != nullptr) uv_async_send(a);
 }
 
 void udp_server::update_poll() noexcept {
@@ -842,116 +872,222 @@ std::size_t udp_server::active_addresses() noexcept {
   return n;
 }
 
+void udp_server::publish_active_addresses() noexcept {
+  stats_.active_addresses = active_addresses();
+}
+
 void udp_server::log_counters(bool force) noexcept {
+  publish_active_addresses();
+  const udp_server* self = this;
+  server::log_counters({&self, 1}, force);
+}
+
+void log_counters(std::span<const udp_server* const> servers, bool force) noexcept {
   try {
-    auto n = [](const std::atomic<std::uint64_t>& v) { return std::to_string(v.load()); };
-    const auto& s = stats_;
+    auto n = [&](const std::atomic<std::uint64_t> stats::*field) {
+      std::uint64_t sum = 0;
+      for (const auto* s : servers) sum += (s->counters().*field).load();
+      return std::to_string(sum);
+    };
     std::string refused;
-    for (std::size_t i = 1; i < s.refusals.size(); ++i) {
-      if (const auto count = s.refusals[i].load(); count > 0) {
+    for (std::size_t i = 1; i < std::tuple_size_v<decltype(stats::refusals)>; ++i) {
+      std::uint64_t count = 0;
+      for (const auto* s : servers) count += s->counters().refusals[i].load();
+      if (count > 0) {
         if (!refused.empty()) refused += ',';
         refused += fmt::format("{}:{}", protocol::code_name(static_cast<errc>(i)), count);
       }
     }
+    std::string gets;
+    for (const auto* s : servers) {
+      if (!gets.empty()) gets += ',';
+      gets += std::to_string(s->counters().get_requests.load());
+    }
     log::write(log::level::info, "counters",
-               {{"requests_list", n(s.list_requests)},
-                {"requests_stat", n(s.stat_requests)},
-                {"requests_get", n(s.get_requests)},
-                {"datagrams_in", n(s.datagrams_in)},
-                {"bytes_in", n(s.bytes_in)},
-                {"datagrams_out", n(s.datagrams_out)},
-                {"bytes_out", n(s.bytes_out)},
-                {"drop_malformed", n(s.dropped_malformed)},
-                {"drop_corrupt", n(s.dropped_corrupt)},
-                {"drop_truncated", n(s.dropped_truncated)},
-                {"unvalidated", n(s.unvalidated)},
-                {"tokens_sent", n(s.tokens_sent)},
-                {"amplification_withheld", n(s.amplification_withheld)},
-                {"drop_queue_full", n(s.dropped_queue_full)},
-                {"rate_waits", n(s.rate_waits)},
-                {"drop_send_queue", n(s.send_dropped)},
-                {"recv_errors", n(s.recv_errors)},
-                {"send_errors", n(s.send_errors)},
-                {"busy", n(s.busy_sent)},
-                {"errors_sent", n(s.errors_sent)},
+               {{"requests_list", n(&stats::list_requests)},
+                {"requests_stat", n(&stats::stat_requests)},
+                {"requests_get", n(&stats::get_requests)},
+                {"worker_gets", gets},
+                {"datagrams_in", n(&stats::datagrams_in)},
+                {"bytes_in", n(&stats::bytes_in)},
+                {"datagrams_out", n(&stats::datagrams_out)},
+                {"bytes_out", n(&stats::bytes_out)},
+                {"drop_malformed", n(&stats::dropped_malformed)},
+                {"drop_corrupt", n(&stats::dropped_corrupt)},
+                {"drop_truncated", n(&stats::dropped_truncated)},
+                {"unvalidated", n(&stats::unvalidated)},
+                {"tokens_sent", n(&stats::tokens_sent)},
+                {"amplification_withheld", n(&stats::amplification_withheld)},
+                {"drop_queue_full", n(&stats::dropped_queue_full)},
+                {"rate_waits", n(&stats::rate_waits)},
+                {"drop_send_queue", n(&stats::send_dropped)},
+                {"recv_errors", n(&stats::recv_errors)},
+                {"send_errors", n(&stats::send_errors)},
+                {"busy", n(&stats::busy_sent)},
+                {"errors_sent", n(&stats::errors_sent)},
                 {"refusals", refused.empty() ? "none" : refused},
-                {"reads_inline", n(s.reads_inline)},
-                {"reads_pooled", n(s.reads_pooled)},
-                {"digests", n(s.digests_computed)},
-                {"internal_errors", n(s.internal_errors)},
-                {"active_addresses", std::to_string(active_addresses())}},
+                {"reads_inline", n(&stats::reads_inline)},
+                {"reads_pooled", n(&stats::reads_pooled)},
+                {"digests", n(&stats::digests_computed)},
+                {"internal_errors", n(&stats::internal_errors)},
+                {"active_addresses", n(&stats::active_addresses)}},
                force);
   } catch (...) {
   }
 }
 
+namespace {
+
+// One server on a loop of its own, run by a thread of its own.
+struct worker {
+  uv_loop_t loop{};
+  std::unique_ptr<udp_server> server;
+  std::thread thread;
+
+  worker() { uv_check(uv_loop_init(&loop), "uv_loop_init"); }
+  worker(const worker&) = delete;
+  worker& operator=(const worker&) = delete;
+  // The thread must have been asked to stop, or never started.
+  ~worker() {
+    if (thread.joinable()) thread.join();
+    server.reset();
+    uv_run(&loop, UV_RUN_DEFAULT);  // let close callbacks run
+    if (uv_loop_close(&loop) != 0)
+      log::write(log::level::warn, "event loop closed with handles still open");
+  }
+};
+
+// The CPUs this process may run on, which taskset or a cgroup may make fewer than the machine's.
+unsigned usable_cores() noexcept {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+// Binds every worker's socket: the first takes the port (a free one for port 0), the others join
+// it. Throws with the first setup error.
+std::vector<std::unique_ptr<worker>> make_workers(const config& cfg, unsigned count) {
+  auto shared = std::make_shared<shared_state>(cfg.max_rate);
+  std::vector<std::unique_ptr<worker>> workers;
+  for (unsigned i = 0; i < count; ++i) {
+    config c = cfg;
+    if (i > 0) {
+      c.port = workers.front()->server->local_endpoint().port();
+      c.share_port = port_sharing::any;
+    } else if ((c.share_port == port_sharing::any && c.port == 0) ||
+               (c.share_port == port_sharing::none && count > 1)) {
+      // Bound with SO_REUSEPORT, port 0 could land in another sharing group of the same user.
+      c.share_port = port_sharing::later;
+    }
+    auto& w = *workers.emplace_back(std::make_unique<worker>());
+    w.server = std::make_unique<udp_server>(&w.loop, std::move(c), shared);
+  }
+  return workers;
+}
+
+}  // namespace
+
 int run_until_signalled(const config& cfg) {
-  uv_loop_t loop;
-  uv_check(uv_loop_init(&loop), "uv_loop_init");
+  const unsigned count = cfg.workers == 0 ? usable_cores() : cfg.workers;
+  std::vector<std::unique_ptr<worker>> workers;
+  try {
+    workers = make_workers(cfg, count);
+  } catch (const std::exception& e) {
+    log::write(log::level::error, e.what());
+    return 1;
+  }
+  std::vector<const udp_server*> servers;
+  for (const auto& w : workers) servers.push_back(w->server.get());
+  // The main thread runs only this control loop: SIGINT and SIGTERM stop every worker, SIGUSR1
+  // and a timer ask each for its counters and the last to answer has them printed, summed.
+  uv_loop_t control;
+  uv_check(uv_loop_init(&control), "uv_loop_init");
   int code = 0;
   {
-    std::unique_ptr<udp_server> server;
-    try {
-      server = std::make_unique<udp_server>(&loop, cfg);
-    } catch (const std::exception& e) {
-      log::write(log::level::error, e.what());
-      code = 1;
+    struct context {
+      std::vector<std::unique_ptr<worker>>* workers;
+      std::span<const udp_server* const> servers;
+      std::atomic<std::size_t> pending{0};  // workers yet to publish their counters
+      std::vector<uv_owned<uv_signal_t>*> stoppers;
+      uv_owned<uv_timer_t>* timer = nullptr;
+    };
+    context ctx{&workers, servers, {}, {}, nullptr};
+    uv_owned<uv_async_t> collect{&control, uv_async_init, [](uv_async_t* a) {
+                                   log_counters(static_cast<context*>(a->data)->servers, true);
+                                 }};
+    collect.get()->data = &ctx;
+    ::uv_unref(collect.handle());
+    for (auto& w : workers) {
+      w->server->on_counters_published([&ctx, a = collect.get()] {
+        if (ctx.pending.fetch_sub(1) == 1) uv_async_send(a);
+      });
     }
-    if (server) {
-      const auto addr = to_string(server->local_endpoint());
-      std::printf("listening on %s\n", addr.c_str());
-      std::fflush(stdout);
-      log::write(log::level::info, "listening", {{"addr", addr}, {"root", cfg.root}});
-
-      // SIGINT and SIGTERM stop; SIGUSR1 prints the counters; a timer prints them on request.
-      struct context {
-        udp_server* server;
-        std::vector<uv_owned<uv_signal_t>*> stoppers;
-        uv_owned<uv_timer_t>* timer;
-      };
-      uv_owned<uv_signal_t> sigint{&loop, uv_signal_init};
-      uv_owned<uv_signal_t> sigterm{&loop, uv_signal_init};
-      uv_owned<uv_signal_t> sigusr1{&loop, uv_signal_init};
-      uv_owned<uv_timer_t> stats_timer{&loop, uv_timer_init};
-      context ctx{server.get(), {&sigint, &sigterm, &sigusr1}, &stats_timer};
+    static constexpr auto stop_all = [](context& c) {
+      for (auto& w : *c.workers) w->server->request_stop();
+    };
+    static constexpr auto ask_counters = [](context& c) {
+      std::size_t idle = 0;
+      // A request still being answered is printed when it is; this one joins it.
+      if (!c.pending.compare_exchange_strong(idle, c.workers->size())) return;
+      for (auto& w : *c.workers) w->server->request_counters();
+    };
+    for (auto& w : workers) {
+      w->thread = std::thread{[l = &w->loop] { uv_run(l, UV_RUN_DEFAULT); }};
+    }
+    try {
+      uv_owned<uv_signal_t> sigint{&control, uv_signal_init};
+      uv_owned<uv_signal_t> sigterm{&control, uv_signal_init};
+      uv_owned<uv_signal_t> sigusr1{&control, uv_signal_init};
+      uv_owned<uv_timer_t> stats_timer{&control, uv_timer_init};
+      ctx.stoppers = {&sigint, &sigterm, &sigusr1};
+      ctx.timer = &stats_timer;
       for (auto* h : ctx.stoppers) h->get()->data = &ctx;
       stats_timer.get()->data = &ctx;
-      auto on_stop = [](uv_signal_t* h, int signum) {
+      static constexpr auto on_stop = [](uv_signal_t* h, int signum) {
         auto& c = *static_cast<context*>(h->data);
         log::write(log::level::info, "stopping", {{"signal", std::to_string(signum)}});
-        c.server->stop();
+        stop_all(c);
         for (auto* s : c.stoppers) s->close();
         c.timer->close();
       };
       uv_check(uv_signal_start(sigint.get(), on_stop, SIGINT), "uv_signal_start");
       uv_check(uv_signal_start(sigterm.get(), on_stop, SIGTERM), "uv_signal_start");
-      uv_check(uv_signal_start(
-                   sigusr1.get(),
-                   [](uv_signal_t* h, int) {
-                     static_cast<context*>(h->data)->server->log_counters(true);
-                   },
-                   SIGUSR1),
-               "uv_signal_start");
+      static constexpr auto on_usr1 = [](uv_signal_t* h, int) {
+        ask_counters(*static_cast<context*>(h->data));
+      };
+      uv_check(uv_signal_start(sigusr1.get(), on_usr1, SIGUSR1), "uv_signal_start");
       if (cfg.stats_interval > 0) {
         const auto ms = static_cast<std::uint64_t>(cfg.stats_interval * 1000);
-        uv_check(
-            uv_timer_start(
-                stats_timer.get(),
-                [](uv_timer_t* t) { static_cast<context*>(t->data)->server->log_counters(true); },
-                ms, ms),
-            "uv_timer_start");
+        uv_check(uv_timer_start(
+                     stats_timer.get(),
+                     [](uv_timer_t* t) { ask_counters(*static_cast<context*>(t->data)); }, ms, ms),
+                 "uv_timer_start");
       }
-      uv_run(&loop, UV_RUN_DEFAULT);
-      server->log_counters(false);
-      log::write(log::level::info, "stopped");
+      // Only now, so that a script that signals ferryd as soon as it reads this line cannot
+      // meet the default action of a signal.
+      const auto addr = to_string(servers.front()->local_endpoint());
+      std::printf("listening on %s\n", addr.c_str());
+      std::fflush(stdout);
+      log::write(log::level::info, "listening",
+                 {{"addr", addr}, {"root", cfg.root}, {"workers", std::to_string(count)}});
+      uv_run(&control, UV_RUN_DEFAULT);
+    } catch (const std::exception& e) {
+      log::write(log::level::error, e.what());
+      stop_all(ctx);
+      code = 1;
     }
-    server.reset();
+    for (auto& w : workers) w->thread.join();
+    // The loops have ended, so this thread may read what was theirs.
+    for (auto& w : workers) w->server->publish_active_addresses();
+    log_counters(servers, false);
+    log::write(log::level::info, "stopped");
+    workers.clear();
   }
-  uv_run(&loop, UV_RUN_DEFAULT);  // let close callbacks run
-  if (uv_loop_close(&loop) != 0)
+  uv_run(&control, UV_RUN_DEFAULT);  // let close callbacks run
+  if (uv_loop_close(&control) != 0)
     log::write(log::level::warn, "event loop closed with handles still open");
   return code;
 }
 
 }  // namespace ferry::server
-

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <limits>
 #include <map>
 #include <memory>
@@ -27,10 +28,22 @@
 
 namespace ferry::server {
 
+// Whether a socket lets others bind its address and port too (SO_REUSEPORT), so that the kernel
+// spreads clients across them by a hash of their address and port.
+enum class port_sharing : std::uint8_t {
+  none,
+  // Set after bind: the bind fails on a port that anything holds, but later sockets may join.
+  later,
+  // Set before bind: joins a group of sharing sockets already on the port (of the same user).
+  any,
+};
+
 struct config {
   std::string root;
   std::string bind = "127.0.0.1";
   std::uint16_t port = default_port;  // 0 takes a free port
+  unsigned workers = 1;               // loops, each with its own socket; 0: one per core
+  port_sharing share_port = port_sharing::none;  // any: --reuseport
   std::uint32_t max_block = protocol::max_block_size;
   std::size_t max_jobs = 64;               // queued file-system jobs; beyond: errc::busy
   std::size_t max_digest_jobs = 2;         // whole-file digests computed at once
@@ -64,6 +77,17 @@ struct stats {
   std::atomic<std::uint64_t> internal_errors{0};
   // Error replies sent, by the code sent (protocol::errc values index it).
   std::array<std::atomic<std::uint64_t>, 16> refusals{};
+  // active_addresses() as of its last publication (request_counters()).
+  std::atomic<std::uint64_t> active_addresses{0};
+};
+
+// What the workers of one process share (ferryd --workers): the address-validation secret, so
+// that a token from one worker is valid at every other when the kernel moves a client, and the
+// --max-rate bucket, so that the limit holds for the process. Immutable or locked.
+struct shared_state {
+  explicit shared_state(std::uint64_t max_rate) : total_rate{max_rate, 0} {}
+  const address_validator validator;
+  shared_token_bucket total_rate;
 };
 
 class pool_job;
@@ -75,7 +99,8 @@ class pool_job;
 class udp_server {
  public:
   // Opens the root and binds the socket. Throws on any setup error, with a message for the user.
-  udp_server(uv_loop_t* loop, config cfg);
+  // Servers of one process pass the same `shared`; null makes one of their own.
+  udp_server(uv_loop_t* loop, config cfg, std::shared_ptr<shared_state> shared = nullptr);
   ~udp_server();
   udp_server(const udp_server&) = delete;
   udp_server& operator=(const udp_server&) = delete;
@@ -87,9 +112,15 @@ class udp_server {
   void stop() noexcept;
   // Thread-safe: asks the loop thread to stop().
   void request_stop() noexcept;
+  // Thread-safe: asks the loop thread to publish active_addresses() in counters() and then to
+  // call `done`, which was set before the loop started. Nothing happens once stopping.
+  void request_counters() noexcept;
+  void on_counters_published(std::function<void()> done) { counters_done_ = std::move(done); }
 
   // Logs every counter as one event. `force` prints it whatever the log level (SIGUSR1).
   void log_counters(bool force) noexcept;
+  // Stores active_addresses() in counters(). Loop thread, or any once the loop has ended.
+  void publish_active_addresses() noexcept;
   // True when nothing the server took in is still being worked on: no file-system job, no
   // queued GET, no datagram waiting for the socket. Loop thread only; for harnesses and tests.
   [[nodiscard]] bool quiescent() const noexcept {
@@ -185,9 +216,10 @@ class udp_server {
 
   uv_loop_t* loop_;  // unowned
   config cfg_;
+  std::shared_ptr<shared_state> shared_;
   unique_fd root_;
   unique_fd socket_;
-  address_validator validator_;
+  const address_validator& validator_;  // in shared_
   std::unique_ptr<uv_owned<uv_poll_t>> poll_;
   uv_owned<uv_idle_t> serve_idle_;   // runs while GETs wait and nothing else wakes the loop
   uv_owned<uv_timer_t> rate_timer_;  // wakes serving when a rate limit allows more
@@ -195,7 +227,9 @@ class udp_server {
   bool rate_timer_armed_ = false;
   int poll_events_ = 0;
   uv_owned<uv_async_t> stop_async_;
-  std::mutex stop_mutex_;  // guards stop_async_ between request_stop() and its closing
+  uv_owned<uv_async_t> counters_async_;
+  std::function<void()> counters_done_;
+  std::mutex stop_mutex_;  // guards both asyncs between request_*() and their closing
   bool stopping_ = false;
   struct stats stats_;
 
@@ -213,7 +247,7 @@ class udp_server {
   };
   std::deque<queued_datagram> send_queue_;
   std::size_t send_queued_ = 0;  // bytes in send_queue_
-  token_bucket total_rate_;
+  shared_token_bucket& total_rate_;  // in shared_
 
   std::unordered_map<peer_key, client_state, peer_key_hash> clients_;
   std::deque<peer_key> ready_;  // clients with queued GETs, in round-robin order
@@ -231,8 +265,12 @@ class udp_server {
   std::shared_ptr<dir_cache> dirs_;  // shared with pool jobs
 };
 
-// Runs a server on a fresh loop until SIGINT or SIGTERM. Prints "listening on ADDR:PORT" to
-// stdout first. Returns the process exit code.
+// Logs the counters of `servers` summed as one event, with each one's GET count in worker_gets.
+// Any thread; active_addresses is the sum of what each last published.
+void log_counters(std::span<const udp_server* const> servers, bool force) noexcept;
+
+// Runs cfg.workers servers, each on its own loop and thread and all on one port, until SIGINT or
+// SIGTERM. Prints "listening on ADDR:PORT" to stdout first. Returns the process exit code.
 int run_until_signalled(const config& cfg);
 
 }  // namespace ferry::server
