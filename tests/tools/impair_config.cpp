@@ -289,6 +289,10 @@ parse_outcome parse_command_line(int argc, char** argv, config& out,
     app.add_flag("--corrupt-payload", out.corrupt_payload,
                  "Corrupt a data-block reply (type 0x83) in its payload only, past its 82 bytes "
                  "of header and fields; other datagrams as --corrupt-skip says");
+    app.add_flag("--follow-upstream-port", out.follow_upstream_port,
+                 "Accept replies from any port of the upstream host and send the client's next "
+                 "datagrams to the port that last answered, as TFTP needs (its server answers "
+                 "from a new port); the first still goes to --upstream");
     app.add_option("--seed", seed, "Random seed; one stream per direction (default 1)")
         ->type_name("N");
     app.add_option("--max-seconds", max_seconds, "Exit after this many seconds (default 3600)")

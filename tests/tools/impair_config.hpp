@@ -77,6 +77,10 @@ struct config {
   // Corruption of a data-block reply flips a byte of its payload, never of its fields, so that
   // only the block checksum can catch it.
   bool corrupt_payload = false;
+  // Leave each upstream socket unconnected: accept replies from any port of the upstream host
+  // and send the client's next datagrams to the port that last answered. TFTP needs this, since
+  // its server answers from a new port (the transfer ID).
+  bool follow_upstream_port = false;
   double stats_interval_ms = 0;  // Zero: no per-interval counts in the stats file.
   std::uint64_t seed = 1;
   double max_seconds = 3600;

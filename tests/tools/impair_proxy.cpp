@@ -42,6 +42,7 @@ std::string key_values(std::string_view prefix, const direction_stats& s, bool w
   line("corrupted_payload", s.corrupted_payload);
   line("dropped_send", s.dropped_send);
   line("dropped_no_mapping", s.dropped_no_mapping);
+  line("dropped_foreign", s.dropped_foreign);
   line("dropped_truncated", s.dropped_truncated);
   line("dropped_memory", s.dropped_memory);
   line("dropped_shutdown", s.dropped_shutdown);

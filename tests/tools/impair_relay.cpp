@@ -130,6 +130,7 @@ relay::relay(const config& cfg)
   loop_ready_ = true;
   impaired_[index_of(direction::up)] = cfg_.up.impaired();
   impaired_[index_of(direction::down)] = cfg_.down.impaired();
+  upstream_key_ = key_of(cfg_.upstream.addr());
   slab_size_ = max_datagram * recv_batch;
   slab_ = std::make_unique<char[]>(slab_size_);
   slots_.assign(cfg_.max_clients, nullptr);
@@ -289,9 +290,22 @@ void relay::on_upstream_recv(uv_udp_t* handle, ssize_t nread, const uv_buf_t* bu
                              const sockaddr* addr, unsigned flags) noexcept {
   auto& self = *static_cast<relay*>(handle->loop->data);
   if (!self.receivable(direction::down, nread, addr, flags)) return;
+  auto& m = *static_cast<mapping*>(handle->data);
+  if (self.cfg_.follow_upstream_port) {
+    // The socket is unconnected, so the kernel no longer filters by source; we do, by host.
+    client_key from = key_of(addr);
+    from.port = self.upstream_key_.port;
+    if (!(from == self.upstream_key_)) {
+      auto& st = self.stats_[index_of(direction::down)];
+      ++st.received;
+      ++st.dropped_foreign;
+      return;
+    }
+    m.server_length = length_of(addr);
+    std::memcpy(&m.server, addr, m.server_length);
+  }
   try {
-    self.handle_datagram(direction::down, *static_cast<mapping*>(handle->data), buf->base,
-                         static_cast<std::size_t>(nread));
+    self.handle_datagram(direction::down, m, buf->base, static_cast<std::size_t>(nread));
   } catch (...) {
     ++self.stats_[index_of(direction::down)].dropped_memory;
   }
@@ -376,8 +390,8 @@ mapping* relay::find_or_create_mapping(const sockaddr* addr) {
   }
   enlarge_buffers(&m->socket);
   // A connected socket lets the kernel filter replies to the upstream address and lets us use
-  // uv_udp_try_send without an address.
-  int rc = uv_udp_connect(&m->socket, cfg_.upstream.addr());
+  // uv_udp_try_send without an address; --follow-upstream-port does both itself instead.
+  int rc = cfg_.follow_upstream_port ? 0 : uv_udp_connect(&m->socket, cfg_.upstream.addr());
   if (rc == 0) rc = uv_udp_recv_start(&m->socket, on_alloc, on_upstream_recv);
   if (rc < 0) {
     by_client_.erase(key);
@@ -629,6 +643,9 @@ void relay::transmit(direction d, mapping* m, char* data, std::size_t size,
       return;
     }
     handle = &m->socket;
+    if (cfg_.follow_upstream_port)
+      addr = m->server_length != 0 ? reinterpret_cast<const sockaddr*>(&m->server)
+                                   : cfg_.upstream.addr();
   } else {
     addr = owned != nullptr ? reinterpret_cast<const sockaddr*>(&owned->client)
                             : reinterpret_cast<const sockaddr*>(&m->client);

@@ -30,6 +30,7 @@ struct direction_stats {
   std::uint64_t corrupted_payload = 0;   // Those of `corrupted` flipped in a data block's payload.
   std::uint64_t dropped_send = 0;        // The kernel refused it or our send backlog was full.
   std::uint64_t dropped_no_mapping = 0;  // Too many clients, or the mapping expired meanwhile.
+  std::uint64_t dropped_foreign = 0;     // With --follow-upstream-port: not from the upstream host.
   std::uint64_t dropped_truncated = 0;   // Larger than the receive buffer; cannot happen for UDP.
   std::uint64_t dropped_memory = 0;      // The proxy already held too many bytes in delay queues.
   std::uint64_t dropped_shutdown = 0;    // Still delayed when the proxy exited.
@@ -38,8 +39,8 @@ struct direction_stats {
   std::vector<std::uint64_t> received_series;
 
   [[nodiscard]] std::uint64_t dropped_other() const noexcept {
-    return dropped_send + dropped_no_mapping + dropped_truncated + dropped_memory +
-           dropped_shutdown;
+    return dropped_send + dropped_no_mapping + dropped_foreign + dropped_truncated +
+           dropped_memory + dropped_shutdown;
   }
 };
 
@@ -103,10 +104,15 @@ struct client_key_hash {
 
 inline constexpr std::size_t max_held_per_mapping = 16;
 
-// One client: its own socket connected to the upstream server, so the server sees one source
-// port per client. Owned by the relay's slot table until closed; freed in the close callback.
+// One client: its own socket connected to the upstream server (unless it follows the server's
+// port), so the server sees one source port per client. Owned by the relay's slot table until
+// closed; freed in the close callback.
 struct mapping {
   uv_udp_t socket{};
+  // With --follow-upstream-port the socket stays unconnected, and datagrams to the server go to
+  // where it last answered from; zero length until it has answered.
+  sockaddr_storage server{};
+  socklen_t server_length = 0;
   std::uint32_t slot = 0;
   std::uint64_t generation = 0;
   client_key key;
@@ -242,6 +248,8 @@ class relay {
   std::unordered_map<detail::client_key, std::uint32_t, detail::client_key_hash> by_client_;
   std::uint64_t next_generation_ = 1;
   bool mapping_error_reported_ = false;
+  // With --follow-upstream-port, a reply must match this in all but the port.
+  detail::client_key upstream_key_;
 
   std::array<xoshiro256ss, 2> rng_;
   std::array<link_state, 2> links_{};
