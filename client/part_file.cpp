@@ -27,7 +27,8 @@ constexpr std::size_t header_bytes = 64;
       e == ENOSPC || e == EDQUOT ? " (free some space, then rerun the same command to resume)"
       : e == EACCES || e == EPERM || e == EROFS ? " (choose a writable place with -o)"
       : e == ENOENT                             ? " (does the directory exist?)"
-                                                : "";
+      : e == ELOOP ? " (it is a symbolic link, and ferry never writes through one; remove it)"
+                   : "";
   throw failure{exit_code::local_io,
                 fmt::format("cannot {} '{}': {}{}", what, p.string(), std::strerror(e), hint)};
 }
@@ -58,10 +59,11 @@ bool all_zero(std::span<const std::byte> data) {
 part_file::part_file(const std::filesystem::path& out, const protocol::file_version& version,
                      std::uint32_t block)
     : out_{out}, data_path_{out.string() + ".part"}, state_path_{out.string() + ".part.state"} {
-  const int fd = ::open(data_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  // Never through a symbolic link planted under either name: it could point anywhere.
+  const int fd = ::open(data_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (fd < 0) fail_io(data_path_, "create", errno);
   data_.reset(fd);
-  const int sfd = ::open(state_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  const int sfd = ::open(state_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (sfd < 0) fail_io(state_path_, "create", errno);
   state_.reset(sfd);
   if (load_state(version)) {

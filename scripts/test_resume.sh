@@ -177,6 +177,18 @@ truncate -s 64G "$TMP/huge/data.bin.part.state"
 resume huge data.bin
 check_eq "huge: nothing is resumed from it" 0 "$RESUMED"
 
+section "a symbolic link under OUT.part or OUT.part.state is never written through"
+for name in data.bin.part data.bin.part.state; do
+  mkdir -p "$TMP/link-$name"
+  printf 'keep' >"$TMP/link-$name/victim"
+  ln -s victim "$TMP/link-$name/$name"
+  run_ferry get "$ADDR" data.bin -o "$TMP/link-$name/data.bin"
+  check_rc "$name is a symlink: local I/O error" 6
+  check "$name is a symlink: the error says why" grep -q "symbolic link" "$RUN_ERR"
+  check_eq "$name is a symlink: its target is untouched" keep "$(cat "$TMP/link-$name/victim")"
+  check "$name is a symlink: no output file" test ! -e "$TMP/link-$name/data.bin"
+done
+
 section "server SIGKILLed mid-transfer and restarted on the same port"
 dir=$TMP/server-restart
 mkdir -p "$dir"
