@@ -2,6 +2,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/vfs.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -103,6 +105,12 @@ read_outcome read_block(int fd, std::uint64_t offset, std::uint32_t block, std::
   r.length = got;
   r.eof = offset + got == r.version.size;
   return r;
+}
+
+bool reads_from_memory(int fd) noexcept {
+  struct statfs fs {};
+  if (::fstatfs(fd, &fs) != 0) return false;
+  return fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC;
 }
 
 protocol::list_reply make_page(const std::vector<protocol::list_entry>& sorted,

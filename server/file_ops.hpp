@@ -53,6 +53,10 @@ struct read_outcome {
 [[nodiscard]] read_outcome read_block(int fd, std::uint64_t offset, std::uint32_t block,
                                       std::byte* out, bool nowait) noexcept;
 
+// True if `fd` lies on a file system held in memory (tmpfs, ramfs), where a read never waits for
+// a disk. Such file systems refuse RWF_NOWAIT, so without this every read would go to the pool.
+[[nodiscard]] bool reads_from_memory(int fd) noexcept;
+
 // Fills one page of a listing from a sorted snapshot: names strictly after `cursor`, as many as
 // fit in `budget` wire bytes (at least one, so every page makes progress).
 [[nodiscard]] protocol::list_reply make_page(const std::vector<protocol::list_entry>& sorted,

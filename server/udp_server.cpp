@@ -509,10 +509,11 @@ void udp_server::serve_turn() noexcept {
 }
 
 void udp_server::serve_get(client_state& c, const peer_key& key, pending_get& g) {
-  auto file = cached_file(g.rel);
+  const auto* cached = cached_file(g.rel);
+  std::shared_ptr<unique_fd> file = cached != nullptr ? cached->fd : nullptr;
   if (file) {
     // Page-cache hits are served right here; anything that would wait for a disk goes to the pool.
-    auto r = read_block(file->get(), g.offset, g.block, block_buf_.get(), true);
+    auto r = read_block(file->get(), g.offset, g.block, block_buf_.get(), !cached->in_memory);
     if (!r.would_block) {
       ++stats_.reads_inline;
       if (r.error != errc::ok) return send_error(c.peer, g.id, r.error);
@@ -641,14 +642,14 @@ bool udp_server::submit(std::unique_ptr<pool_job> job) {
   return true;
 }
 
-std::shared_ptr<unique_fd> udp_server::cached_file(const std::string& rel) {
+const udp_server::open_file* udp_server::cached_file(const std::string& rel) {
   auto it = files_.find(rel);
   if (it == files_.end()) return nullptr;
   if (uv_now(loop_) - it->second.opened_ms > file_reuse_ms) {
     files_.erase(it);
     return nullptr;
   }
-  return it->second.fd;
+  return &it->second;
 }
 
 void udp_server::remember_file(const std::string& rel, std::shared_ptr<unique_fd> fd) {
@@ -658,7 +659,8 @@ void udp_server::remember_file(const std::string& rel, std::shared_ptr<unique_fd
       if (it->second.opened_ms < oldest->second.opened_ms) oldest = it;
     files_.erase(oldest);
   }
-  files_[rel] = open_file{std::move(fd), uv_now(loop_)};
+  const bool in_memory = reads_from_memory(fd->get());
+  files_[rel] = open_file{std::move(fd), uv_now(loop_), in_memory};
 }
 
 void udp_server::send(const endpoint& peer, std::span<const iovec> bufs, bool charge) noexcept {

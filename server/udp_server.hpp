@@ -175,8 +175,10 @@ class udp_server {
   struct open_file {
     std::shared_ptr<unique_fd> fd;
     std::uint64_t opened_ms = 0;
+    bool in_memory = false;  // on tmpfs or ramfs: read inline without RWF_NOWAIT
   };
-  [[nodiscard]] std::shared_ptr<unique_fd> cached_file(const std::string& rel);
+  // The cached entry for `rel`, or null; valid until the next call that changes files_.
+  [[nodiscard]] const open_file* cached_file(const std::string& rel);
   void remember_file(const std::string& rel, std::shared_ptr<unique_fd> fd);
 
   struct version_less {
