@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -49,6 +50,14 @@ constexpr std::size_t max_clients = 65'536;
 // queues and buckets must not pile up.
 constexpr std::uint64_t client_idle_ms = 2'000;
 constexpr std::uint64_t prune_every_ms = 1'000;
+
+// Replies gathered for one sendmmsg: at most a turn's worth, and at most out_capacity bytes.
+constexpr std::size_t out_capacity = 2u << 20;
+constexpr std::size_t max_out = serve_per_turn;
+// One UDP GSO send carries at most this many segments and bytes (the kernel's UDP_MAX_SEGMENTS
+// and what fits one IP datagram's length field, with room for headers).
+constexpr std::size_t gso_max_segments = 64;
+constexpr std::size_t gso_max_bytes = 65000;
 
 iovec make_iov(const void* p, std::size_t n) { return iovec{const_cast<void*>(p), n}; }
 }  // namespace
@@ -179,7 +188,7 @@ udp_server::udp_server(uv_loop_t* loop, config cfg)
       stop_async_{loop, uv_async_init,
                   [](uv_async_t* a) { static_cast<udp_server*>(a->data)->stop(); }},
       recv_buf_{std::make_unique_for_overwrite<std::byte[]>(recv_batch * recv_slot)},
-      block_buf_{std::make_unique_for_overwrite<std::byte[]>(protocol::max_block_size)},
+      out_buf_{std::make_unique_for_overwrite<std::byte[]>(out_capacity)},
       total_rate_{cfg_.max_rate, uv_now(loop)},
       dirs_{std::make_shared<dir_cache>()} {
   cfg_.max_block = std::clamp(cfg_.max_block, protocol::min_block_size, protocol::max_block_size);
@@ -265,6 +274,8 @@ void udp_server::stop() noexcept {
     stop_async_.close();
   }
   files_.clear();
+  out_.clear();
+  out_used_ = 0;
   send_queue_.clear();
   send_queued_ = 0;
   clients_.clear();
@@ -481,6 +492,7 @@ void udp_server::serve_turn() noexcept {
     }
     ++served;
   }
+  flush_out();
   clients_last_turn_ = clients_served;
   // Keep only clients that still wait in ready_.
   std::erase_if(ready_, [&](const peer_key& k) {
@@ -513,11 +525,12 @@ void udp_server::serve_get(client_state& c, const peer_key& key, pending_get& g)
   std::shared_ptr<unique_fd> file = cached != nullptr ? cached->fd : nullptr;
   if (file) {
     // Page-cache hits are served right here; anything that would wait for a disk goes to the pool.
-    auto r = read_block(file->get(), g.offset, g.block, block_buf_.get(), !cached->in_memory);
+    const bool in_memory = cached->in_memory;
+    auto r = read_block(file->get(), g.offset, g.block, out_payload_slot(g.block), !in_memory);
     if (!r.would_block) {
       ++stats_.reads_inline;
       if (r.error != errc::ok) return send_error(c.peer, g.id, r.error);
-      send_data(c.peer, g.id, g.offset, r, block_buf_.get());
+      add_out(c, g.id, g.offset, r);
       c.rate.charge(r.length + protocol::data_reply_overhead);
       return;
     }
@@ -684,6 +697,11 @@ void udp_server::send(const endpoint& peer, std::span<const iovec> bufs, bool ch
       return;
     }
   }
+  queue_datagram(peer, bufs, total);
+}
+
+void udp_server::queue_datagram(const endpoint& peer, std::span<const iovec> bufs,
+                                std::size_t total) noexcept {
   // The socket buffer is full: keep a copy, within a bound, or drop it. The client asks again.
   if (send_queued_ + total > cfg_.max_send_queue) {
     ++stats_.send_dropped;
@@ -702,6 +720,117 @@ void udp_server::send(const endpoint& peer, std::span<const iovec> bufs, bool ch
   } catch (...) {
     ++stats_.send_dropped;
   }
+}
+
+std::byte* udp_server::out_payload_slot(std::uint32_t block) noexcept {
+  if (out_.size() >= max_out || out_used_ + protocol::data_reply_overhead + block > out_capacity)
+    flush_out();
+  return out_buf_.get() + out_used_ + protocol::data_reply_overhead;
+}
+
+void udp_server::add_out(const client_state& c, std::uint64_t id, std::uint64_t offset,
+                         const read_outcome& r) noexcept {
+  protocol::data_reply meta;
+  meta.offset = offset;
+  meta.eof = r.eof;
+  meta.version = r.version;
+  meta.length = r.length;
+  std::byte* at = out_buf_.get() + out_used_;
+  const std::span<const std::byte> payload{at + protocol::data_reply_overhead, r.length};
+  auto n = codec::encode_data_prefix({at, protocol::data_reply_overhead}, id, meta, payload);
+  // The payload was read right behind a prefix of exactly this size.
+  if (!n || *n != protocol::data_reply_overhead) {
+    ++stats_.internal_errors;
+    return;
+  }
+  const auto size = protocol::data_reply_overhead + r.length;
+  total_rate_.charge(size);
+  try {
+    out_.push_back(outgoing{c.key, c.peer, out_used_, size});
+  } catch (...) {
+    ++stats_.send_dropped;
+    return;
+  }
+  out_used_ += size;
+}
+
+void udp_server::flush_out() noexcept {
+  if (out_.empty() || !socket_) {
+    out_.clear();
+    out_used_ = 0;
+    return;
+  }
+  // Group each client's replies, keeping their order: equal-sized replies to one client can
+  // then go out as one UDP GSO send, which crosses the network stack once instead of per block.
+  std::stable_sort(out_.begin(), out_.end(), [](const outgoing& a, const outgoing& b) {
+    return a.key.bytes < b.key.bytes;
+  });
+  mmsghdr msgs[max_out];
+  iovec iov[max_out];
+  alignas(cmsghdr) char ctrl[max_out][CMSG_SPACE(sizeof(std::uint16_t))];
+  // first[k] and count[k]: the replies message k carries.
+  std::size_t first[max_out], count[max_out];
+  std::size_t next = 0;  // the first reply not yet sent or given up
+  while (next < out_.size() && socket_) {
+    unsigned m = 0;
+    for (std::size_t i = next; i < out_.size(); ++m) {
+      std::size_t j = i + 1, bytes = out_[i].size;
+      // Every segment but the last must be exactly the first one's size.
+      while (gso_ok_ && j < out_.size() && out_[j].key == out_[i].key &&
+             out_[j - 1].size == out_[i].size && out_[j].size <= out_[i].size &&
+             j - i < gso_max_segments && bytes + out_[j].size <= gso_max_bytes) {
+        bytes += out_[j].size;
+        ++j;
+      }
+      for (std::size_t k = i; k < j; ++k) iov[k] = make_iov(out_buf_.get() + out_[k].at, out_[k].size);
+      msgs[m] = mmsghdr{};
+      auto& h = msgs[m].msg_hdr;
+      h.msg_name = const_cast<sockaddr*>(out_[i].peer.addr());
+      h.msg_namelen = out_[i].peer.length;
+      h.msg_iov = &iov[i];
+      h.msg_iovlen = j - i;
+      if (j - i > 1) {
+        h.msg_control = ctrl[m];
+        h.msg_controllen = sizeof ctrl[m];
+        cmsghdr* cm = CMSG_FIRSTHDR(&h);
+        cm->cmsg_level = SOL_UDP;
+        cm->cmsg_type = UDP_SEGMENT;
+        cm->cmsg_len = CMSG_LEN(sizeof(std::uint16_t));
+        const auto seg = static_cast<std::uint16_t>(out_[i].size);
+        std::memcpy(CMSG_DATA(cm), &seg, sizeof seg);
+      }
+      first[m] = i;
+      count[m] = j - i;
+      i = j;
+    }
+    const int sent = ::sendmmsg(socket_.get(), msgs, m, MSG_DONTWAIT);
+    const int err = errno;
+    for (int k = 0; k < std::max(sent, 0); ++k) {
+      stats_.datagrams_out += count[k];
+      for (std::size_t r = first[k]; r < first[k] + count[k]; ++r) stats_.bytes_out += out_[r].size;
+    }
+    if (sent > 0) {
+      next = first[sent - 1] + count[sent - 1];
+      continue;
+    }
+    if (sent == 0) break;
+    if (err == EINTR) continue;
+    if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) break;
+    if (count[0] > 1 && (err == EIO || err == EINVAL)) {
+      // No GSO on this kernel or device, or not for this segment size: send one by one.
+      gso_ok_ = false;
+      log::debug("UDP GSO refused ({}); sending datagrams one by one", std::strerror(err));
+      continue;
+    }
+    ++stats_.send_errors;  // this message is lost; the client asks again
+    next = first[0] + count[0];
+  }
+  for (; next < out_.size(); ++next) {
+    const iovec one = make_iov(out_buf_.get() + out_[next].at, out_[next].size);
+    queue_datagram(out_[next].peer, {&one, 1}, out_[next].size);
+  }
+  out_.clear();
+  out_used_ = 0;
 }
 
 void udp_server::flush_send_queue() noexcept {

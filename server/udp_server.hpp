@@ -202,7 +202,26 @@ class udp_server {
   struct stats stats_;
 
   std::unique_ptr<std::byte[]> recv_buf_;   // every datagram is decoded from here, then dropped
-  std::unique_ptr<std::byte[]> block_buf_;  // inline reads land here and are sent from here
+  // Inline reads land here, each right behind the room for its reply's prefix, and wait as
+  // whole datagrams until flush_out() sends them together (one sendmmsg, UDP GSO per client).
+  struct outgoing {
+    peer_key key;
+    endpoint peer;
+    std::size_t at = 0;  // offset in out_buf_
+    std::size_t size = 0;
+  };
+  std::unique_ptr<std::byte[]> out_buf_;
+  std::size_t out_used_ = 0;
+  std::vector<outgoing> out_;
+  bool gso_ok_ = true;  // cleared when the kernel refuses UDP_SEGMENT
+  // Where the payload of a reply of up to `block` bytes goes; flushes first if it would not fit.
+  [[nodiscard]] std::byte* out_payload_slot(std::uint32_t block) noexcept;
+  // Completes the reply whose payload out_payload_slot() handed out and was read as `r`.
+  void add_out(const client_state& c, std::uint64_t id, std::uint64_t offset,
+               const read_outcome& r) noexcept;
+  void flush_out() noexcept;
+  // Keeps a copy of a datagram that met a full socket buffer, within max_send_queue.
+  void queue_datagram(const endpoint& peer, std::span<const iovec> bufs, std::size_t total) noexcept;
   std::size_t jobs_in_flight_ = 0;
   std::size_t digest_jobs_ = 0;
 
