@@ -149,6 +149,8 @@ class udp_server {
   void schedule_serving() noexcept;
   void serve_turn() noexcept;
   void serve_get(client_state& c, const peer_key& key, pending_get& g);
+  // Serves consecutive GETs of one file, reading the cached ones with a single preadv2.
+  void serve_run(client_state& c, const peer_key& key, std::span<pending_get> run);
   [[nodiscard]] client_state* client_for(const endpoint& peer) noexcept;
   void prune_clients() noexcept;
   void check_root() noexcept;
