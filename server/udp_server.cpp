@@ -792,7 +792,7 @@ void udp_server::add_out(const client_state& c, std::uint64_t id, std::uint64_t 
   const auto size = protocol::data_reply_overhead + r.length;
   total_rate_.charge(size);
   try {
-    out_.push_back(outgoing{c.key, c.peer, out_used_, size});
+    out_.push_back(outgoing{c.key, c.peer, out_used_, size, gso_ok_ && c.gso});
   } catch (...) {
     ++stats_.send_dropped;
     return;
@@ -822,7 +822,7 @@ void udp_server::flush_out() noexcept {
     for (std::size_t i = next; i < out_.size(); ++m) {
       std::size_t j = i + 1, bytes = out_[i].size;
       // Every segment but the last must be exactly the first one's size.
-      while (gso_ok_ && j < out_.size() && out_[j].key == out_[i].key &&
+      while (out_[i].gso && j < out_.size() && out_[j].key == out_[i].key &&
              out_[j - 1].size == out_[i].size && out_[j].size <= out_[i].size &&
              j - i < gso_max_segments && bytes + out_[j].size <= gso_max_bytes) {
         bytes += out_[j].size;
@@ -862,9 +862,15 @@ void udp_server::flush_out() noexcept {
     if (sent == 0) break;
     if (err == EINTR) continue;
     if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) break;
-    if (count[0] > 1 && (err == EIO || err == EINVAL)) {
-      // No GSO on this kernel or device, or not for this segment size: send one by one.
-      gso_ok_ = false;
+    if (count[0] > 1 && (err == EIO || err == EINVAL || err == EMSGSIZE)) {
+      // EIO: the device cannot checksum segments, so no GSO at all. EINVAL or EMSGSIZE: not
+      // this segment size on this client's path (a segment would be IP-fragmented), so none for
+      // this client. Either way these replies go again, one datagram each.
+      const auto key = out_[first[0]].key;
+      if (err == EIO) gso_ok_ = false;
+      if (auto it = clients_.find(key); it != clients_.end()) it->second.gso = false;
+      for (auto& o : out_)
+        if (err == EIO || o.key == key) o.gso = false;
       log::debug("UDP GSO refused ({}); sending datagrams one by one", std::strerror(err));
       continue;
     }

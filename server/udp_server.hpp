@@ -137,6 +137,7 @@ class udp_server {
     std::uint64_t turn = 0;            // the last turn it was considered in
     std::size_t served_in_turn = 0;    // GETs served to it in that turn
     bool ready = false;                // in ready_
+    bool gso = true;                   // false once the kernel refused UDP GSO towards it
   };
 
   static constexpr std::size_t no_limit = std::numeric_limits<std::size_t>::max();
@@ -211,11 +212,12 @@ class udp_server {
     endpoint peer;
     std::size_t at = 0;  // offset in out_buf_
     std::size_t size = 0;
+    bool gso = true;  // may go out in one UDP GSO send with its neighbours
   };
   std::unique_ptr<std::byte[]> out_buf_;
   std::size_t out_used_ = 0;
   std::vector<outgoing> out_;
-  bool gso_ok_ = true;  // cleared when the kernel refuses UDP_SEGMENT
+  bool gso_ok_ = true;  // cleared when the kernel or the device cannot do UDP GSO at all
   // Where the payload of a reply of up to `block` bytes goes; flushes first if it would not fit.
   [[nodiscard]] std::byte* out_payload_slot(std::uint32_t block) noexcept;
   // Completes the reply whose payload out_payload_slot() handed out and was read as `r`.
