@@ -852,6 +852,7 @@ void udp_server::flush_out() noexcept {
     const int sent = ::sendmmsg(socket_.get(), msgs, m, MSG_DONTWAIT);
     const int err = errno;
     for (int k = 0; k < std::max(sent, 0); ++k) {
+      if (count[k] > 1) ++stats_.gso_sends;
       stats_.datagrams_out += count[k];
       for (std::size_t r = first[k]; r < first[k] + count[k]; ++r) stats_.bytes_out += out_[r].size;
     }
@@ -867,6 +868,7 @@ void udp_server::flush_out() noexcept {
       // this segment size on this client's path (a segment would be IP-fragmented), so none for
       // this client. Either way these replies go again, one datagram each.
       const auto key = out_[first[0]].key;
+      ++stats_.gso_refused;
       if (err == EIO) gso_ok_ = false;
       if (auto it = clients_.find(key); it != clients_.end()) it->second.gso = false;
       for (auto& o : out_)
@@ -1060,6 +1062,8 @@ void udp_server::log_counters(bool force) noexcept {
                 {"refusals", refused.empty() ? "none" : refused},
                 {"reads_inline", n(s.reads_inline)},
                 {"reads_pooled", n(s.reads_pooled)},
+                {"gso_sends", n(s.gso_sends)},
+                {"gso_refused", n(s.gso_refused)},
                 {"digests", n(s.digests_computed)},
                 {"internal_errors", n(s.internal_errors)},
                 {"active_addresses", std::to_string(active_addresses())}},

@@ -61,6 +61,8 @@ struct stats {
   std::atomic<std::uint64_t> recv_errors{0};
   std::atomic<std::uint64_t> errors_sent{0}, busy_sent{0}, send_errors{0}, send_dropped{0};
   std::atomic<std::uint64_t> reads_inline{0}, reads_pooled{0}, digests_computed{0};
+  // UDP GSO sends (each several datagrams), and refusals that made a client or all fall back.
+  std::atomic<std::uint64_t> gso_sends{0}, gso_refused{0};
   std::atomic<std::uint64_t> internal_errors{0};
   // Error replies sent, by the code sent (protocol::errc values index it).
   std::array<std::atomic<std::uint64_t>, 16> refusals{};
