@@ -4,7 +4,6 @@
 # blocks whose replies do not, the kernel refuses the batch, and ferryd falls back to one
 # datagram each for that client without losing any. Every copy is compared byte for byte.
 # Needs root (unshare -n); otherwise it is skipped.
-# shellcheck disable=SC2317  # functions called through wait_until
 set -euo pipefail
 if [[ -z "${FERRY_IN_NETNS:-}" ]]; then
   if [[ $(id -u) == 0 ]] && unshare -n true 2>/dev/null; then
@@ -28,16 +27,6 @@ ROOT=$TMP/root
 mkdir -p "$ROOT" "$TMP/dl"
 gen_random "$ROOT/f.bin" $((8 * 1024 * 1024 + 12345)) 7
 
-# counters_now FILE: asks ferryd for its counters (SIGUSR1) and saves the msg=counters event.
-counters_now() {
-  local log=$SRV_LOG.err before
-  before=$(grep -c 'msg=counters' "$log" || true)
-  kill -USR1 "$SRV_PID"
-  got_counters() { (($(grep -c 'msg=counters' "$log" || true) > before)); }
-  wait_until 20 got_counters || return 1
-  grep 'msg=counters' "$log" | tail -n1 | tr ' ' '\n' >"$1"
-}
-
 # fetch BLOCK: one fresh ferryd, one get at BLOCK bytes, then its counters in $TMP/c.BLOCK.
 fetch() {
   local block=$1
@@ -46,7 +35,8 @@ fetch() {
   run_ferry get -q "$SRV_ADDR" f.bin -o "$TMP/dl/f.bin" --block-size "$block"
   check_rc "get with $block-byte blocks" 0
   check "the copy with $block-byte blocks is identical" cmp -s "$ROOT/f.bin" "$TMP/dl/f.bin"
-  counters_now "$TMP/c.$block"
+  counters_now "$TMP/event.$block"
+  tr ' ' '\n' <"$TMP/event.$block" >"$TMP/c.$block"
   stop_server "$SRV_PID"
 }
 
