@@ -52,7 +52,7 @@ constexpr std::uint64_t client_idle_ms = 2'000;
 constexpr std::uint64_t prune_every_ms = 1'000;
 
 // Replies gathered for one sendmmsg: at most a turn's worth, and at most out_capacity bytes.
-constexpr std::size_t out_capacity = 2u << 20;
+constexpr std::size_t out_capacity = 512u << 10;
 constexpr std::size_t max_out = serve_per_turn;
 // One UDP GSO send carries at most this many segments and bytes (the kernel's UDP_MAX_SEGMENTS
 // and what fits one IP datagram's length field, with room for headers).
