@@ -1,9 +1,14 @@
 #include "client/connection.hpp"
 
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <optional>
 #include <random>
 
@@ -13,6 +18,15 @@
 namespace ferry::client {
 
 using protocol::errc;
+
+namespace {
+// Datagrams read per recvmmsg call, each into a slot that holds the largest datagram, or as
+// much as UDP GRO coalesces into one (64 KiB).
+constexpr unsigned recv_batch = 16;
+constexpr std::size_t recv_slot = 65536;
+// Calls per wake-up, so that one busy socket cannot keep the loop from its timers.
+constexpr int recv_rounds = 8;
+}  // namespace
 
 void rtt_estimator::sample(clock::duration rtt) noexcept {
   latest_ = rtt;
@@ -44,27 +58,41 @@ clock::duration rtt_estimator::rto() const noexcept {
 connection::connection(const endpoint& server, uv_loop_t* shared)
     : loop_{shared != nullptr ? shared : &own_loop_},
       server_{server},
-      recv_buf_{std::make_unique_for_overwrite<std::byte[]>(65536)} {
+      recv_buf_{std::make_unique_for_overwrite<std::byte[]>(recv_batch * recv_slot)} {
   if (shared == nullptr) uv_check(uv_loop_init(&own_loop_), "uv_loop_init");
   udp_ = std::make_unique<uv_owned<uv_udp_t>>(loop_, uv_udp_init);
   udp_->get()->data = this;
   // Connected: the kernel then delivers only datagrams from the server's address.
   uv_check(uv_udp_connect(udp_->get(), server_.addr()), "cannot reach server address");
   int fd = -1;
-  if (uv_fileno(udp_->handle(), &fd) == 0) {
-    const int want = 8 << 20;
-    if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &want, sizeof want) != 0)
-      ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof want);
-  }
+  uv_check(uv_fileno(udp_->handle(), &fd), "uv_fileno");
+  const int want = 8 << 20;
+  if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &want, sizeof want) != 0)
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof want);
+  // Equal-sized replies sent with UDP GSO then arrive as one buffer, not one datagram each.
+  // A kernel without it delivers them one by one, which works as well, only slower.
+  const int on = 1;
+  (void)::setsockopt(fd, SOL_UDP, UDP_GRO, &on, sizeof on);
+  recv_fd_ = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (recv_fd_ < 0) uv_check(uv_translate_sys_error(errno), "dup");
   std::random_device rd;
   // Request ids start at a random point so replies meant for an earlier run are not taken.
   first_id_ = next_id_ = (static_cast<std::uint64_t>(rd()) << 32 | rd()) & 0x3fff'ffff'ffff'ffffULL;
-  uv_check(uv_udp_recv_start(udp_->get(), on_alloc, on_recv), "uv_udp_recv_start");
+  poll_ = std::make_unique<uv_owned<uv_poll_t>>(loop_, uv_poll_init, recv_fd_);
+  poll_->get()->data = this;
+  uv_check(uv_poll_start(poll_->get(), UV_READABLE,
+                         [](uv_poll_t* h, int status, int) {
+                           if (status == 0) static_cast<connection*>(h->data)->on_readable();
+                         }),
+           "uv_poll_start");
 }
 
 connection::~connection() {
+  poll_.reset();
   udp_.reset();
-  if (loop_ != &own_loop_) return;  // the loop's owner runs the close callback
+  // Closing the poll handle stopped it, so its descriptor can go now.
+  if (recv_fd_ >= 0) ::close(recv_fd_);
+  if (loop_ != &own_loop_) return;  // the loop's owner runs the close callbacks
   uv_run(&own_loop_, UV_RUN_DEFAULT);
   (void)uv_loop_close(&own_loop_);
 }
@@ -89,32 +117,66 @@ std::size_t connection::receive_buffer() const noexcept {
   return static_cast<std::size_t>(size) / 2;  // Linux reports twice what it lets data use
 }
 
-void connection::on_alloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) noexcept {
-  auto& self = *static_cast<connection*>(h->data);
-  *buf = uv_buf_init(reinterpret_cast<char*>(self.recv_buf_.get()), 65536);
+void connection::on_readable() noexcept {
+  mmsghdr msgs[recv_batch];
+  iovec iov[recv_batch];
+  alignas(cmsghdr) char ctrl[recv_batch][CMSG_SPACE(sizeof(int))];
+  for (int round = 0; round < recv_rounds; ++round) {
+    for (unsigned i = 0; i < recv_batch; ++i) {
+      iov[i] = iovec{recv_buf_.get() + i * recv_slot, recv_slot};
+      msgs[i] = mmsghdr{};
+      msgs[i].msg_hdr.msg_iov = &iov[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+      msgs[i].msg_hdr.msg_control = ctrl[i];
+      msgs[i].msg_hdr.msg_controllen = sizeof ctrl[i];
+    }
+    const int n = ::recvmmsg(recv_fd_, msgs, recv_batch, MSG_DONTWAIT, nullptr);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return;  // EAGAIN, or an ICMP error for an earlier send: the same as loss
+    }
+    for (int i = 0; i < n; ++i) {
+      auto& h = msgs[i].msg_hdr;
+      if (h.msg_flags & MSG_TRUNC) {
+        ++malformed_;
+        continue;
+      }
+      std::size_t segment = 0;  // 0: one datagram
+      for (cmsghdr* cm = CMSG_FIRSTHDR(&h); cm != nullptr; cm = CMSG_NXTHDR(&h, cm)) {
+        if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
+          int size = 0;
+          std::memcpy(&size, CMSG_DATA(cm), sizeof size);
+          segment = size > 0 ? static_cast<std::size_t>(size) : 0;
+        }
+      }
+      const std::span<const std::byte> all{recv_buf_.get() + i * recv_slot, msgs[i].msg_len};
+      if (segment == 0) segment = all.size();
+      // Every coalesced datagram but the last is exactly `segment` bytes long.
+      for (std::size_t at = 0; at < all.size(); at += segment)
+        deliver(all.subspan(at, std::min(segment, all.size() - at)));
+    }
+    if (static_cast<unsigned>(n) < recv_batch) return;
+  }
 }
 
-void connection::on_recv(uv_udp_t* h, ssize_t nread, const uv_buf_t* buf, const sockaddr*,
-                         unsigned flags) noexcept {
-  auto& self = *static_cast<connection*>(h->data);
-  if (nread <= 0 || (flags & UV_UDP_PARTIAL)) return;
-  auto decoded = codec::decode_reply(
-      {reinterpret_cast<const std::byte*>(buf->base), static_cast<std::size_t>(nread)});
+void connection::deliver(std::span<const std::byte> datagram) noexcept {
+  if (datagram.empty()) return;
+  auto decoded = codec::decode_reply(datagram);
   if (!decoded) {
-    ++self.malformed_;  // corrupted on the way, or not from a ferry server: ask again later
+    ++malformed_;  // corrupted on the way, or not from a ferry server: ask again later
     return;
   }
   if (auto* t = std::get_if<protocol::token_reply>(&decoded->body)) {
     // The handler sees it too: a request answered so must be sent again, with this token.
-    self.token_ = t->token;
-    ++self.token_replies_;
+    token_ = t->token;
+    ++token_replies_;
   }
-  if (!self.handler_) return;
+  if (!handler_) return;
   try {
-    self.handler_(*decoded);
+    handler_(*decoded);
   } catch (const std::exception& e) {
     log::debug("reply handler failed: {}", e.what());
-    uv_stop(self.loop_);
+    uv_stop(loop_);
   }
 }
 

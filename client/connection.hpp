@@ -76,14 +76,19 @@ class connection {
   [[nodiscard]] std::size_t receive_buffer() const noexcept;  // bytes the kernel grants
 
  private:
-  static void on_alloc(uv_handle_t* h, std::size_t, uv_buf_t* buf) noexcept;
-  static void on_recv(uv_udp_t* h, ssize_t nread, const uv_buf_t* buf, const sockaddr* from,
-                      unsigned flags) noexcept;
+  // Reads what the socket holds in batches (recvmmsg), each datagram possibly several the
+  // kernel coalesced (UDP GRO), and hands every one to deliver().
+  void on_readable() noexcept;
+  void deliver(std::span<const std::byte> datagram) noexcept;
 
   uv_loop_t own_loop_{};
   uv_loop_t* loop_;
   endpoint server_;
-  std::unique_ptr<uv_owned<uv_udp_t>> udp_;
+  std::unique_ptr<uv_owned<uv_udp_t>> udp_;  // sends; receiving is recv_fd_'s
+  // A duplicate of the socket's descriptor, polled for reading by poll_. libuv keys its watchers
+  // by descriptor, so polling the udp handle's own one would clash with its send watcher.
+  int recv_fd_ = -1;
+  std::unique_ptr<uv_owned<uv_poll_t>> poll_;
   std::unique_ptr<std::byte[]> recv_buf_;
   reply_handler handler_;
   rtt_estimator rtt_;

@@ -67,6 +67,43 @@ std::uint64_t get_u64(const std::byte* p) {
   return v;
 }
 
+// The per-block messages (a GET, a data reply) are written and read here without a stream:
+// the same bytes a PortableBinary archive with the LittleEndian option produces, since
+// cereal's streams cost more than the rest of a block's handling. static_assert and the
+// codec tests keep the two in step.
+static_assert(sizeof(cereal::size_type) == 8);
+
+void put_le64(std::byte* p, std::uint64_t v) {
+  for (int i = 0; i < 8; ++i, v >>= 8) p[i] = std::byte(v & 0xff);
+}
+std::uint64_t get_le(const std::byte* p, int bytes) {
+  std::uint64_t v = 0;
+  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | std::to_integer<std::uint64_t>(p[i]);
+  return v;
+}
+
+// Reads little-endian fields from a span; reading past its end is errc::malformed, as a short
+// read in cereal is.
+class field_reader {
+ public:
+  explicit field_reader(std::span<const std::byte> s) : s_{s} {}
+  std::uint64_t u64() { return get_le(take(8), 8); }
+  std::uint32_t u32() { return static_cast<std::uint32_t>(get_le(take(4), 4)); }
+  std::uint8_t u8() { return std::to_integer<std::uint8_t>(*take(1)); }
+  const std::byte* take(std::size_t n) {
+    if (s_.size() - at_ < n) throw codec_error{errc::malformed};
+    const auto* p = s_.data() + at_;
+    at_ += n;
+    return p;
+  }
+  [[nodiscard]] std::size_t consumed() const { return at_; }
+  [[nodiscard]] std::size_t remaining() const { return s_.size() - at_; }
+
+ private:
+  std::span<const std::byte> s_;
+  std::size_t at_ = 0;
+};
+
 // Only requests carry a token; in a reply the flag means nothing.
 bool carries_token(const protocol::header& h) {
   return h.has_token() && protocol::is_request_type(static_cast<std::uint8_t>(h.type));
@@ -270,8 +307,7 @@ msg_type type_of(const protocol::reply& r) {
 // before it; a data reply carries data_checksum() ahead of its payload.
 template <typename Body>
 result<std::size_t> encode_any(std::span<std::byte> out, std::uint64_t request_id, const Body& body,
-                               const protocol::address_token* token = nullptr,
-                               bool with_payload = true) noexcept {
+                               const protocol::address_token* token = nullptr) noexcept {
   try {
     const auto head = write_header(out, type_of(body), request_id, token);
     span_out_buf buf{out.subspan(head)};
@@ -286,7 +322,7 @@ result<std::size_t> encode_any(std::span<std::byte> out, std::uint64_t request_i
               save_data_fields(ar, m);
               ar(data_checksum(written(), {m.payload, m.length}));
               ar(cereal::make_size_tag(static_cast<cereal::size_type>(m.length)));
-              if (with_payload && m.length > 0) ar(cereal::binary_data(m.payload, m.length));
+              if (m.length > 0) ar(cereal::binary_data(m.payload, m.length));
             } else {
               save_body(ar, m);
               const auto w = written();
@@ -329,28 +365,49 @@ result<Variant> decode_body(std::span<const std::byte> wire, const protocol::hea
   // The endianness byte must say little-endian; anything else is not one of our bodies.
   if (fields.empty() || fields[0] != std::byte{1}) throw codec_error{errc::malformed};
   Variant body = make();
-  span_in_buf buf{fields};
-  std::istream is{&buf};
-  in_archive ar{is, in_options};
+  if constexpr (std::is_same_v<Variant, protocol::request>) {
+    if (auto* m = std::get_if<protocol::get_request>(&body)) {
+      field_reader in{fields.subspan(1)};
+      const auto n = in.u64();
+      if (n > protocol::max_path) throw codec_error{errc::malformed};
+      const auto* path = in.take(static_cast<std::size_t>(n));
+      m->path.assign(reinterpret_cast<const char*>(path), static_cast<std::size_t>(n));
+      m->offset = in.u64();
+      m->block_size = in.u32();
+      if (m->block_size == 0) throw codec_error{errc::bad_request};
+      if (in.remaining() != 0) throw codec_error{errc::malformed};
+      return body;
+    }
+  }
   if constexpr (std::is_same_v<Variant, protocol::reply>) {
     if (auto* m = std::get_if<protocol::data_reply>(&body)) {
-      ar(m->offset);
-      m->eof = load_bool(ar);
-      load_version(ar, m->version);
-      const auto before = wire.first(head + buf.consumed());
-      std::uint64_t sum = 0;
-      cereal::size_type n = 0;
-      ar(sum, cereal::make_size_tag(n));
+      field_reader in{fields.subspan(1)};
+      m->offset = in.u64();
+      const auto eof = in.u8();
+      if (eof > 1) throw codec_error{errc::malformed};
+      m->eof = eof != 0;
+      auto& v = m->version;
+      v.dev = in.u64();
+      v.ino = in.u64();
+      v.size = in.u64();
+      v.mtime_ns = static_cast<std::int64_t>(in.u64());
+      v.ctime_ns = static_cast<std::int64_t>(in.u64());
+      const auto before = wire.first(head + 1 + in.consumed());
+      const auto sum = in.u64();
+      const auto n = in.u64();
       // The payload is the rest of the datagram, exactly.
-      if (n > protocol::max_block_size || n != buf.remaining()) throw codec_error{errc::malformed};
+      if (n > protocol::max_block_size || n != in.remaining()) throw codec_error{errc::malformed};
       m->length = static_cast<std::uint32_t>(n);
-      m->payload = wire.data() + head + buf.consumed();
+      m->payload = in.take(m->length);
       if (data_checksum(before, {m->payload, m->length}) != sum) throw codec_error{errc::corrupt};
       if (!block_consistent(m->offset, m->length, m->eof, m->version.size))
         throw codec_error{errc::malformed};
       return body;
     }
   }
+  span_in_buf buf{fields};
+  std::istream is{&buf};
+  in_archive ar{is, in_options};
   std::visit(
       [&](auto& m) {
         if constexpr (!std::is_same_v<std::decay_t<decltype(m)>, protocol::data_reply>)
@@ -452,10 +509,27 @@ result<std::size_t> encode_reply(std::span<std::byte> out, std::uint64_t request
 result<std::size_t> encode_data_prefix(std::span<std::byte> out, std::uint64_t request_id,
                                        const protocol::data_reply& meta,
                                        std::span<const std::byte> payload) noexcept {
-  if (payload.size() != meta.length) return errc::bad_request;
-  auto m = meta;
-  m.payload = payload.data();
-  return encode_any(out, request_id, protocol::reply{m}, nullptr, false);
+  if (payload.size() != meta.length || meta.length > protocol::max_block_size ||
+      !block_consistent(meta.offset, meta.length, meta.eof, meta.version.size) ||
+      out.size() < protocol::data_reply_overhead)
+    return errc::bad_request;
+  (void)write_header(out, msg_type::data_reply, request_id, nullptr);  // fits: checked above
+  std::byte* p = out.data() + protocol::header_size;
+  *p++ = std::byte{1};  // the archive's endianness byte: little-endian
+  put_le64(p, meta.offset);
+  p[8] = std::byte{static_cast<std::uint8_t>(meta.eof ? 1 : 0)};
+  p += 9;
+  const auto& v = meta.version;
+  for (const std::uint64_t f : {v.dev, v.ino, v.size, static_cast<std::uint64_t>(v.mtime_ns),
+                                static_cast<std::uint64_t>(v.ctime_ns)}) {
+    put_le64(p, f);
+    p += 8;
+  }
+  const auto before = out.first(static_cast<std::size_t>(p - out.data()));
+  put_le64(p, data_checksum(before, payload));
+  put_le64(p + 8, meta.length);
+  p += 16;
+  return static_cast<std::size_t>(p - out.data());
 }
 
 }  // namespace ferry::codec

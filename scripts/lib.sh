@@ -331,6 +331,18 @@ start_proxy() {
   }
 }
 
+# counters_now FILE: asks the last started ferryd for its counters (SIGUSR1) and saves the
+# msg=counters event, one line of key=value pairs.
+counters_now() {
+  local log=$SRV_LOG.err before
+  before=$(grep -c 'msg=counters' "$log" || true)
+  kill -USR1 "$SRV_PID"
+  # shellcheck disable=SC2317  # called through wait_until
+  got_counters() { (($(grep -c 'msg=counters' "$log" || true) > before)); }
+  wait_until 20 got_counters || return 1
+  grep 'msg=counters' "$log" | tail -n1 >"$1"
+}
+
 # stat_value FILE KEY: a counter from a proxy --stats-file (key=value lines).
 stat_value() { awk -F= -v k="$2" '$1 == k { print $2 }' "$1" 2>/dev/null; }
 

@@ -40,16 +40,6 @@ FERRY_LIMIT=120
 # ---------------------------------------------------------------------------------------------
 # ferryd's counters. Every name this script depends on is in this section.
 
-# counters_now FILE: asks ferryd for its counters (SIGUSR1) and saves the msg=counters event.
-counters_now() {
-  local log=$SRV_LOG.err before
-  before=$(grep -c 'msg=counters' "$log" || true)
-  kill -USR1 "$SRV_PID"
-  got_counters() { (($(grep -c 'msg=counters' "$log" || true) > before)); }
-  wait_until 20 got_counters || return 1
-  grep 'msg=counters' "$log" | tail -n1 >"$1"
-}
-
 # cval NAME FILE: one counter from a saved event (0 if absent, so that a counter the lead has
 # not added yet reads as none counted).
 cval() {

@@ -2,6 +2,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/vfs.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -103,6 +105,51 @@ read_outcome read_block(int fd, std::uint64_t offset, std::uint32_t block, std::
   r.length = got;
   r.eof = offset + got == r.version.size;
   return r;
+}
+
+std::size_t read_blocks(int fd, std::uint64_t offset, std::uint32_t block,
+                        std::span<std::byte* const> slots, std::span<read_outcome> out,
+                        bool nowait) noexcept {
+  constexpr std::size_t max_iov = 64;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return 0;
+  const auto version = version_of(st);
+  const auto size = version.size;
+  iovec iov[max_iov];
+  std::size_t n = 0;
+  std::uint64_t at = offset;
+  for (; n < std::min({slots.size(), out.size(), max_iov}) && at <= size; ++n) {
+    const auto want = static_cast<std::uint32_t>(std::min<std::uint64_t>(block, size - at));
+    iov[n] = iovec{slots[n], want};
+    out[n] = read_outcome{};
+    out[n].version = version;
+    out[n].length = want;
+    out[n].eof = at + want == size;
+    at += want;
+    if (out[n].eof) {
+      ++n;
+      break;
+    }
+  }
+  if (n == 0) return 0;
+  ssize_t got = -1;
+  do {
+    got = ::preadv2(fd, iov, static_cast<int>(n), static_cast<off_t>(offset),
+                    nowait ? RWF_NOWAIT : 0);
+  } while (got < 0 && errno == EINTR);
+  if (got < 0) return 0;
+  // Only blocks that arrived whole count; a short read leaves the rest to read_block.
+  std::size_t whole = 0;
+  for (auto left = static_cast<std::uint64_t>(got); whole < n && out[whole].length <= left;
+       ++whole)
+    left -= out[whole].length;
+  return whole;
+}
+
+bool reads_from_memory(int fd) noexcept {
+  struct statfs fs {};
+  if (::fstatfs(fd, &fs) != 0) return false;
+  return fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC;
 }
 
 protocol::list_reply make_page(const std::vector<protocol::list_entry>& sorted,

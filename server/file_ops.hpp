@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -52,6 +53,17 @@ struct read_outcome {
 // waiting for the disk.
 [[nodiscard]] read_outcome read_block(int fd, std::uint64_t offset, std::uint32_t block,
                                       std::byte* out, bool nowait) noexcept;
+
+// Reads consecutive blocks of `block` bytes from `offset` on, block i into slots[i], with one
+// fstat and one preadv2, and fills out[i] for each block read whole. Returns how many were; the
+// caller reads the rest, if any, with read_block, which reports what stopped this one.
+[[nodiscard]] std::size_t read_blocks(int fd, std::uint64_t offset, std::uint32_t block,
+                                      std::span<std::byte* const> slots, std::span<read_outcome> out,
+                                      bool nowait) noexcept;
+
+// True if `fd` lies on a file system held in memory (tmpfs, ramfs), where a read never waits for
+// a disk. Such file systems refuse RWF_NOWAIT, so without this every read would go to the pool.
+[[nodiscard]] bool reads_from_memory(int fd) noexcept;
 
 // Fills one page of a listing from a sorted snapshot: names strictly after `cursor`, as many as
 // fit in `budget` wire bytes (at least one, so every page makes progress).

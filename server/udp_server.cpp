@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <sched.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -51,6 +52,16 @@ constexpr std::size_t max_clients = 65'536;
 // queues and buckets must not pile up.
 constexpr std::uint64_t client_idle_ms = 2'000;
 constexpr std::uint64_t prune_every_ms = 1'000;
+
+// Replies gathered for one sendmmsg: at most a turn's worth, and at most out_capacity bytes.
+constexpr std::size_t out_capacity = 512u << 10;
+constexpr std::size_t max_out = serve_per_turn;
+// One UDP GSO send carries at most this many segments and bytes (the kernel's UDP_MAX_SEGMENTS
+// and what fits one IP datagram's length field, with room for headers).
+constexpr std::size_t gso_max_segments = 64;
+constexpr std::size_t gso_max_bytes = 65000;
+// Consecutive blocks of one file read with one system call; a client's GETs usually are.
+constexpr std::size_t max_run = 32;
 
 iovec make_iov(const void* p, std::size_t n) { return iovec{const_cast<void*>(p), n}; }
 }  // namespace
@@ -189,7 +200,7 @@ udp_server::udp_server(uv_loop_t* loop, config cfg, std::shared_ptr<shared_state
                         if (s.counters_done_) s.counters_done_();
                       }},
       recv_buf_{std::make_unique_for_overwrite<std::byte[]>(recv_batch * recv_slot)},
-      block_buf_{std::make_unique_for_overwrite<std::byte[]>(protocol::max_block_size)},
+      out_buf_{std::make_unique_for_overwrite<std::byte[]>(out_capacity)},
       total_rate_{shared_->total_rate},
       dirs_{std::make_shared<dir_cache>()} {
   cfg_.max_block = std::clamp(cfg_.max_block, protocol::min_block_size, protocol::max_block_size);
@@ -290,6 +301,8 @@ void udp_server::stop() noexcept {
     counters_async_.close();
   }
   files_.clear();
+  out_.clear();
+  out_used_ = 0;
   send_queue_.clear();
   send_queued_ = 0;
   clients_.clear();
@@ -499,18 +512,36 @@ void udp_server::serve_turn() noexcept {
       continue;
     }
     passes = 0;
-    if (c.served_in_turn++ == 0) ++clients_served;
-    auto g = std::move(c.queue.front());
-    c.queue.pop_front();
-    --queued_total_;
-    queued_bytes_ -= sizeof(pending_get) + g.rel.size();
+    if (c.served_in_turn == 0) ++clients_served;
+    // The GETs at the front of its queue that ask for the blocks following each other, within
+    // its part of the turn. With a rate limit, one at a time, so that no run overshoots it.
+    const bool limited = cfg_.max_rate != 0 || cfg_.max_client_rate != 0;
+    const auto most = limited ? 1 : std::min({max_run, quota - c.served_in_turn,
+                                              serve_per_turn - served});
+    std::size_t n = 1;
+    while (n < most && n < c.queue.size()) {
+      const auto& prev = c.queue[n - 1];
+      const auto& g = c.queue[n];
+      if (g.block != prev.block || g.offset != prev.offset + prev.block || g.rel != prev.rel)
+        break;
+      ++n;
+    }
+    pending_get run[max_run];
+    for (std::size_t i = 0; i < n; ++i) {
+      run[i] = std::move(c.queue.front());
+      c.queue.pop_front();
+      queued_bytes_ -= sizeof(pending_get) + run[i].rel.size();
+    }
+    queued_total_ -= n;
+    c.served_in_turn += n;
+    served += n;
     try {
-      serve_get(c, key, g);
+      serve_run(c, key, {run, n});
     } catch (...) {
       ++stats_.internal_errors;
     }
-    ++served;
   }
+  flush_out();
   clients_last_turn_ = clients_served;
   // Keep only clients that still wait in ready_.
   std::erase_if(ready_, [&](const peer_key& k) {
@@ -538,15 +569,44 @@ void udp_server::serve_turn() noexcept {
   if (served > 0) schedule_serving();
 }
 
+void udp_server::serve_run(client_state& c, const peer_key& key, std::span<pending_get> run) {
+  std::size_t done = 0;
+  const auto* cached = run.size() > 1 ? cached_file(run[0].rel) : nullptr;
+  if (cached != nullptr) {
+    const auto block = run[0].block;
+    const auto stride = protocol::data_reply_overhead + block;
+    if (out_.size() + run.size() > max_out || out_used_ + run.size() * stride > out_capacity)
+      flush_out();
+    const auto n = std::min({run.size(), max_out - out_.size(), out_capacity / stride});
+    // Each payload lands right behind its prefix; every block but a last one is whole, so the
+    // replies lie back to back, as add_out() appends them.
+    std::byte* slots[max_run];
+    read_outcome outcomes[max_run];
+    for (std::size_t i = 0; i < n; ++i)
+      slots[i] = out_buf_.get() + out_used_ + i * stride + protocol::data_reply_overhead;
+    const auto whole = read_blocks(cached->fd->get(), run[0].offset, block, {slots, n},
+                                   {outcomes, n}, !cached->in_memory);
+    for (; done < whole; ++done) {
+      if (out_buf_.get() + out_used_ + protocol::data_reply_overhead != slots[done]) break;
+      ++stats_.reads_inline;
+      add_out(c, run[done].id, run[done].offset, outcomes[done]);
+      c.rate.charge(outcomes[done].length + protocol::data_reply_overhead);
+    }
+  }
+  for (; done < run.size(); ++done) serve_get(c, key, run[done]);
+}
+
 void udp_server::serve_get(client_state& c, const peer_key& key, pending_get& g) {
-  auto file = cached_file(g.rel);
+  const auto* cached = cached_file(g.rel);
+  std::shared_ptr<unique_fd> file = cached != nullptr ? cached->fd : nullptr;
   if (file) {
     // Page-cache hits are served right here; anything that would wait for a disk goes to the pool.
-    auto r = read_block(file->get(), g.offset, g.block, block_buf_.get(), true);
+    const bool in_memory = cached->in_memory;
+    auto r = read_block(file->get(), g.offset, g.block, out_payload_slot(g.block), !in_memory);
     if (!r.would_block) {
       ++stats_.reads_inline;
       if (r.error != errc::ok) return send_error(c.peer, g.id, r.error);
-      send_data(c.peer, g.id, g.offset, r, block_buf_.get());
+      add_out(c, g.id, g.offset, r);
       c.rate.charge(r.length + protocol::data_reply_overhead);
       return;
     }
@@ -671,14 +731,14 @@ bool udp_server::submit(std::unique_ptr<pool_job> job) {
   return true;
 }
 
-std::shared_ptr<unique_fd> udp_server::cached_file(const std::string& rel) {
+const udp_server::open_file* udp_server::cached_file(const std::string& rel) {
   auto it = files_.find(rel);
   if (it == files_.end()) return nullptr;
   if (uv_now(loop_) - it->second.opened_ms > file_reuse_ms) {
     files_.erase(it);
     return nullptr;
   }
-  return it->second.fd;
+  return &it->second;
 }
 
 void udp_server::remember_file(const std::string& rel, std::shared_ptr<unique_fd> fd) {
@@ -688,7 +748,8 @@ void udp_server::remember_file(const std::string& rel, std::shared_ptr<unique_fd
       if (it->second.opened_ms < oldest->second.opened_ms) oldest = it;
     files_.erase(oldest);
   }
-  files_[rel] = open_file{std::move(fd), uv_now(loop_)};
+  const bool in_memory = reads_from_memory(fd->get());
+  files_[rel] = open_file{std::move(fd), uv_now(loop_), in_memory};
 }
 
 void udp_server::send(const endpoint& peer, std::span<const iovec> bufs, bool charge) noexcept {
@@ -712,6 +773,11 @@ void udp_server::send(const endpoint& peer, std::span<const iovec> bufs, bool ch
       return;
     }
   }
+  queue_datagram(peer, bufs, total);
+}
+
+void udp_server::queue_datagram(const endpoint& peer, std::span<const iovec> bufs,
+                                std::size_t total) noexcept {
   // The socket buffer is full: keep a copy, within a bound, or drop it. The client asks again.
   if (send_queued_ + total > cfg_.max_send_queue) {
     ++stats_.send_dropped;
@@ -730,6 +796,125 @@ void udp_server::send(const endpoint& peer, std::span<const iovec> bufs, bool ch
   } catch (...) {
     ++stats_.send_dropped;
   }
+}
+
+std::byte* udp_server::out_payload_slot(std::uint32_t block) noexcept {
+  if (out_.size() >= max_out || out_used_ + protocol::data_reply_overhead + block > out_capacity)
+    flush_out();
+  return out_buf_.get() + out_used_ + protocol::data_reply_overhead;
+}
+
+void udp_server::add_out(const client_state& c, std::uint64_t id, std::uint64_t offset,
+                         const read_outcome& r) noexcept {
+  protocol::data_reply meta;
+  meta.offset = offset;
+  meta.eof = r.eof;
+  meta.version = r.version;
+  meta.length = r.length;
+  std::byte* at = out_buf_.get() + out_used_;
+  const std::span<const std::byte> payload{at + protocol::data_reply_overhead, r.length};
+  auto n = codec::encode_data_prefix({at, protocol::data_reply_overhead}, id, meta, payload);
+  // The payload was read right behind a prefix of exactly this size.
+  if (!n || *n != protocol::data_reply_overhead) {
+    ++stats_.internal_errors;
+    return;
+  }
+  const auto size = protocol::data_reply_overhead + r.length;
+  total_rate_.charge(size);
+  try {
+    out_.push_back(outgoing{c.key, c.peer, out_used_, size, gso_ok_ && c.gso});
+  } catch (...) {
+    ++stats_.send_dropped;
+    return;
+  }
+  out_used_ += size;
+}
+
+void udp_server::flush_out() noexcept {
+  if (out_.empty() || !socket_) {
+    out_.clear();
+    out_used_ = 0;
+    return;
+  }
+  // Group each client's replies, keeping their order: equal-sized replies to one client can
+  // then go out as one UDP GSO send, which crosses the network stack once instead of per block.
+  std::stable_sort(out_.begin(), out_.end(), [](const outgoing& a, const outgoing& b) {
+    return a.key.bytes < b.key.bytes;
+  });
+  mmsghdr msgs[max_out];
+  iovec iov[max_out];
+  alignas(cmsghdr) char ctrl[max_out][CMSG_SPACE(sizeof(std::uint16_t))];
+  // first[k] and count[k]: the replies message k carries.
+  std::size_t first[max_out], count[max_out];
+  std::size_t next = 0;  // the first reply not yet sent or given up
+  while (next < out_.size() && socket_) {
+    unsigned m = 0;
+    for (std::size_t i = next; i < out_.size(); ++m) {
+      std::size_t j = i + 1, bytes = out_[i].size;
+      // Every segment but the last must be exactly the first one's size.
+      while (out_[i].gso && j < out_.size() && out_[j].key == out_[i].key &&
+             out_[j - 1].size == out_[i].size && out_[j].size <= out_[i].size &&
+             j - i < gso_max_segments && bytes + out_[j].size <= gso_max_bytes) {
+        bytes += out_[j].size;
+        ++j;
+      }
+      for (std::size_t k = i; k < j; ++k) iov[k] = make_iov(out_buf_.get() + out_[k].at, out_[k].size);
+      msgs[m] = mmsghdr{};
+      auto& h = msgs[m].msg_hdr;
+      h.msg_name = const_cast<sockaddr*>(out_[i].peer.addr());
+      h.msg_namelen = out_[i].peer.length;
+      h.msg_iov = &iov[i];
+      h.msg_iovlen = j - i;
+      if (j - i > 1) {
+        h.msg_control = ctrl[m];
+        h.msg_controllen = sizeof ctrl[m];
+        cmsghdr* cm = CMSG_FIRSTHDR(&h);
+        cm->cmsg_level = SOL_UDP;
+        cm->cmsg_type = UDP_SEGMENT;
+        cm->cmsg_len = CMSG_LEN(sizeof(std::uint16_t));
+        const auto seg = static_cast<std::uint16_t>(out_[i].size);
+        std::memcpy(CMSG_DATA(cm), &seg, sizeof seg);
+      }
+      first[m] = i;
+      count[m] = j - i;
+      i = j;
+    }
+    const int sent = ::sendmmsg(socket_.get(), msgs, m, MSG_DONTWAIT);
+    const int err = errno;
+    for (int k = 0; k < std::max(sent, 0); ++k) {
+      if (count[k] > 1) ++stats_.gso_sends;
+      stats_.datagrams_out += count[k];
+      for (std::size_t r = first[k]; r < first[k] + count[k]; ++r) stats_.bytes_out += out_[r].size;
+    }
+    if (sent > 0) {
+      next = first[sent - 1] + count[sent - 1];
+      continue;
+    }
+    if (sent == 0) break;
+    if (err == EINTR) continue;
+    if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) break;
+    if (count[0] > 1 && (err == EIO || err == EINVAL || err == EMSGSIZE)) {
+      // EIO: the device cannot checksum segments, so no GSO at all. EINVAL or EMSGSIZE: not
+      // this segment size on this client's path (a segment would be IP-fragmented), so none for
+      // this client. Either way these replies go again, one datagram each.
+      const auto key = out_[first[0]].key;
+      ++stats_.gso_refused;
+      if (err == EIO) gso_ok_ = false;
+      if (auto it = clients_.find(key); it != clients_.end()) it->second.gso = false;
+      for (auto& o : out_)
+        if (err == EIO || o.key == key) o.gso = false;
+      log::debug("UDP GSO refused ({}); sending datagrams one by one", std::strerror(err));
+      continue;
+    }
+    ++stats_.send_errors;  // this message is lost; the client asks again
+    next = first[0] + count[0];
+  }
+  for (; next < out_.size(); ++next) {
+    const iovec one = make_iov(out_buf_.get() + out_[next].at, out_[next].size);
+    queue_datagram(out_[next].peer, {&one, 1}, out_[next].size);
+  }
+  out_.clear();
+  out_used_ = 0;
 }
 
 void udp_server::flush_send_queue() noexcept {
@@ -928,6 +1113,8 @@ void log_counters(std::span<const udp_server* const> servers, bool force) noexce
                 {"refusals", refused.empty() ? "none" : refused},
                 {"reads_inline", n(&stats::reads_inline)},
                 {"reads_pooled", n(&stats::reads_pooled)},
+                {"gso_sends", n(&stats::gso_sends)},
+                {"gso_refused", n(&stats::gso_refused)},
                 {"digests", n(&stats::digests_computed)},
                 {"internal_errors", n(&stats::internal_errors)},
                 {"active_addresses", n(&stats::active_addresses)}},

@@ -74,6 +74,8 @@ struct stats {
   std::atomic<std::uint64_t> recv_errors{0};
   std::atomic<std::uint64_t> errors_sent{0}, busy_sent{0}, send_errors{0}, send_dropped{0};
   std::atomic<std::uint64_t> reads_inline{0}, reads_pooled{0}, digests_computed{0};
+  // UDP GSO sends (each several datagrams), and refusals that made a client or all fall back.
+  std::atomic<std::uint64_t> gso_sends{0}, gso_refused{0};
   std::atomic<std::uint64_t> internal_errors{0};
   // Error replies sent, by the code sent (protocol::errc values index it).
   std::array<std::atomic<std::uint64_t>, 16> refusals{};
@@ -168,6 +170,7 @@ class udp_server {
     std::uint64_t turn = 0;            // the last turn it was considered in
     std::size_t served_in_turn = 0;    // GETs served to it in that turn
     bool ready = false;                // in ready_
+    bool gso = true;                   // false once the kernel refused UDP GSO towards it
   };
 
   static constexpr std::size_t no_limit = std::numeric_limits<std::size_t>::max();
@@ -180,6 +183,8 @@ class udp_server {
   void schedule_serving() noexcept;
   void serve_turn() noexcept;
   void serve_get(client_state& c, const peer_key& key, pending_get& g);
+  // Serves consecutive GETs of one file, reading the cached ones with a single preadv2.
+  void serve_run(client_state& c, const peer_key& key, std::span<pending_get> run);
   [[nodiscard]] client_state* client_for(const endpoint& peer) noexcept;
   void prune_clients() noexcept;
   void check_root() noexcept;
@@ -206,8 +211,10 @@ class udp_server {
   struct open_file {
     std::shared_ptr<unique_fd> fd;
     std::uint64_t opened_ms = 0;
+    bool in_memory = false;  // on tmpfs or ramfs: read inline without RWF_NOWAIT
   };
-  [[nodiscard]] std::shared_ptr<unique_fd> cached_file(const std::string& rel);
+  // The cached entry for `rel`, or null; valid until the next call that changes files_.
+  [[nodiscard]] const open_file* cached_file(const std::string& rel);
   void remember_file(const std::string& rel, std::shared_ptr<unique_fd> fd);
 
   struct version_less {
@@ -234,7 +241,27 @@ class udp_server {
   struct stats stats_;
 
   std::unique_ptr<std::byte[]> recv_buf_;   // every datagram is decoded from here, then dropped
-  std::unique_ptr<std::byte[]> block_buf_;  // inline reads land here and are sent from here
+  // Inline reads land here, each right behind the room for its reply's prefix, and wait as
+  // whole datagrams until flush_out() sends them together (one sendmmsg, UDP GSO per client).
+  struct outgoing {
+    peer_key key;
+    endpoint peer;
+    std::size_t at = 0;  // offset in out_buf_
+    std::size_t size = 0;
+    bool gso = true;  // may go out in one UDP GSO send with its neighbours
+  };
+  std::unique_ptr<std::byte[]> out_buf_;
+  std::size_t out_used_ = 0;
+  std::vector<outgoing> out_;
+  bool gso_ok_ = true;  // cleared when the kernel or the device cannot do UDP GSO at all
+  // Where the payload of a reply of up to `block` bytes goes; flushes first if it would not fit.
+  [[nodiscard]] std::byte* out_payload_slot(std::uint32_t block) noexcept;
+  // Completes the reply whose payload out_payload_slot() handed out and was read as `r`.
+  void add_out(const client_state& c, std::uint64_t id, std::uint64_t offset,
+               const read_outcome& r) noexcept;
+  void flush_out() noexcept;
+  // Keeps a copy of a datagram that met a full socket buffer, within max_send_queue.
+  void queue_datagram(const endpoint& peer, std::span<const iovec> bufs, std::size_t total) noexcept;
   std::size_t jobs_in_flight_ = 0;
   std::size_t digest_jobs_ = 0;
 
