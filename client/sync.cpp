@@ -422,8 +422,8 @@ class syncer {
     fo.block_size = s_.block_size;
     fo.timeout = timeout_;
     const auto r = fetch_one(servers_->servers(), remote, local, fo);
-    // The listed mtime is never newer than what was fetched, so if the file changed since its
-    // listing, the next sync sees a difference and looks again.
+    // The listed mtime, even if the file changed since its listing: such a change shows in the
+    // next listing as another size or mtime, so the next sync looks at the file again.
     set_mtime(local, now.mtime_ns);
     std::lock_guard lock{mu_};
     ++fetched_;
