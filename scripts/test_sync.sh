@@ -309,7 +309,8 @@ start_server "$ROOT" --max-rate 2M || fail "a primary to kill started"
 DOOMED_PID=$SRV_PID DOOMED_ADDR=$SRV_ADDR
 start_bg 60 doomed "$FERRY" sync "$DOOMED_ADDR" mtree "$TMP/kout" --mirror "$MIRROR_ADDR" \
   --timeout 2 --jobs 2
-some_done() { (($(find "$TMP/kout" -name '*.bin' 2>/dev/null | wc -l) >= 6)) || ! alive "$BG_CHILD"; }
+bins_in() { { find "$1" -name '*.bin' 2>/dev/null || true; } | wc -l; }
+some_done() { (($(bins_in "$TMP/kout") >= 6)) || ! alive "$BG_CHILD"; }
 wait_until 60 some_done || fail "the sync did not fetch 6 files within 60 s"
 check "the sync was still running when the primary was killed" alive "$BG_CHILD"
 stop_pid "$DOOMED_PID" KILL
