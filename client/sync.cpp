@@ -20,6 +20,7 @@
 #include <ostream>
 #include <system_error>
 #include <thread>
+#include <utility>
 
 #include "client/connection.hpp"
 #include "client/errors.hpp"
@@ -110,8 +111,50 @@ std::string join(const std::string& dir, const std::string& name) {
 
 // A remote regular file to judge and perhaps fetch, on a pool thread.
 struct file_task {
-  std::string rel;    // below REMOTE_DIR and LOCAL_DIR, '/'-separated
-  local_entry local;  // as the walk found it
+  std::string rel;              // below REMOTE_DIR and LOCAL_DIR, '/'-separated
+  protocol::list_entry remote;  // as the listing showed it
+  local_entry local;            // as the walk found it
+};
+
+// The servers of one sync, in the order given, for LIST and STAT: these go to one server at a
+// time, and one that does not answer is passed over for the next, for that request and the ones
+// after it, so a sync goes on while one server lives. Shared by all threads.
+class failover {
+ public:
+  failover(std::vector<endpoint> servers, std::vector<std::string> names)
+      : servers_{std::move(servers)}, names_{std::move(names)} {}
+
+  // One thread's connections, one per server, made when first needed (each owns its loop).
+  using connections = std::vector<std::unique_ptr<connection>>;
+
+  // Calls `fn(connection&)` on the preferred server, then on the others in turn while it fails
+  // for want of an answer. Throws what the last one threw.
+  template <typename F>
+  auto call(connections& conns, F&& fn) -> decltype(fn(std::declval<connection&>())) {
+    conns.resize(servers_.size());
+    const auto first = preferred_.load();
+    for (std::size_t k = 0;; ++k) {
+      const auto i = (first + k) % servers_.size();
+      try {
+        if (!conns[i]) conns[i] = std::make_unique<connection>(servers_[i]);
+        return fn(*conns[i]);
+      } catch (const failure& f) {
+        if (f.code() != exit_code::network || k + 1 >= servers_.size()) throw;
+        const auto next = (i + 1) % servers_.size();
+        log::warn("{}; asking {}", f.what(), names_[next]);
+        auto expected = i;
+        preferred_.compare_exchange_strong(expected, next);
+      }
+    }
+  }
+
+  [[nodiscard]] const std::vector<endpoint>& servers() const noexcept { return servers_; }
+  [[nodiscard]] const std::vector<std::string>& names() const noexcept { return names_; }
+
+ private:
+  std::vector<endpoint> servers_;
+  std::vector<std::string> names_;
+  std::atomic<std::size_t> preferred_{0};
 };
 
 class syncer {
@@ -128,15 +171,19 @@ class syncer {
       throw failure{exit_code::usage,
                     fmt::format("bad remote directory '{}': {}", o_.path, to_string(base.error()))};
     base_ = *base;
-    sources_.push_back(resolve_address(o_.address));
-    for (const auto& m : s_.mirrors) sources_.push_back(resolve_address(m));
+    std::vector<endpoint> servers;
+    std::vector<std::string> names{o_.address};
+    names.insert(names.end(), s_.mirrors.begin(), s_.mirrors.end());
+    for (const auto& n : names) servers.push_back(resolve_address(n));
+    servers_.emplace(std::move(servers), std::move(names));
+    bytes_by_source_.assign(servers_->servers().size(), 0);
     prepare_local_root();
     {
-      connection conn{sources_[0]};
+      failover::connections conns;
       const auto base_depth =
           base_.empty() ? 0
                         : static_cast<std::size_t>(std::count(base_.begin(), base_.end(), '/')) + 1;
-      walk(conn, "", base_depth);
+      walk(conns, "", base_depth);
     }
     transfer_all();
     for (const auto& [rel, path] : deletions_) remove_tree(path, rel);
@@ -161,19 +208,25 @@ class syncer {
   }
 
   // Lists the remote directory `rel` and plans every entry in it; recurses into directories.
-  void walk(connection& conn, const std::string& rel, std::size_t depth) {
-    if (entries_seen_ > max_sync_entries) return;  // said once, where the bound was crossed
+  void walk(failover::connections& conns, const std::string& rel, std::size_t depth) {
+    if (too_many_) return;  // said once, where the bound was crossed
     std::vector<protocol::list_entry> entries;
     const auto shown = rel.empty() ? std::string{"."} : rel + '/';
     try {
-      const bool is_dir = list_dir(conn, remote_of(rel), timeout_, [&](const auto& e) {
-        if (++entries_seen_ > max_sync_entries)
-          throw failure{
-              exit_code::refused,
-              fmt::format("more than {} names in the tree; sync a part of it", max_sync_entries)};
-        entries.push_back(e);
+      servers_->call(conns, [&](connection& conn) {
+        entries.clear();  // a listing cut short by a silent server starts over on the next
+        const bool is_dir = list_dir(conn, remote_of(rel), timeout_, [&](const auto& e) {
+          if (entries_seen_ + entries.size() >= max_sync_entries) {
+            too_many_ = true;
+            throw failure{
+                exit_code::refused,
+                fmt::format("more than {} names in the tree; sync a part of it", max_sync_entries)};
+          }
+          entries.push_back(e);
+        });
+        if (!is_dir) throw_refused(remote_of(rel), protocol::errc::not_directory);
       });
-      if (!is_dir) throw_refused(remote_of(rel), protocol::errc::not_directory);
+      entries_seen_ += entries.size();
     } catch (const failure& f) {
       record_error(shown, f.code(), f.what());
       return;
@@ -207,7 +260,7 @@ class syncer {
                          fmt::format("'{}' is {} here but a file on the server; left alone",
                                      local.string(), kind_name(l.kind)));
           } else {
-            tasks_.push_back({r, l});
+            tasks_.push_back({r, e, l});
           }
           break;
         }
@@ -237,7 +290,7 @@ class syncer {
             ++dirs_created_;
             item(itemize_new_dir, r + '/', "mkdir", 0, 0);
           }
-          walk(conn, r, depth + 1);
+          walk(conns, r, depth + 1);
           break;
       }
     }
@@ -306,17 +359,17 @@ class syncer {
     const auto n = std::min<std::size_t>(std::clamp(s_.jobs, 1u, max_jobs), tasks_.size());
     std::atomic<std::size_t> next{0};
     auto worker = [&] {
-      std::unique_ptr<connection> conn;  // for STATs; one per thread, as it owns its loop
-      for (std::size_t i; !stop_ && (i = next++) < tasks_.size();) run_task(tasks_[i], conn);
+      failover::connections conns;  // for STATs; one set per thread, as each owns its loop
+      for (std::size_t i; !stop_ && (i = next++) < tasks_.size();) run_task(tasks_[i], conns);
     };
     std::vector<std::jthread> pool;
     for (std::size_t i = 1; i < n; ++i) pool.emplace_back(worker);
     worker();
   }
 
-  void run_task(const file_task& t, std::unique_ptr<connection>& conn) noexcept {
+  void run_task(const file_task& t, failover::connections& conns) noexcept {
     try {
-      run_task_or_throw(t, conn);
+      run_task_or_throw(t, conns);
     } catch (const failure& f) {
       record_error(t.rel, f.code(), f.what());
     } catch (const std::exception& e) {
@@ -324,19 +377,12 @@ class syncer {
     }
   }
 
-  void run_task_or_throw(const file_task& t, std::unique_ptr<connection>& conn) {
+  void run_task_or_throw(const file_task& t, failover::connections& conns) {
     const auto remote = remote_of(t.rel);
     const auto local = local_root_ / t.rel;
-    if (!conn) conn = std::make_unique<connection>(sources_[0]);
-    // A listing's sizes and mtimes may come from a snapshot the server keeps while the
-    // directory itself is unchanged, and a file's contents change without changing its
-    // directory; so every file is judged by a STAT of its own.
-    auto reply = conn->call(protocol::stat_request{remote}, timeout_);
-    if (auto* e = std::get_if<protocol::error_reply>(&reply)) throw_refused(remote, e->code);
-    auto* st = std::get_if<protocol::stat_reply>(&reply);
-    if (st == nullptr) throw failure{exit_code::internal, "unexpected reply to STAT"};
-    if (st->type != protocol::entry_type::file) throw_refused(remote, protocol::errc::not_regular);
-    const protocol::list_entry now{t.rel, st->type, st->size, st->mtime_ns};
+    // The listing's size and mtime are the file's as its page was built, so they judge it:
+    // only a file whose mtime alone differs costs a STAT (and the server a digest) here.
+    const auto& now = t.remote;
     const auto action = decide_file(now, t.local);
     if (action == file_action::skip) {
       std::lock_guard lock{mu_};
@@ -345,7 +391,8 @@ class syncer {
     }
     const bool size_differs = action != file_action::check_digest;
     if (action == file_action::check_digest) {
-      const auto sd = stat_with_digest(*conn, remote, timeout_);
+      const auto sd = servers_->call(
+          conns, [&](connection& conn) { return stat_with_digest(conn, remote, timeout_); });
       if (sd.type != protocol::entry_type::file) throw_refused(remote, protocol::errc::not_regular);
       if (sd.size == t.local.size && sd.digest == local_digest(local)) {
         if (!s_.dry_run) set_mtime(local, sd.mtime_ns);
@@ -374,11 +421,15 @@ class syncer {
     fetch_options fo;
     fo.block_size = s_.block_size;
     fo.timeout = timeout_;
-    const auto r = fetch_one(sources_, remote, local, fo);
+    const auto r = fetch_one(servers_->servers(), remote, local, fo);
+    // The listed mtime, even if the file changed since its listing: such a change shows in the
+    // next listing as another size or mtime, so the next sync looks at the file again.
     set_mtime(local, now.mtime_ns);
     std::lock_guard lock{mu_};
     ++fetched_;
     bytes_fetched_ += r.bytes_fetched;
+    for (std::size_t i = 0; i < r.sources.size() && i < bytes_by_source_.size(); ++i)
+      bytes_by_source_[i] += r.sources[i].bytes;
     item(itemize_file(is_new, true, size_differs, time_differs), t.rel, is_new ? "new" : "changed",
          r.size, r.bytes_fetched, r.resumed_bytes);
   }
@@ -413,6 +464,9 @@ class syncer {
       for (const auto& e : errors_)
         errs.push_back(
             {{"name", e.name}, {"exit_code", static_cast<int>(e.code)}, {"error", e.what}});
+      json sources = json::array();
+      for (std::size_t i = 0; i < bytes_by_source_.size(); ++i)
+        sources.push_back({{"address", servers_->names()[i]}, {"bytes", bytes_by_source_[i]}});
       json j{{"dry_run", s_.dry_run},
              {"files_fetched", fetched_},
              {"files_skipped", skipped_},
@@ -420,6 +474,7 @@ class syncer {
              {"deleted", deleted_},
              {"dirs_created", dirs_created_},
              {"bytes_fetched", bytes_fetched_},
+             {"sources", sources},
              {"files", items_},
              {"symlinks", symlinks_},
              {"specials", specials_},
@@ -452,8 +507,9 @@ class syncer {
   fs::path local_root_;
   clock::duration timeout_{};
   std::string base_;
-  std::vector<endpoint> sources_;
+  std::optional<failover> servers_;
   std::size_t entries_seen_ = 0;
+  bool too_many_ = false;
   std::vector<file_task> tasks_;
   std::vector<std::pair<std::string, fs::path>> deletions_;
 
@@ -461,6 +517,7 @@ class syncer {
   std::atomic<bool> stop_{false};
   std::uint64_t fetched_ = 0, skipped_ = 0, time_only_ = 0, deleted_ = 0, dirs_created_ = 0,
                 bytes_fetched_ = 0;
+  std::vector<std::uint64_t> bytes_by_source_;  // in the order of the servers
   json items_ = json::array();
   std::vector<std::string> symlinks_, specials_;
   std::vector<error_entry> errors_;

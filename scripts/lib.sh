@@ -313,6 +313,25 @@ start_server() {
 # stop_server PID: SIGTERM, bounded wait; STOP_RC holds the exit status.
 stop_server() { stop_pid "$1" TERM; }
 
+# server_counters_line PID LOG: sends ferryd PID SIGUSR1 and prints the counters line it then
+# adds to LOG (its stderr). Returns 1 if none came within 10 s.
+server_counters_line() {
+  local pid=$1 log=$2 before
+  before=$(grep -c 'msg=counters' "$log" || true)
+  kill -USR1 "$pid" || return 1
+  # shellcheck disable=SC2317  # called through wait_until
+  more_counters() { (($(grep -c 'msg=counters' "$log" || true) > before)); }
+  wait_until 10 more_counters || return 1
+  grep 'msg=counters' "$log" | tail -n1
+}
+
+# server_counter PID LOG KEY: one counter of ferryd PID from a fresh counters line (see above).
+server_counter() {
+  local line
+  line=$(server_counters_line "$1" "$2") || return 1
+  tr ' ' '\n' <<<"$line" | awk -F= -v k="$3" '$1 == k { print $2 }'
+}
+
 # start_proxy UPSTREAM [FERRY_IMPAIR ARGS...]: sets PROXY_PID, PROXY_ADDR, PROXY_STATS (the
 # --stats-file it writes on exit) and PROXY_LOG.
 start_proxy() {

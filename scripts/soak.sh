@@ -217,17 +217,14 @@ fds_of_server() {
       END { print n + 0, t + 0 }'
 }
 
-# server_counters ARRAY: SIGUSR1 to ferryd, then its counters line into the associative array.
+# server_counters ARRAY: a fresh counters line of ferryd into the associative array.
 # shellcheck disable=SC2034  # `into` names the caller's array
 server_counters() {
   local -n into=$1
-  local before kv
-  before=$(grep -c 'msg=counters' "$SRV_LOG.err" || true)
-  kill -USR1 "$SRV_PID"
-  more_counters() { (($(grep -c 'msg=counters' "$SRV_LOG.err" || true) > before)); }
-  wait_until 10 more_counters || return 1
+  local line kv
+  line=$(server_counters_line "$SRV_PID" "$SRV_LOG.err") || return 1
   into=()
-  for kv in $(grep 'msg=counters' "$SRV_LOG.err" | tail -n1); do
+  for kv in $line; do
     [[ "$kv" =~ ^([a-z_]+)=([0-9]+)$ ]] && into["${BASH_REMATCH[1]}"]=${BASH_REMATCH[2]}
   done
   return 0

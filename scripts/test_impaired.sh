@@ -41,16 +41,6 @@ load_kv() {
 # both COUNTER: the proxy's COUNTER summed over the two directions.
 both() { echo $((${P[up_$1]:-0} + ${P[down_$1]:-0})); }
 
-# server_counter KEY: sends ferryd SIGUSR1 and prints KEY from the counters line it logs.
-server_counter() {
-  local before
-  before=$(grep -c 'msg=counters' "$SRV_LOG.err" || true)
-  kill -USR1 "$SRV_PID"
-  more_counters() { (($(grep -c 'msg=counters' "$SRV_LOG.err" || true) > before)); }
-  wait_until 10 more_counters || return 1
-  grep 'msg=counters' "$SRV_LOG.err" | tail -n1 | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { print $2 }'
-}
-
 # fetch LABEL -- PROXY ARGS...: fetches data.bin through a proxy started with ARGS and checks that
 # the copy is identical. Fills J, P and BLOCKS and prints the goodput; returns 1 if there is
 # nothing to judge the case by. BLOCK, if set, is passed as --block-size.
@@ -121,9 +111,9 @@ fi
 # One datagram in a hundred has one byte flipped: in a data block, a byte of the payload, which
 # only the block checksum covers; in other datagrams any byte past the header. The client must
 # drop every damaged reply and ask again; ferryd must drop every damaged request unanswered.
-corrupt_before=$(server_counter drop_corrupt) || corrupt_before=""
+corrupt_before=$(server_counter "$SRV_PID" "$SRV_LOG.err" drop_corrupt) || corrupt_before=""
 if fetch corrupt-1 -- --corrupt 0.01 --corrupt-payload; then
-  corrupt_after=$(server_counter drop_corrupt) || corrupt_after=""
+  corrupt_after=$(server_counter "$SRV_PID" "$SRV_LOG.err" drop_corrupt) || corrupt_after=""
   check_int "corrupt-1: the proxy damaged data block payloads" "${P[down_corrupted_payload]}" -ge 3
   check_int "corrupt-1: the proxy damaged requests" "${P[up_corrupted]}" -ge 2
   check_int "corrupt-1: the client dropped damaged replies (json corrupt)" "${J[corrupt]}" -ge 1

@@ -6,7 +6,8 @@
 # and changes nothing; --delete removes what the server lacks but keeps the .part files of files
 # it still has; a symlink and a FIFO on the server are reported and skipped; a local symlink
 # where the server has a file or a directory is never written through; a sync killed in the
-# middle of a large file resumes it.
+# middle of a large file resumes it; an unchanged file costs no STAT; with --mirror, files come
+# from both servers, and a sync goes on when the primary dies.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -49,16 +50,6 @@ start_server "$ROOT" || {
   summary
 }
 pass "ferryd started on $SRV_ADDR"
-
-# server_bytes_out: SIGUSR1 to ferryd, then bytes_out from the counters line it prints.
-server_bytes_out() {
-  local before
-  before=$(grep -c 'msg=counters' "$SRV_LOG.err" || true)
-  kill -USR1 "$SRV_PID"
-  more_counters() { (($(grep -c 'msg=counters' "$SRV_LOG.err" || true) > before)); }
-  wait_until 10 more_counters || return 1
-  grep 'msg=counters' "$SRV_LOG.err" | tail -n1 | grep -o 'bytes_out=[0-9]*' | cut -d= -f2
-}
 
 # fingerprint DIR: every name below DIR with its type, size and mtime, one line each.
 fingerprint() { find "$1" -printf '%P %y %s %T@\n' | sort; }
@@ -111,11 +102,21 @@ check "the FIFO was not made" test ! -e "$OUT/odd/fifo"
 check "no .part files are left" no_part_files "$OUT"
 
 section "a second sync with nothing changed"
+S0=$(server_counter "$SRV_PID" "$SRV_LOG.err" requests_stat) || S0=""
 sync_json again "$SRV_ADDR" tree "$OUT"
 check_rc "second sync" 0
+S1=$(server_counter "$SRV_PID" "$SRV_LOG.err" requests_stat) || S1=""
 check_eq "nothing fetched" 0 "$(jget again files_fetched)"
 check_eq "no bytes fetched" 0 "$(jget again bytes_fetched)"
 check_eq "every file skipped by the quick check" "$NFILES" "$(jget again files_skipped)"
+if [[ -n "$S0" && -n "$S1" ]]; then
+  say "FIGURE: sync of an unchanged tree of $NFILES files: $((S1 - S0)) STAT requests"
+  # The listing's sizes and mtimes judge every file, so an unchanged one costs no STAT.
+  check_int "ferryd counted no STAT per unchanged file (the listing judges them)" \
+    $((S1 - S0)) -lt 10
+else
+  fail "ferryd printed its counters on SIGUSR1"
+fi
 
 section "arguments"
 run_ferry sync "$SRV_ADDR" tree "$OUT" --mirror 'no port:x'
@@ -182,10 +183,10 @@ fingerprint "$OUT" >"$TMP/after.fp"
 check "the dry run changed nothing" cmp -s "$TMP/before.fp" "$TMP/after.fp"
 
 section "second sync: only the changes move"
-B0=$(server_bytes_out) || B0=""
+B0=$(server_counter "$SRV_PID" "$SRV_LOG.err" bytes_out) || B0=""
 run_ferry sync "$SRV_ADDR" tree "$OUT" --jobs 3
 check_rc "second sync" 0
-B1=$(server_bytes_out) || B1=""
+B1=$(server_counter "$SRV_PID" "$SRV_LOG.err" bytes_out) || B1=""
 sort "$RUN_OUT" >"$TMP/real.lines"
 grep -v '^\*deleting' "$TMP/expected.lines" >"$TMP/expected.nodelete"
 check "the sync prints the dry run's lines, without deletions" \
@@ -276,5 +277,51 @@ check_int "the rerun resumed from large.bin.part" "$RESUMED" -gt 0
 check_int "the rerun fetched only the rest (plus at most one block)" "$FETCHED" -le \
   $((BIG - RESUMED + 65024))
 check "no .part files are left" no_part_files "$TMP/bigout"
+
+section "--mirror: a second server with a copy of the tree"
+# 32 files of 256 KiB, and a few small ones in their own directory.
+mkdir -p "$ROOT/mtree/a" "$ROOT/mtree/b"
+for i in $(seq 10 41); do gen_random "$ROOT/mtree/a/m$i.bin" 262144 "$i"; done
+for i in 1 2 3; do gen_random "$ROOT/mtree/b/s$i.bin" $((i * 1000)) $((i + 60)); done
+MTREE_BYTES=$(find "$ROOT/mtree" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')
+mkdir -p "$TMP/mroot"
+cp -a "$ROOT/mtree" "$TMP/mroot/mtree"
+MAIN_PID=$SRV_PID MAIN_ADDR=$SRV_ADDR
+start_server "$TMP/mroot" || fail "the mirror started"
+sync_json mirrored "$MAIN_ADDR" mtree "$TMP/mout" --mirror "$SRV_ADDR"
+check_rc "sync from both" 0
+check "diff -r finds no difference" diff -r "$ROOT/mtree" "$TMP/mout"
+read -r MB0 MB1 MSUM < <(python3 -c '
+import json, sys
+s = json.load(open(sys.argv[1]))["sources"]
+b = [x["bytes"] for x in s]
+print(b[0], b[1], sum(b)) if len(b) == 2 else print(-1, -1, -1)' "$TMP/mirrored.json")
+say "FIGURE: sync with a mirror: $MB0 bytes from the primary, $MB1 from the mirror"
+check_int "--json: bytes from the primary" "$MB0" -gt 0
+check_int "--json: bytes from the mirror" "$MB1" -gt 0
+check_eq "--json: the sources' bytes add up to the tree" "$MTREE_BYTES" "$MSUM"
+
+section "--mirror: the primary killed in the middle of a sync"
+# Both are slowed, so that the sync is still running when the primary is killed.
+start_server "$TMP/mroot" --max-rate 2M || fail "a slow mirror started"
+MIRROR_ADDR=$SRV_ADDR
+start_server "$ROOT" --max-rate 2M || fail "a primary to kill started"
+DOOMED_PID=$SRV_PID DOOMED_ADDR=$SRV_ADDR
+start_bg 60 doomed "$FERRY" sync "$DOOMED_ADDR" mtree "$TMP/kout" --mirror "$MIRROR_ADDR" \
+  --timeout 2 --jobs 2
+bins_in() { { find "$1" -name '*.bin' 2>/dev/null || true; } | wc -l; }
+some_done() { (($(bins_in "$TMP/kout") >= 6)) || ! alive "$BG_CHILD"; }
+wait_until 60 some_done || fail "the sync did not fetch 6 files within 60 s"
+check "the sync was still running when the primary was killed" alive "$BG_CHILD"
+stop_pid "$DOOMED_PID" KILL
+wait_bg "$BG_PID" 60
+check_eq "the sync completed from the mirror" 0 "$RC"
+check "diff -r finds no difference" diff -r "$ROOT/mtree" "$TMP/kout"
+# With the primary gone from the start, the listing itself fails over to the mirror.
+run_ferry sync "$DOOMED_ADDR" mtree/b "$TMP/dout" --mirror "$MIRROR_ADDR" --timeout 2
+check_rc "a sync whose primary is down from the start" 0
+check "diff -r finds no difference" diff -r "$ROOT/mtree/b" "$TMP/dout"
+check "the failover is said on stderr" grep -q "asking $MIRROR_ADDR" "$RUN_ERR"
+SRV_PID=$MAIN_PID SRV_ADDR=$MAIN_ADDR
 
 summary

@@ -179,6 +179,20 @@ namespace {
 constexpr auto settle_time = std::chrono::seconds{1};
 constexpr auto provisional_lifetime = std::chrono::seconds{5};
 
+protocol::entry_type type_of_dirent(unsigned char d_type) noexcept {
+  switch (d_type) {
+    case DT_REG:
+      return protocol::entry_type::file;
+    case DT_DIR:
+      return protocol::entry_type::dir;
+    case DT_LNK:
+      return protocol::entry_type::symlink;
+    default:
+      return protocol::entry_type::other;
+  }
+}
+
+// Reads the names and types of a directory, sorted by name.
 result<std::vector<protocol::list_entry>> read_directory(int dir_fd) noexcept {
   try {
     // fdopendir takes ownership of its descriptor, so give it a copy.
@@ -201,14 +215,16 @@ result<std::vector<protocol::list_entry>> read_directory(int dir_fd) noexcept {
       if (name == "." || name == "..") continue;
       protocol::list_entry e;
       e.name = std::string{name};
-      struct stat st {};
-      if (::fstatat(dir_fd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-        e.type = type_of(st.st_mode);
-        e.size =
-            S_ISREG(st.st_mode) || S_ISLNK(st.st_mode) ? static_cast<std::uint64_t>(st.st_size) : 0;
-        e.mtime_ns = mtime_ns_of(st);
-      } else if (errno == ENOENT) {
-        continue;  // removed while we read
+      // Only the name and type are kept: sizes and mtimes change without changing the
+      // directory, so they are read when a page is built.
+      e.type = type_of_dirent(d->d_type);
+      if (d->d_type == DT_UNKNOWN) {
+        struct stat st {};
+        if (::fstatat(dir_fd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+          e.type = type_of(st.st_mode);
+        } else if (errno == ENOENT) {
+          continue;  // removed while we read
+        }
       }
       entries.push_back(std::move(e));
     }
@@ -220,6 +236,31 @@ result<std::vector<protocol::list_entry>> read_directory(int dir_fd) noexcept {
     return entries;
   } catch (...) {
     return errc::busy;  // out of memory
+  }
+}
+
+// Fills in the type, size and mtime of `e` as they are now; false if it no longer exists.
+bool stat_entry(int dir_fd, protocol::list_entry& e) noexcept {
+  struct stat st {};
+  if (::fstatat(dir_fd, e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno != ENOENT;
+  e.type = type_of(st.st_mode);
+  e.size = S_ISREG(st.st_mode) || S_ISLNK(st.st_mode) ? static_cast<std::uint64_t>(st.st_size) : 0;
+  e.mtime_ns = mtime_ns_of(st);
+  return true;
+}
+
+// A page of the snapshot's names after `cursor`, each stated now. Entries removed since the
+// snapshot are left out; when a whole page of them is, the next one is built instead, so a
+// page is empty only at the end.
+protocol::list_reply stat_page(int dir_fd, const std::vector<protocol::list_entry>& names,
+                               std::string_view cursor, std::size_t budget) {
+  std::string after{cursor};
+  for (;;) {
+    auto page = make_page(names, after, budget);
+    if (page.entries.empty()) return page;
+    after = page.entries.back().name;
+    std::erase_if(page.entries, [&](protocol::list_entry& e) { return !stat_entry(dir_fd, e); });
+    if (!page.entries.empty() || page.end) return page;
   }
 }
 
@@ -305,7 +346,7 @@ result<protocol::list_reply> dir_cache::list_page(int root_fd, const std::string
       snap = fresh;
       insert(rel, snap);
     }
-    return make_page(snap->entries, cursor, budget);
+    return stat_page(fd->get(), snap->entries, cursor, budget);
   } catch (...) {
     return errc::busy;
   }

@@ -70,10 +70,11 @@ struct read_outcome {
 [[nodiscard]] protocol::list_reply make_page(const std::vector<protocol::list_entry>& sorted,
                                              std::string_view cursor, std::size_t budget);
 
-// Sorted directory snapshots, shared by all pool threads and keyed by path. A snapshot is
-// reused while the directory's identity and change times are unchanged, so paging through a
-// large directory reads it once. Resuming after a name keeps the cursor correct even when the
-// directory changes between pages.
+// Sorted directory snapshots of names and types, shared by all pool threads and keyed by path.
+// A snapshot is reused while the directory's identity and change times are unchanged, so paging
+// through a large directory reads it once; each page stats its own entries, because a file's
+// size and mtime change without changing its directory. Resuming after a name keeps the cursor
+// correct even when the directory changes between pages.
 class dir_cache {
  public:
   explicit dir_cache(std::size_t max_entries_total = 1'000'000) : max_total_{max_entries_total} {}
@@ -87,7 +88,7 @@ class dir_cache {
     protocol::file_version key;  // the directory's dev, ino, mtime and ctime when read
     std::chrono::steady_clock::time_point built;
     bool provisional = false;  // read soon after a change, so the key may miss a later one
-    std::vector<protocol::list_entry> entries;
+    std::vector<protocol::list_entry> entries;  // names and types only
   };
   using snapshot_ptr = std::shared_ptr<const snapshot>;
 

@@ -22,6 +22,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <variant>
 #include <vector>
 
@@ -193,6 +194,54 @@ TEST_CASE("LIST reports the names, types, sizes and mtimes of what is in a direc
     CHECK(cli.list("a.txt/x").error() == errc::not_directory);
     CHECK(cli.list("..").error() == errc::outside_root);
   }
+  CHECK(cli.stray() == 0);
+}
+
+TEST_CASE("LIST shows sizes and mtimes as they are now, though the directory is unchanged") {
+  temp_dir root;
+  root.write("grown.txt", "hello");
+  root.write("same.txt", "unchanged");
+  root.write("shrunk.txt", "a longer text");
+  root.write("touched.txt", "touched");
+  running_server srv{root.path()};
+  blocking_client cli{srv.endpoint()};
+  const auto want = [&] {
+    std::vector<proto::list_entry> w;
+    for (const char* n : {"grown.txt", "same.txt", "shrunk.txt", "touched.txt"})
+      w.push_back(expected_entry(root / n));
+    return w;
+  };
+  // A snapshot read within a second of the directory's last change is trusted only briefly,
+  // which would hide the bug this test is about; so list once the directory has settled.
+  const auto dir_changed =
+      std::max(ns_of(lstat_of(root.path()).st_mtim), ns_of(lstat_of(root.path()).st_ctim));
+  const auto settled = std::chrono::system_clock::time_point{} +
+                       std::chrono::nanoseconds{dir_changed} + std::chrono::milliseconds{1100};
+  std::this_thread::sleep_until(settled);
+  auto first = cli.list("");
+  REQUIRE(first);
+  check_entries(first->entries, want());
+  const auto dir_before = version_of(root.path());
+
+  // Rewriting, truncating and touching files in place changes none of their directory.
+  root.write("grown.txt", "hello, and a good deal more");
+  root.write("shrunk.txt", "short");
+  const auto set_mtime = [&](const char* name, std::int64_t ns) {
+    const timespec times[2] = {{0, UTIME_OMIT}, {ns / 1'000'000'000, ns % 1'000'000'000}};
+    REQUIRE(::utimensat(AT_FDCWD, (root / name).c_str(), times, AT_SYMLINK_NOFOLLOW) == 0);
+  };
+  set_mtime("grown.txt", 1'234'567'890'123'456'789);
+  set_mtime("touched.txt", 1'000'000'000'000'000'000);
+  REQUIRE(version_of(root.path()) == dir_before);
+
+  auto second = cli.list("");
+  REQUIRE(second);
+  const auto now = want();
+  check_entries(second->entries, now);
+  CHECK(now[0].size == 27);
+  CHECK(now[0].mtime_ns == 1'234'567'890'123'456'789);
+  CHECK(now[2].size == 5);
+  CHECK(now[3].mtime_ns == 1'000'000'000'000'000'000);
   CHECK(cli.stray() == 0);
 }
 
