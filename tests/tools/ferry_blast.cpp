@@ -349,7 +349,7 @@ struct send_options {
   std::size_t size = 1472;
   double seconds = 3;
   bool gso = false;
-  std::uint64_t window = 4 << 20;  // bytes in flight; 0: no limit, as fast as the socket takes
+  std::uint64_t window = 16 << 20;  // bytes in flight; 0: no limit, as fast as the socket takes
   int sndbuf = 4 << 20;
 };
 
