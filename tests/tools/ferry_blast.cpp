@@ -375,7 +375,8 @@ int run_send(const send_options& o) {
       segs = 1;
     }
   }
-  std::vector<std::byte> buffer(batch * max_gso_segments * o.size);
+  // Sized for the first choice of segments; a fallback to one segment needs less.
+  std::vector<std::byte> buffer(batch * segs * o.size);
   std::vector<iovec> iovs(batch);
   std::vector<mmsghdr> msgs(batch);
   const auto layout = [&] {
