@@ -326,7 +326,10 @@ print("%.1f %.1f %.2f %.2f %.2f" % (r["bytes"] / r["seconds"] / 1e6, s["bytes"] 
 # what the receiver got; client CPU and RSS are the sender's, server ones the receiver's.
 blast() {
   local case=$1 tool=$2 len=$3 rargs=() sargs=() out=$LOGS/blast.$ROUND.$3${4:-}
-  [[ -x "$FERRY_BLAST" ]] || return 0
+  if [[ ! -x "$FERRY_BLAST" ]]; then
+    note "$case" "$tool" "n/a: no ferry_blast at $FERRY_BLAST (set FERRY_BLAST)"
+    return 0
+  fi
   [[ "${4:-}" == gso ]] && rargs=(--gro) sargs=(--gso)
   "$FERRY_BLAST" recv --listen 127.0.0.1:0 --seconds "$IPERF_SECONDS" "${rargs[@]}" </dev/null \
     >"$out.out" 2>"$out.err" &
