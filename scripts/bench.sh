@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2317  # functions called through traps, check and wait_until
-# Benchmark (issue 3): ferry side by side with TFTP stacks and iperf3, on loopback, in one run.
+# Benchmark (issue 3): ferry side by side with TFTP stacks, iperf3 and the raw UDP ceiling
+# (ferry_blast), on loopback, in one run.
 # It prints figures and one table, and passes or fails nothing: it exits 0 unless it could not
 # run at all. It is not a ctest test (the glob there is scripts/test_*.sh).
 #
@@ -10,6 +11,7 @@
 #
 # Environment:
 #   FERRYD, FERRY, FERRY_IMPAIR  the binaries (default: build/ under the repository)
+#   FERRY_BLAST                  the ceiling tool (default: next to FERRY_IMPAIR)
 #   ROUNDS                       rounds per case, interleaved A B C D A B C D ... (default 5)
 #   SIZE_MB                      the loopback file, and the 32 files together (default 512)
 #   WAN_MB                       the file fetched through the impairing proxy (default 64)
@@ -28,6 +30,7 @@ REPO=$(realpath "$(dirname "${BASH_SOURCE[0]}")/..")
 export FERRYD=${FERRYD:-$REPO/build/server/ferryd}
 export FERRY=${FERRY:-$REPO/build/client/ferry}
 export FERRY_IMPAIR=${FERRY_IMPAIR:-$REPO/build/tests/tools/ferry_impair}
+FERRY_BLAST=${FERRY_BLAST:-$(dirname "$FERRY_IMPAIR")/ferry_blast}
 ROUNDS=${ROUNDS:-5}
 SIZE_MB=${SIZE_MB:-512}
 WAN_MB=${WAN_MB:-$((SIZE_MB < 64 ? SIZE_MB : 64))}
@@ -316,6 +319,51 @@ print("%.1f %.1f %.2f %.2f %.2f" % (r["bytes"] / r["seconds"] / 1e6, s["bytes"] 
   record "$case" "$tool" "$ROUND" "$recv" "$ccpu" "$scpu" "$(proc_kb "$IPERF_PID" VmHWM)" 0
 }
 
+# blast CASE TOOL LEN [gso]: one ferry_blast run with LEN-byte datagrams, sendmmsg/recvmmsg in
+# batches of 64 (with gso: 64 KiB UDP_SEGMENT sends and a UDP_GRO receiver). Unlike iperf3 -u,
+# which moves one datagram per syscall, it shows what the kernel can carry; its sender keeps
+# within a window the receiver reports, so the receiver is not overdriven into loss. Records
+# what the receiver got; client CPU and RSS are the sender's, server ones the receiver's.
+blast() {
+  local case=$1 tool=$2 len=$3 rargs=() sargs=() out=$LOGS/blast.$ROUND.$3${4:-}
+  if [[ ! -x "$FERRY_BLAST" ]]; then
+    note "$case" "$tool" "n/a: no ferry_blast at $FERRY_BLAST (set FERRY_BLAST)"
+    return 0
+  fi
+  [[ "${4:-}" == gso ]] && rargs=(--gro) sargs=(--gso)
+  "$FERRY_BLAST" recv --listen 127.0.0.1:0 --seconds "$IPERF_SECONDS" "${rargs[@]}" </dev/null \
+    >"$out.out" 2>"$out.err" &
+  local rpid=$! addr
+  track_pid "$rpid"
+  if ! addr=$(wait_for_port_line "$out.out" "$rpid" 10); then
+    say "  $case/$tool round $ROUND: FAILED: the receiver did not start: $(head -c 300 "$out.err")"
+    record "$case" "$tool" "$ROUND" fail 0 0 0 0
+    stop_pid "$rpid"
+    return 1
+  fi
+  run_bounded $((IPERF_SECONDS + 20)) "$FERRY_BLAST" send --to "$addr" --size "$len" \
+    --seconds "$IPERF_SECONDS" "${sargs[@]}"
+  wait_gone "$rpid" 10 || stop_pid "$rpid"
+  local line
+  if ((RC != 0)) || ! line=$(python3 -c 'import json, sys
+r, s = (json.loads(open(f).read().splitlines()[-1]) for f in sys.argv[1:3])
+lost = r["lost_percent"]
+print("%.1f %.1f %s %.2f %.2f %d %d %s %s" % (r["mbps"], s["mbps"], "?" if lost is None else "%.2f" % lost,
+      s["cpu_s"], r["cpu_s"], r["max_rss_kb"], s["max_rss_kb"], r["gro"], s["gso"]))' \
+    "$out.out" "$RUN_OUT" 2>/dev/null); then
+    say "  $case/$tool round $ROUND: FAILED (exit $RC): $(head -c 300 "$RUN_ERR" "$out.err" | tr '\n' ' ')"
+    record "$case" "$tool" "$ROUND" fail 0 0 0 0
+    return 1
+  fi
+  local recv sent lost ccpu scpu skb ckb gro gso
+  read -r recv sent lost ccpu scpu skb ckb gro gso <<<"$line"
+  say "  $case/$tool round $ROUND: received $recv MB/s (sent $sent MB/s, lost $lost%, GSO $gso," \
+    "GRO $gro)"
+  [[ "${4:-}" == gso && ("$gso" != True || "$gro" != True) ]] &&
+    note "$case" "$tool" "the kernel refused GSO or GRO (GSO $gso, GRO $gro): a plain run"
+  record "$case" "$tool" "$ROUND" "$recv" "$ccpu" "$scpu" "$skb" "$ckb"
+}
+
 # ---------------------------------------------------------------------------------------------
 # Servers
 
@@ -467,17 +515,19 @@ if has loopback; then
     transfer loopback ferry "$FERRY_PID" "$DATA/big.bin" "$DL/big.bin" 300 "${CMD[@]}" || true
     peer_round loopback "$DATA/big.bin" big.bin 600
     [[ -n "$IPERF_PID" ]] && { iperf loopback "iperf3 -l 65000" 65000 || true; }
+    blast loopback "ferry_blast 65000" 65000 || true
   done
   ((ATFTP_WINDOW)) || note loopback "atftpd+atftp ws2" "atftpd did not grant windowsize 2"
 fi
 
 if has mtu; then
-  section "MTU-sized blocks: ferry --block-size 1472 against iperf3 -l 1472"
+  section "MTU-sized blocks: ferry --block-size 1472 against ferry_blast 1472, plain and GSO+GRO"
   for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     cmd_ferry "$FERRY_ADDR" big.bin "$DL/big.bin" --block-size 1472
     transfer mtu "ferry --block-size 1472" "$FERRY_PID" "$DATA/big.bin" "$DL/big.bin" 600 \
       "${CMD[@]}" || true
-    [[ -n "$IPERF_PID" ]] && { iperf mtu "iperf3 -l 1472" 1472 || true; }
+    blast mtu "ferry_blast 1472" 1472 || true
+    blast mtu "ferry_blast 1472 GSO+GRO" 1472 gso || true
   done
 fi
 
@@ -673,6 +723,16 @@ def best_peer(case):
 def pct(a, b):
     return "%.0f%%" % (100 * a / b) if a and b else ""
 
+# The raw ceilings of a case; ferry is measured against the best of them in the same run.
+CEILINGS = {"loopback": ("iperf3 -l 65000", "ferry_blast 65000"),
+            "mtu": ("ferry_blast 1472", "ferry_blast 1472 GSO+GRO")}
+def vs_best_ceiling(m, case):
+    c = [(med(case, t), t) for t in CEILINGS[case] if med(case, t)]
+    if not c:
+        return ""
+    b, bt = max(c)
+    return f"{pct(m, b)} of {bt}"
+
 CASE_NAMES = {"loopback": "loopback", "mtu": "MTU blocks", "multi": f"{clients} clients",
               "multi-slowest": f"{clients} clients: slowest", "multi-mean": f"{clients} clients: mean",
               "wan-proxy": "proxy check", "wan": "WAN 20 ms 200 Mbit/s",
@@ -704,15 +764,13 @@ for case, tool in keys:
     cpu = lambda xs: "%.2f" % statistics.median(xs) if xs else ""
     rss = ("%.1f/%.1f" % (r["skb"] / 1024, r["ckb"] / 1024)) if r["v"] and (r["skb"] or r["ckb"]) else ""
     vs_peer = vs_ceiling = ""
-    if m and tool.startswith("ferry"):
+    if m and tool.startswith("ferry") and not tool.startswith("ferry_blast"):
         if case in ("loopback", "wan", "wan-loss"):
             b, bt = best_peer(case)
             if b:
                 vs_peer = "%.2fx %s" % (m / b, bt)
-        if case == "loopback":
-            vs_ceiling = pct(m, med("loopback", "iperf3 -l 65000"))
-        elif case == "mtu":
-            vs_ceiling = pct(m, med("mtu", "iperf3 -l 1472"))
+        if case in CEILINGS:
+            vs_ceiling = vs_best_ceiling(m, case)
         elif case == "multi":
             one = med("loopback", "ferry")
             vs_ceiling = (pct(m, one) + " of 1 client") if one else ""
@@ -738,6 +796,8 @@ print("\nMB/s = 10^6 bytes per second of wall time of the client process (start 
 print("CPU and client RSS from /usr/bin/time; server CPU from /proc/PID/stat (with reaped children);")
 print("server peak RSS is VmHWM, reset before each case; tftpd-hpa forks a child per transfer and")
 print("ignores SIGCHLD: its CPU is the child's (perf stat -p, or sampled), its RSS the child's (sampled).")
+print("iperf3 and ferry_blast: MB/s received by the receiver over its receiving time; client = sender,")
+print("server = receiver; vs ceiling: ferry against the best ceiling row of its case, named.")
 for (case, tool), text in note_of.items():
     print(f"* {CASE_NAMES.get(case, case)}, {tool}: {text}")
 if md_path:
