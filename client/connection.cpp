@@ -80,11 +80,23 @@ connection::connection(const endpoint& server, uv_loop_t* shared)
   first_id_ = next_id_ = (static_cast<std::uint64_t>(rd()) << 32 | rd()) & 0x3fff'ffff'ffff'ffffULL;
   poll_ = std::make_unique<uv_owned<uv_poll_t>>(loop_, uv_poll_init, recv_fd_);
   poll_->get()->data = this;
-  uv_check(uv_poll_start(poll_->get(), UV_READABLE,
-                         [](uv_poll_t* h, int status, int) {
-                           if (status == 0) static_cast<connection*>(h->data)->on_readable();
-                         }),
-           "uv_poll_start");
+  uv_check(start_polling(), "uv_poll_start");
+}
+
+int connection::start_polling() noexcept {
+  return uv_poll_start(poll_->get(), UV_READABLE, [](uv_poll_t* h, int status, int) {
+    auto& self = *static_cast<connection*>(h->data);
+    if (status < 0) {
+      // libuv stops a poll handle on POLLERR, which an ICMP error (a server not up yet, say)
+      // raises on a connected socket. Clear the error, which is no more than a loss, and poll
+      // again, or this connection would never read another reply.
+      int err = 0;
+      socklen_t len = sizeof err;
+      (void)::getsockopt(self.recv_fd_, SOL_SOCKET, SO_ERROR, &err, &len);
+      if (self.start_polling() != 0) return;
+    }
+    self.on_readable();
+  });
 }
 
 connection::~connection() {

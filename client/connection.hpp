@@ -79,6 +79,8 @@ class connection {
   // Reads what the socket holds in batches (recvmmsg), each datagram possibly several the
   // kernel coalesced (UDP GRO), and hands every one to deliver().
   void on_readable() noexcept;
+  // Polls recv_fd_ for reading, and again after an error; returns libuv's result.
+  int start_polling() noexcept;
   void deliver(std::span<const std::byte> datagram) noexcept;
 
   uv_loop_t own_loop_{};

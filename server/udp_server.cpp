@@ -333,7 +333,14 @@ void udp_server::update_poll() noexcept {
 
 void udp_server::on_poll(int status, int events) noexcept {
   if (status < 0) {
+    // libuv stops a poll handle on POLLERR. Clear the socket's error and poll again, or one
+    // ICMP error would end all serving.
     ++stats_.recv_errors;
+    int err = 0;
+    socklen_t len = sizeof err;
+    (void)::getsockopt(socket_.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+    poll_events_ = 0;
+    update_poll();
     return;
   }
   if (events & UV_WRITABLE) flush_send_queue();
