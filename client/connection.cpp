@@ -26,6 +26,10 @@ constexpr unsigned recv_batch = 16;
 constexpr std::size_t recv_slot = 65536;
 // Calls per wake-up, so that one busy socket cannot keep the loop from its timers.
 constexpr int recv_rounds = 8;
+// Requests sent with one sendmmsg, and the bytes they may fill.
+constexpr std::size_t send_batch = 128;
+constexpr std::size_t send_capacity = 64 * 1024;
+static_assert(send_capacity >= protocol::max_request_size);
 }  // namespace
 
 void rtt_estimator::sample(clock::duration rtt) noexcept {
@@ -58,7 +62,9 @@ clock::duration rtt_estimator::rto() const noexcept {
 connection::connection(const endpoint& server, uv_loop_t* shared)
     : loop_{shared != nullptr ? shared : &own_loop_},
       server_{server},
-      recv_buf_{std::make_unique_for_overwrite<std::byte[]>(recv_batch * recv_slot)} {
+      recv_buf_{std::make_unique_for_overwrite<std::byte[]>(recv_batch * recv_slot)},
+      send_buf_{std::make_unique_for_overwrite<std::byte[]>(send_capacity)} {
+  send_len_.reserve(send_batch);
   if (shared == nullptr) uv_check(uv_loop_init(&own_loop_), "uv_loop_init");
   udp_ = std::make_unique<uv_owned<uv_udp_t>>(loop_, uv_udp_init);
   udp_->get()->data = this;
@@ -167,6 +173,8 @@ void connection::on_readable() noexcept {
       for (std::size_t at = 0; at < all.size(); at += segment)
         deliver(all.subspan(at, std::min(segment, all.size() - at)));
     }
+    if (batch_end_) batch_end_();
+    flush();
     if (static_cast<unsigned>(n) < recv_batch) return;
   }
 }
@@ -193,16 +201,57 @@ void connection::deliver(std::span<const std::byte> datagram) noexcept {
 }
 
 std::uint64_t connection::send(const protocol::request& req) {
-  std::byte out[protocol::max_request_size];
+  const auto id = queue(req);
+  flush();
+  return id;
+}
+
+std::uint64_t connection::queue(const protocol::request& req) {
+  if (send_len_.size() == send_batch || send_capacity - send_used_ < protocol::max_request_size)
+    flush();
   const auto id = next_id();
-  auto n = codec::encode_request(out, id, req, token_ ? &*token_ : nullptr);
+  auto n = codec::encode_request({send_buf_.get() + send_used_, protocol::max_request_size}, id,
+                                 req, token_ ? &*token_ : nullptr);
   if (!n)
     throw failure{exit_code::usage,
                   fmt::format("request too large: {}", protocol::to_string(n.error()))};
-  uv_buf_t b = uv_buf_init(reinterpret_cast<char*>(out), static_cast<unsigned>(*n));
-  // A full socket buffer or a transient ICMP error is the same as loss: the caller retries.
-  (void)uv_udp_try_send(udp_->get(), &b, 1, nullptr);
+  send_len_.push_back(*n);
+  send_used_ += *n;
   return id;
+}
+
+void connection::flush() noexcept {
+  if (send_len_.empty()) return;
+  mmsghdr msgs[send_batch];
+  iovec iov[send_batch];
+  std::size_t at = 0;
+  for (std::size_t i = 0; i < send_len_.size(); ++i) {
+    iov[i] = iovec{send_buf_.get() + at, send_len_[i]};
+    msgs[i] = mmsghdr{};
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+    at += send_len_[i];
+  }
+  int fd = -1;
+  std::size_t sent = 0;
+  if (uv_fileno(udp_->handle(), &fd) == 0) {
+    while (sent < send_len_.size()) {
+      const int n = ::sendmmsg(fd, msgs + sent, static_cast<unsigned>(send_len_.size() - sent),
+                               MSG_DONTWAIT);
+      if (n > 0) {
+        sent += static_cast<std::size_t>(n);
+      } else if (n < 0 && errno == EINTR) {
+        continue;
+      } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
+        ++sent;  // an ICMP error reported for an earlier datagram: this one may go
+      } else {
+        break;
+      }
+    }
+  }
+  // Whatever did not go (a full socket buffer) is the same as loss: the caller asks again.
+  send_len_.clear();
+  send_used_ = 0;
 }
 
 protocol::reply connection::call(const protocol::request& req, clock::duration timeout) {

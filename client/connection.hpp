@@ -58,6 +58,10 @@ class connection {
   // Sends one request, with the server's address token once it has given one; returns its
   // request id (fresh for every transmission).
   std::uint64_t send(const protocol::request& req);
+  // As send(), but the request joins a batch that goes out with one sendmmsg: when the batch is
+  // full, after each batch of replies has been handled, or at flush().
+  std::uint64_t queue(const protocol::request& req);
+  void flush() noexcept;
   [[nodiscard]] std::uint64_t next_id() noexcept { return next_id_++; }
 
   // A request-reply exchange: retransmits on timeout with backoff, waits out "busy", and gives
@@ -65,6 +69,9 @@ class connection {
   protocol::reply call(const protocol::request& req, clock::duration timeout);
 
   void set_handler(reply_handler h) { handler_ = std::move(h); }
+  // Called after each batch of replies has gone to the handler, before the buffer they point
+  // into is read into again: whatever keeps spans of them must be done with them then.
+  void set_batch_end(std::function<void()> f) { batch_end_ = std::move(f); }
   [[nodiscard]] uv_loop_t* loop() noexcept { return loop_; }
   [[nodiscard]] const endpoint& server() const noexcept { return server_; }
   [[nodiscard]] rtt_estimator& rtt() noexcept { return rtt_; }
@@ -92,7 +99,12 @@ class connection {
   int recv_fd_ = -1;
   std::unique_ptr<uv_owned<uv_poll_t>> poll_;
   std::unique_ptr<std::byte[]> recv_buf_;
+  // Requests queued for one sendmmsg, packed back to back.
+  std::unique_ptr<std::byte[]> send_buf_;
+  std::vector<std::size_t> send_len_;
+  std::size_t send_used_ = 0;
   reply_handler handler_;
+  std::function<void()> batch_end_;
   rtt_estimator rtt_;
   std::uint64_t first_id_ = 0;
   std::uint64_t next_id_ = 0;

@@ -446,16 +446,36 @@ fetcher::outcome fetcher::transfer(part_file& part) {
   for (auto* s : {&sigint, &sigterm}) s->get()->data = this;
   uv_signal_start(sigint.get(), on_signal, SIGINT);
   uv_signal_start(sigterm.get(), on_signal, SIGTERM);
-  for (auto& s : sources_)
+  for (auto& s : sources_) {
     s.conn->set_handler([this, &s](const codec::decoded_reply& r) { on_reply(s, r); });
+    // Blocks point into the connection's receive buffer until they are written.
+    s.conn->set_batch_end([this] { write_blocks(); });
+  }
   pump();
+  flush_requests();
   if (outcome_ == outcome::running) uv_run(loop, UV_RUN_DEFAULT);
-  for (auto& s : sources_) s.conn->set_handler(nullptr);
+  for (auto& s : sources_) {
+    s.conn->set_handler(nullptr);
+    s.conn->set_batch_end(nullptr);
+  }
   uv_timer_stop(timer.get());
   part.flush();
   if (opt_.on_progress) opt_.on_progress(part.done_bytes(), part.size());
   if (error_) std::rethrow_exception(error_);
   return outcome_;
+}
+
+void fetcher::write_blocks() noexcept {
+  try {
+    part_->write_pending();
+  } catch (...) {
+    if (!error_) error_ = std::current_exception();
+    finish(outcome::failed);
+  }
+}
+
+void fetcher::flush_requests() noexcept {
+  for (auto& s : sources_) s.conn->flush();
 }
 
 void fetcher::finish(outcome o) {
@@ -491,7 +511,7 @@ void fetcher::drop(source& s, outcome why, const std::string& message) {
 void fetcher::send_block(source& s, std::uint64_t index, bool retransmit) {
   protocol::get_request req{path_, index * part_->block_size(), part_->block_size()};
   if (s.flights.empty()) s.last_heard = std::max(s.last_heard, clock::now());
-  const auto id = s.conn->send(req);
+  const auto id = s.conn->queue(req);
   s.flights.emplace(id, flight{index, clock::now(), s.seq++});
   s.order.push_back(id);
   ++in_flight_[index];
@@ -798,6 +818,7 @@ void fetcher::on_tick() {
       last_report_ = now;
     }
     pump();
+    flush_requests();
   } catch (...) {
     error_ = std::current_exception();
     finish(outcome::failed);

@@ -116,6 +116,10 @@ class fetcher {
   [[nodiscard]] std::size_t usable_sources() const noexcept;
   [[nodiscard]] bool endgame_pick(const source& s, std::uint64_t& index) const;
   void finish(outcome o);
+  // Writes the blocks stored from the last batch of replies; a failure ends the transfer.
+  void write_blocks() noexcept;
+  // Sends the GETs that pump() queued.
+  void flush_requests() noexcept;
 
   // Multi-source set-up: STATs every source at once for its size and digest, and refuses a
   // source that differs from the reference (the primary, or the first to answer). Later, drops

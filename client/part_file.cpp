@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -162,34 +163,92 @@ std::uint64_t part_file::done_bytes() const noexcept {
   return bytes;
 }
 
+void part_file::set_done(std::uint64_t index, bool done) noexcept {
+  const auto bit = std::byte{static_cast<unsigned char>(1u << (index % 8))};
+  if (done)
+    bitmap()[index / 8] |= bit;
+  else
+    bitmap()[index / 8] &= ~bit;
+  if (done)
+    ++done_;
+  else
+    --done_;
+  dirty_ = true;
+}
+
 void part_file::store(std::uint64_t index, std::span<const std::byte> data) {
   if (is_done(index)) return;
-  if (!all_zero(data)) {
-    std::size_t at = 0;
-    const auto offset = index * block_;
-    while (at < data.size()) {
-      const ssize_t n = ::pwrite(data_.get(), data.data() + at, data.size() - at,
-                                 static_cast<off_t>(offset + at));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        const int e = errno;
+  set_done(index, true);
+  // Holes in the sparse output already read as zeros, so zero blocks need no write.
+  if (!all_zero(data)) pending_.push_back({index, data});
+  if (index == hashed_) {
+    // In order: hash it now, while it is in the cache. What follows it, if it came earlier,
+    // is read back after the write.
+    hash_->update(data);
+    ++hashed_;
+  }
+}
+
+void part_file::write_pending() {
+  // Runs of blocks that follow each other in the file, each written with one pwritev.
+  constexpr std::size_t max_iov = 1024;
+  iovec iov[max_iov];
+  std::size_t first = 0;
+  while (first < pending_.size()) {
+    std::size_t n = 1;
+    std::size_t bytes = pending_[first].data.size();
+    while (first + n < pending_.size() && n < max_iov &&
+           pending_[first + n].index == pending_[first + n - 1].index + 1 &&
+           pending_[first + n - 1].data.size() == block_) {
+      bytes += pending_[first + n].data.size();
+      ++n;
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto d = pending_[first + i].data;
+      iov[i] = iovec{const_cast<std::byte*>(d.data()), d.size()};
+    }
+    auto offset = static_cast<off_t>(pending_[first].index * block_);
+    iovec* v = iov;
+    int left = static_cast<int>(n);
+    while (bytes > 0) {
+      const ssize_t w = ::pwritev(data_.get(), v, left, offset);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        const int e = w < 0 ? errno : EIO;
+        // Whatever did not reach the file is not done: the state file must not say otherwise.
+        for (std::size_t i = first; i < pending_.size(); ++i) {
+          const auto index = pending_[i].index;
+          const auto end = static_cast<off_t>(index * block_ + pending_[i].data.size());
+          if (i >= first + n || end > offset) set_done(index, false);
+        }
+        pending_.clear();
+        // Blocks hashed in order may be among them; a rerun hashes what is done afresh.
+        hash_ = std::make_unique<digest_state>();
+        hashed_ = 0;
         try {
           flush();  // keep what is done, so a rerun after freeing space resumes
         } catch (...) {
         }
         fail_io(data_path_, "write", e);
       }
-      at += static_cast<std::size_t>(n);
+      offset += w;
+      bytes -= static_cast<std::size_t>(w);
+      // Step over the buffers written whole, and into the one written in part.
+      auto done = static_cast<std::size_t>(w);
+      while (left > 0 && done >= v->iov_len) {
+        done -= v->iov_len;
+        ++v;
+        --left;
+      }
+      if (left > 0) {
+        v->iov_base = static_cast<std::byte*>(v->iov_base) + done;
+        v->iov_len -= done;
+      }
     }
+    first += n;
   }
-  bitmap()[index / 8] |= std::byte{static_cast<unsigned char>(1u << (index % 8))};
-  ++done_;
-  dirty_ = true;
-  if (index == hashed_) {
-    hash_->update(data);
-    ++hashed_;
-    hash_done_blocks();
-  }
+  pending_.clear();
+  hash_done_blocks();
 }
 
 void part_file::hash_done_blocks() {
@@ -211,6 +270,7 @@ void part_file::hash_done_blocks() {
 }
 
 void part_file::flush() {
+  write_pending();
   if (!dirty_) return;
   const auto body = image_.size() - 8;
   put64(image_.data() + body, XXH3_64bits(image_.data(), body));
@@ -221,7 +281,7 @@ void part_file::flush() {
 }
 
 protocol::digest128 part_file::digest() {
-  hash_done_blocks();
+  write_pending();
   if (hashed_ != blocks_) throw failure{exit_code::internal, "digest of an incomplete file"};
   return hash_->finish();
 }

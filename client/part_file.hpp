@@ -34,9 +34,14 @@ class part_file {
   [[nodiscard]] std::uint64_t done_bytes() const noexcept;
   [[nodiscard]] std::uint64_t block_length(std::uint64_t index) const noexcept;
 
-  // Writes one block at its offset and marks it done. Throws failure(local_io).
+  // Takes one block and marks it done. Its bytes are written at write_pending(), so they must
+  // stay valid until then; blocks that follow each other go out in one system call.
   void store(std::uint64_t index, std::span<const std::byte> data);
-  // Writes the state file if anything changed since the last flush. Throws failure(local_io).
+  // Writes the blocks stored since the last call. On failure the blocks not written are no
+  // longer done, the state file says so, and it throws failure(local_io).
+  void write_pending();
+  // Writes pending blocks, then the state file if anything changed since the last flush.
+  // Throws failure(local_io).
   void flush();
   // Forgets every block (the data is discarded), for a new version of the file.
   void restart(const protocol::file_version& version, std::uint32_t block);
@@ -55,6 +60,7 @@ class part_file {
   [[nodiscard]] const std::byte* bitmap() const noexcept;
   // Hashes done blocks from the cursor on, reading them back from OUT.part.
   void hash_done_blocks();
+  void set_done(std::uint64_t index, bool done) noexcept;
 
   std::filesystem::path out_, data_path_, state_path_;
   unique_fd data_, state_;
@@ -64,6 +70,11 @@ class part_file {
   std::uint64_t done_ = 0;
   bool resumed_ = false;
   bool dirty_ = false;
+  struct pending_block {
+    std::uint64_t index;
+    std::span<const std::byte> data;
+  };
+  std::vector<pending_block> pending_;  // stored, not yet written; in the order stored
   std::vector<std::byte> image_;        // the state file's bytes: header, bitmap, checksum
   std::unique_ptr<digest_state> hash_;  // over blocks [0, hashed_)
   std::uint64_t hashed_ = 0;
