@@ -3,12 +3,16 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/magic.h>
-#include <sys/vfs.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <mutex>
 
 #include "common/codec.hpp"
 
@@ -144,6 +148,98 @@ std::size_t read_blocks(int fd, std::uint64_t offset, std::uint32_t block,
        ++whole)
     left -= out[whole].length;
   return whole;
+}
+
+namespace {
+
+constexpr std::uint64_t page_size = 4096;
+constexpr std::uint64_t max_resident_query = 4u << 20;
+
+// The guard of the read_mapped() running on this thread, if any.
+thread_local sigjmp_buf* mapped_read_guard = nullptr;
+struct sigaction previous_sigbus {};
+
+void on_sigbus(int sig, siginfo_t* info, void* context) {
+  if (sigjmp_buf* guard = mapped_read_guard; guard != nullptr) siglongjmp(*guard, 1);
+  // Not a read of ours: do what would have been done without this handler.
+  if ((previous_sigbus.sa_flags & SA_SIGINFO) != 0 && previous_sigbus.sa_sigaction != nullptr) {
+    previous_sigbus.sa_sigaction(sig, info, context);
+  } else if (previous_sigbus.sa_handler != SIG_IGN && previous_sigbus.sa_handler != SIG_DFL &&
+             previous_sigbus.sa_handler != nullptr) {
+    previous_sigbus.sa_handler(sig);
+  } else {
+    ::signal(SIGBUS, SIG_DFL);
+    ::raise(SIGBUS);
+  }
+}
+
+void install_sigbus_handler() noexcept {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_sigaction = on_sigbus;
+    // SA_NODEFER: the handler leaves by siglongjmp, which does not restore the signal mask.
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGBUS, &sa, &previous_sigbus);
+  });
+}
+
+}  // namespace
+
+std::shared_ptr<const file_mapping> file_mapping::map(int fd, std::uint64_t size) noexcept {
+  if (size == 0 || size > static_cast<std::uint64_t>(PTRDIFF_MAX)) return nullptr;
+  install_sigbus_handler();
+  void* p = ::mmap(nullptr, static_cast<std::size_t>(size), PROT_READ, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) return nullptr;
+  try {
+    return std::shared_ptr<const file_mapping>{
+        new file_mapping{static_cast<const std::byte*>(p), size}};
+  } catch (...) {
+    ::munmap(p, static_cast<std::size_t>(size));
+    return nullptr;
+  }
+}
+
+file_mapping::~file_mapping() {
+  ::munmap(const_cast<std::byte*>(data_), static_cast<std::size_t>(size_));
+}
+
+bool file_mapping::resident(std::uint64_t offset, std::uint64_t length) const noexcept {
+  const auto first = offset / page_size * page_size;
+  const auto span = offset + length - first;
+  if (length == 0) return true;
+  if (offset + length > size_ || span > max_resident_query) return false;
+  unsigned char pages[max_resident_query / page_size + 1];
+  const auto n = (span + page_size - 1) / page_size;
+  if (::mincore(const_cast<std::byte*>(data_ + first), static_cast<std::size_t>(span), pages) != 0)
+    return false;
+  return std::all_of(pages, pages + n, [](unsigned char p) { return (p & 1) != 0; });
+}
+
+void file_mapping::populate(std::uint64_t offset, std::uint64_t length) const noexcept {
+#ifdef MADV_POPULATE_READ
+  constexpr int populate_read = MADV_POPULATE_READ;
+#else
+  constexpr int populate_read = 22;  // Linux 5.14; older kernels refuse it, and faults do the work
+#endif
+  const auto first = offset / page_size * page_size;
+  if (length == 0 || offset + length > size_) return;
+  (void)::madvise(const_cast<std::byte*>(data_ + first),
+                  static_cast<std::size_t>(offset + length - first), populate_read);
+}
+
+bool read_mapped(void (*fn)(void*), void* ctx) noexcept {
+  install_sigbus_handler();
+  sigjmp_buf env;
+  if (sigsetjmp(env, 0) != 0) {
+    mapped_read_guard = nullptr;
+    return false;
+  }
+  mapped_read_guard = &env;
+  fn(ctx);
+  mapped_read_guard = nullptr;
+  return true;
 }
 
 bool reads_from_memory(int fd) noexcept {

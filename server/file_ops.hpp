@@ -61,6 +61,36 @@ struct read_outcome {
                                       std::span<std::byte* const> slots, std::span<read_outcome> out,
                                       bool nowait) noexcept;
 
+// A read-only shared mapping of a whole regular file, as long as the file was when mapped. Its
+// pages are the page cache's own, so a block can be hashed and sent from it with no copy in
+// between. Touching a page past the file's current end raises SIGBUS: read it in read_mapped().
+class file_mapping {
+ public:
+  // Maps `size` bytes of `fd`; null for an empty file or when the kernel refuses.
+  [[nodiscard]] static std::shared_ptr<const file_mapping> map(int fd, std::uint64_t size) noexcept;
+  ~file_mapping();
+  file_mapping(const file_mapping&) = delete;
+  file_mapping& operator=(const file_mapping&) = delete;
+
+  [[nodiscard]] const std::byte* data() const noexcept { return data_; }
+  [[nodiscard]] std::uint64_t size() const noexcept { return size_; }
+  // True if every page of [offset, offset + length) is in the page cache, so that reading it
+  // cannot wait for a disk. The range must lie within size() and span at most 4 MiB of pages.
+  [[nodiscard]] bool resident(std::uint64_t offset, std::uint64_t length) const noexcept;
+  // Fills in the page tables for a resident range with one call instead of a fault per page.
+  void populate(std::uint64_t offset, std::uint64_t length) const noexcept;
+
+ private:
+  file_mapping(const std::byte* data, std::uint64_t size) noexcept : data_{data}, size_{size} {}
+  const std::byte* data_;
+  std::uint64_t size_;
+};
+
+// Runs fn(ctx), which reads file mappings, and returns true; or returns false as soon as it
+// touches a page past the end of a file that shrank, instead of dying of SIGBUS. `fn` must own
+// nothing that needs its destructor run: it is left by siglongjmp.
+[[nodiscard]] bool read_mapped(void (*fn)(void*), void* ctx) noexcept;
+
 // True if `fd` lies on a file system held in memory (tmpfs, ramfs), where a read never waits for
 // a disk. Such file systems refuse RWF_NOWAIT, so without this every read would go to the pool.
 [[nodiscard]] bool reads_from_memory(int fd) noexcept;

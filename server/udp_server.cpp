@@ -578,8 +578,9 @@ void udp_server::serve_turn() noexcept {
 
 void udp_server::serve_run(client_state& c, const peer_key& key, std::span<pending_get> run) {
   std::size_t done = 0;
-  const auto* cached = run.size() > 1 ? cached_file(run[0].rel) : nullptr;
-  if (cached != nullptr) {
+  const auto* cached = cached_file(run[0].rel);
+  if (cached != nullptr && cached->map) done = serve_mapped(c, *cached, run);
+  if (done == 0 && cached != nullptr && run.size() > 1) {
     const auto block = run[0].block;
     const auto stride = protocol::data_reply_overhead + block;
     if (out_.size() + run.size() > max_out || out_used_ + run.size() * stride > out_capacity)
@@ -601,6 +602,43 @@ void udp_server::serve_run(client_state& c, const peer_key& key, std::span<pendi
     }
   }
   for (; done < run.size(); ++done) serve_get(c, key, run[done]);
+}
+
+std::size_t udp_server::serve_mapped(client_state& c, const open_file& f,
+                                     std::span<pending_get> run) {
+  struct stat st {};
+  if (::fstat(f.fd->get(), &st) != 0) return 0;
+  const auto version = version_of(st);
+  const auto size = version.size;
+  const auto& map = f.map;
+  // The GETs of the run (consecutive blocks) that lie within both the file and the mapping;
+  // an empty reply at the end, or a part of the file that grew since it was mapped, is read.
+  std::size_t n = 0;
+  std::uint64_t end = run[0].offset;
+  for (; n < run.size(); ++n) {
+    const auto offset = run[n].offset;
+    if (offset >= size) break;
+    const auto length = std::min<std::uint64_t>(run[n].block, size - offset);
+    if (offset + length > map->size()) break;
+    end = offset + length;
+  }
+  if (n == 0) return 0;
+  const auto begin = run[0].offset;
+  // What is not in the page cache would block the loop on a disk: the pool reads it.
+  if (!f.in_memory && !map->resident(begin, end - begin)) return 0;
+  map->populate(begin, end - begin);
+  std::size_t done = 0;
+  for (; done < n; ++done) {
+    const auto& g = run[done];
+    read_outcome r;
+    r.version = version;
+    r.length = static_cast<std::uint32_t>(std::min<std::uint64_t>(g.block, size - g.offset));
+    r.eof = g.offset + r.length == size;
+    if (!add_out_mapped(c, g.id, g.offset, r, map)) break;
+    ++stats_.reads_inline;
+    c.rate.charge(r.length + protocol::data_reply_overhead);
+  }
+  return done;
 }
 
 void udp_server::serve_get(client_state& c, const peer_key& key, pending_get& g) {
@@ -756,7 +794,10 @@ void udp_server::remember_file(const std::string& rel, std::shared_ptr<unique_fd
     files_.erase(oldest);
   }
   const bool in_memory = reads_from_memory(fd->get());
-  files_[rel] = open_file{std::move(fd), uv_now(loop_), in_memory};
+  struct stat st {};
+  auto map = ::fstat(fd->get(), &st) == 0 ? file_mapping::map(fd->get(), version_of(st).size)
+                                          : nullptr;
+  files_[rel] = open_file{std::move(fd), std::move(map), uv_now(loop_), in_memory};
 }
 
 void udp_server::send(const endpoint& peer, std::span<const iovec> bufs, bool charge) noexcept {
@@ -792,10 +833,23 @@ void udp_server::queue_datagram(const endpoint& peer, std::span<const iovec> buf
   }
   try {
     queued_datagram q{peer, std::make_unique_for_overwrite<std::byte[]>(total), total};
-    std::size_t at = 0;
-    for (const auto& b : bufs) {
-      std::memcpy(q.bytes.get() + at, b.iov_base, b.iov_len);
-      at += b.iov_len;
+    struct copy {
+      std::byte* to;
+      std::span<const iovec> from;
+    } job{q.bytes.get(), bufs};
+    // A payload may lie in a file mapping, and the file may have shrunk since it was hashed.
+    const bool copied = read_mapped(
+        [](void* p) {
+          auto& x = *static_cast<copy*>(p);
+          for (const auto& b : x.from) {
+            std::memcpy(x.to, b.iov_base, b.iov_len);
+            x.to += b.iov_len;
+          }
+        },
+        &job);
+    if (!copied) {
+      ++stats_.send_dropped;
+      return;
     }
     send_queue_.push_back(std::move(q));
     send_queued_ += total;
@@ -829,12 +883,63 @@ void udp_server::add_out(const client_state& c, std::uint64_t id, std::uint64_t 
   const auto size = protocol::data_reply_overhead + r.length;
   total_rate_.charge(size);
   try {
-    out_.push_back(outgoing{c.key, c.peer, out_used_, size, gso_ok_ && c.gso});
+    out_.push_back(outgoing{c.key, c.peer, out_used_, size, size, nullptr, nullptr,
+                            gso_ok_ && c.gso});
   } catch (...) {
     ++stats_.send_dropped;
     return;
   }
   out_used_ += size;
+}
+
+bool udp_server::add_out_mapped(const client_state& c, std::uint64_t id, std::uint64_t offset,
+                                const read_outcome& r,
+                                const std::shared_ptr<const file_mapping>& map) {
+  if (out_.size() >= max_out || out_used_ + protocol::data_reply_overhead > out_capacity)
+    flush_out();
+  struct encoding {
+    std::byte* at;
+    std::uint64_t id;
+    protocol::data_reply meta;
+    std::span<const std::byte> payload;
+    bool ok;
+  } e{out_buf_.get() + out_used_, id, {}, {map->data() + offset, r.length}, false};
+  e.meta.offset = offset;
+  e.meta.eof = r.eof;
+  e.meta.version = r.version;
+  e.meta.length = r.length;
+  // The checksum reads the whole payload, and the file may have shrunk since its fstat.
+  const bool read = read_mapped(
+      [](void* p) {
+        auto& x = *static_cast<encoding*>(p);
+        auto n = codec::encode_data_prefix({x.at, protocol::data_reply_overhead}, x.id, x.meta,
+                                           x.payload);
+        x.ok = n && *n == protocol::data_reply_overhead;
+      },
+      &e);
+  if (!read) return false;
+  if (!e.ok) {
+    ++stats_.internal_errors;
+    return true;
+  }
+  const auto size = protocol::data_reply_overhead + r.length;
+  total_rate_.charge(size);
+  try {
+    out_.push_back(outgoing{c.key, c.peer, out_used_, protocol::data_reply_overhead, size,
+                            e.payload.data(), map, gso_ok_ && c.gso});
+  } catch (...) {
+    ++stats_.send_dropped;
+    return true;
+  }
+  out_used_ += protocol::data_reply_overhead;
+  return true;
+}
+
+std::size_t udp_server::reply_iov(const outgoing& o, iovec* out) const noexcept {
+  out[0] = make_iov(out_buf_.get() + o.at, o.head);
+  if (o.payload == nullptr) return 1;
+  out[1] = make_iov(o.payload, o.size - o.head);
+  return 2;
 }
 
 void udp_server::flush_out() noexcept {
@@ -849,13 +954,14 @@ void udp_server::flush_out() noexcept {
     return a.key.bytes < b.key.bytes;
   });
   mmsghdr msgs[max_out];
-  iovec iov[max_out];
+  iovec iov[2 * max_out];  // each reply's bytes in out_buf_, and its payload if kept apart
   alignas(cmsghdr) char ctrl[max_out][CMSG_SPACE(sizeof(std::uint16_t))];
   // first[k] and count[k]: the replies message k carries.
   std::size_t first[max_out], count[max_out];
   std::size_t next = 0;  // the first reply not yet sent or given up
   while (next < out_.size() && socket_) {
     unsigned m = 0;
+    std::size_t v = 0;  // iovecs used
     for (std::size_t i = next; i < out_.size(); ++m) {
       std::size_t j = i + 1, bytes = out_[i].size;
       // Every segment but the last must be exactly the first one's size.
@@ -865,13 +971,14 @@ void udp_server::flush_out() noexcept {
         bytes += out_[j].size;
         ++j;
       }
-      for (std::size_t k = i; k < j; ++k) iov[k] = make_iov(out_buf_.get() + out_[k].at, out_[k].size);
+      const auto first_iov = v;
+      for (std::size_t k = i; k < j; ++k) v += reply_iov(out_[k], &iov[v]);
       msgs[m] = mmsghdr{};
       auto& h = msgs[m].msg_hdr;
       h.msg_name = const_cast<sockaddr*>(out_[i].peer.addr());
       h.msg_namelen = out_[i].peer.length;
-      h.msg_iov = &iov[i];
-      h.msg_iovlen = j - i;
+      h.msg_iov = &iov[first_iov];
+      h.msg_iovlen = v - first_iov;
       if (j - i > 1) {
         h.msg_control = ctrl[m];
         h.msg_controllen = sizeof ctrl[m];
@@ -917,8 +1024,9 @@ void udp_server::flush_out() noexcept {
     next = first[0] + count[0];
   }
   for (; next < out_.size(); ++next) {
-    const iovec one = make_iov(out_buf_.get() + out_[next].at, out_[next].size);
-    queue_datagram(out_[next].peer, {&one, 1}, out_[next].size);
+    iovec parts[2];
+    const auto n = reply_iov(out_[next], parts);
+    queue_datagram(out_[next].peer, {parts, n}, out_[next].size);
   }
   out_.clear();
   out_used_ = 0;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <sys/uio.h>
 #include <uv.h>
 
 #include <array>
@@ -185,6 +186,9 @@ class udp_server {
   void serve_get(client_state& c, const peer_key& key, pending_get& g);
   // Serves consecutive GETs of one file, reading the cached ones with a single preadv2.
   void serve_run(client_state& c, const peer_key& key, std::span<pending_get> run);
+  struct open_file;
+  // Serves the GETs at the front of `run` straight from the file's mapping; returns how many.
+  std::size_t serve_mapped(client_state& c, const open_file& f, std::span<pending_get> run);
   [[nodiscard]] client_state* client_for(const endpoint& peer) noexcept;
   void prune_clients() noexcept;
   void check_root() noexcept;
@@ -210,6 +214,7 @@ class udp_server {
 
   struct open_file {
     std::shared_ptr<unique_fd> fd;
+    std::shared_ptr<const file_mapping> map;  // null if the file could not be mapped
     std::uint64_t opened_ms = 0;
     bool in_memory = false;  // on tmpfs or ramfs: read inline without RWF_NOWAIT
   };
@@ -246,8 +251,11 @@ class udp_server {
   struct outgoing {
     peer_key key;
     endpoint peer;
-    std::size_t at = 0;  // offset in out_buf_
-    std::size_t size = 0;
+    std::size_t at = 0;    // offset in out_buf_
+    std::size_t head = 0;  // bytes there: the whole reply, or its prefix if `payload` is set
+    std::size_t size = 0;  // of the whole reply
+    const std::byte* payload = nullptr;  // in `keep`, sent from there without a copy
+    std::shared_ptr<const file_mapping> keep;
     bool gso = true;  // may go out in one UDP GSO send with its neighbours
   };
   std::unique_ptr<std::byte[]> out_buf_;
@@ -259,7 +267,12 @@ class udp_server {
   // Completes the reply whose payload out_payload_slot() handed out and was read as `r`.
   void add_out(const client_state& c, std::uint64_t id, std::uint64_t offset,
                const read_outcome& r) noexcept;
+  // Queues a reply whose payload stays in `map`; false if the file shrank under the read.
+  bool add_out_mapped(const client_state& c, std::uint64_t id, std::uint64_t offset,
+                      const read_outcome& r, const std::shared_ptr<const file_mapping>& map);
   void flush_out() noexcept;
+  // The iovecs of one reply (one or two) into `out`; returns how many.
+  std::size_t reply_iov(const outgoing& o, iovec* out) const noexcept;
   // Keeps a copy of a datagram that met a full socket buffer, within max_send_queue.
   void queue_datagram(const endpoint& peer, std::span<const iovec> bufs, std::size_t total) noexcept;
   std::size_t jobs_in_flight_ = 0;
