@@ -493,10 +493,39 @@ result<decoded_reply> decode_reply(std::span<const std::byte> wire) noexcept {
   }
 }
 
+namespace {
+
+// A GET, the request sent once per block, written without a stream: the bytes encode_any()
+// would write.
+result<std::size_t> encode_get(std::span<std::byte> out, std::uint64_t request_id,
+                               const protocol::get_request& m,
+                               const protocol::address_token* token) noexcept {
+  if (m.block_size == 0 || m.path.size() > protocol::max_path) return errc::bad_request;
+  const auto head = protocol::header_size + (token != nullptr ? protocol::token_size : 0);
+  const auto size = head + 1 + 8 + m.path.size() + 8 + 4 + protocol::checksum_size;
+  if (out.size() < size) return errc::bad_request;
+  (void)write_header(out, msg_type::get_request, request_id, token);  // fits: checked above
+  std::byte* p = out.data() + head;
+  *p++ = std::byte{1};  // the archive's endianness byte: little-endian
+  put_le64(p, m.path.size());
+  p += 8;
+  std::memcpy(p, m.path.data(), m.path.size());
+  p += m.path.size();
+  put_le64(p, m.offset);
+  p += 8;
+  for (int i = 0; i < 4; ++i) *p++ = std::byte((m.block_size >> (8 * i)) & 0xff);
+  put_le64(p, XXH3_64bits(out.data(), static_cast<std::size_t>(p - out.data())));
+  return size;
+}
+
+}  // namespace
+
 result<std::size_t> encode_request(std::span<std::byte> out, std::uint64_t request_id,
                                    const protocol::request& body,
                                    const protocol::address_token* token) noexcept {
-  auto n = encode_any(out, request_id, body, token);
+  auto n = std::holds_alternative<protocol::get_request>(body)
+               ? encode_get(out, request_id, std::get<protocol::get_request>(body), token)
+               : encode_any(out, request_id, body, token);
   if (n && *n > protocol::max_request_size) return errc::bad_request;
   return n;
 }
