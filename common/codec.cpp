@@ -1,4 +1,5 @@
 #include "common/codec.hpp"
+#include "common/xxh3_wide.hpp"
 
 #include <cereal/archives/portable_binary.hpp>
 #include <cereal/cereal.hpp>
@@ -271,7 +272,7 @@ void save_data_fields(out_archive& ar, const protocol::data_reply& m) {
 // while the payload is read only once.
 std::uint64_t data_checksum(std::span<const std::byte> before, std::span<const std::byte> payload) {
   const auto seed = XXH3_64bits(before.data(), before.size());
-  return XXH3_64bits_withSeed(payload.data(), payload.size(), seed);
+  return detail::xxh3_64_seeded(payload.data(), payload.size(), seed);
 }
 
 void save_body(out_archive& ar, const protocol::token_reply& m) {

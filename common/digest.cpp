@@ -1,4 +1,5 @@
 #include "common/digest.hpp"
+#include "common/xxh3_wide.hpp"
 
 #include <fmt/format.h>
 #include <unistd.h>
@@ -21,7 +22,7 @@ digest_state::digest_state() : state_{XXH3_createState()} {
 digest_state::~digest_state() { XXH3_freeState(static_cast<XXH3_state_t*>(state_)); }
 
 void digest_state::update(std::span<const std::byte> bytes) noexcept {
-  XXH3_128bits_update(static_cast<XXH3_state_t*>(state_), bytes.data(), bytes.size());
+  detail::xxh3_128_update(state_, bytes.data(), bytes.size());
 }
 
 protocol::digest128 digest_state::finish() const noexcept {

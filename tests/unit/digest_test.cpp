@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "common/path_safety.hpp"
+#include "common/xxh3_wide.hpp"
 
 namespace {
 
@@ -113,6 +115,37 @@ TEST_CASE("digest_state in pieces equals the one-shot digest") {
   s.update(all.subspan(65536));
   CHECK(s.finish() == reference(content));
   CHECK(ferry::digest_state{}.finish() == reference(bytes{}));
+}
+
+TEST_CASE("the wide XXH3 paths equal libxxhash, whichever vector unit they use") {
+  // Sizes around every internal boundary of XXH3 (16, 128, 240 bytes, a stripe of 64, a block
+  // of 1024) and block-sized buffers, each at an odd offset so nothing is aligned.
+  const bytes content = random_bytes(70'000, 7);
+  for (const std::size_t n : {0, 1, 3, 16, 17, 128, 129, 240, 241, 1023, 1024, 1025, 1390, 4096,
+                              65023, 65024, 69'000}) {
+    CAPTURE(n);
+    const auto* p = content.data() + 3;
+    CHECK(ferry::detail::xxh3_64_seeded(p, n, 0x1234) == XXH3_64bits_withSeed(p, n, 0x1234));
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("avx2"))
+      CHECK(ferry::detail::xxh3_64_seeded_avx2(p, n, 99) == XXH3_64bits_withSeed(p, n, 99));
+#endif
+  }
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx2")) {
+    // Streaming in uneven pieces through the AVX2 code.
+    XXH3_state_t* state = XXH3_createState();
+    REQUIRE(state != nullptr);
+    REQUIRE(XXH3_128bits_reset(state) == XXH_OK);
+    const std::span<const std::byte> all{content};
+    for (std::size_t at = 0, step = 1; at < all.size(); at += step, step = step * 3 + 7)
+      ferry::detail::xxh3_128_update_avx2(state, all.data() + at,
+                                          std::min(step, all.size() - at));
+    const XXH128_hash_t h = XXH3_128bits_digest(state);
+    XXH3_freeState(state);
+    CHECK(proto::digest128{h.high64, h.low64} == reference(content));
+  }
+#endif
 }
 
 TEST_CASE("to_string(digest128)") {
