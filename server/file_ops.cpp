@@ -187,46 +187,42 @@ void install_sigbus_handler() noexcept {
 
 }  // namespace
 
-std::shared_ptr<const file_mapping> file_mapping::map(int fd, std::uint64_t size) noexcept {
-  if (size == 0 || size > static_cast<std::uint64_t>(PTRDIFF_MAX)) return nullptr;
+std::shared_ptr<const file_mapping> file_mapping::map(int fd, std::uint64_t offset,
+                                                      std::uint64_t length,
+                                                      bool populate) noexcept {
+  const auto base_offset = offset / page_size * page_size;
+  const auto span = offset + length - base_offset;
+  if (length == 0 || span > static_cast<std::uint64_t>(PTRDIFF_MAX) ||
+      offset + length < offset)
+    return nullptr;
   install_sigbus_handler();
-  void* p = ::mmap(nullptr, static_cast<std::size_t>(size), PROT_READ, MAP_SHARED, fd, 0);
+  void* p = ::mmap(nullptr, static_cast<std::size_t>(span), PROT_READ,
+                   MAP_SHARED | (populate ? MAP_POPULATE : 0), fd,
+                   static_cast<off_t>(base_offset));
   if (p == MAP_FAILED) return nullptr;
   try {
-    return std::shared_ptr<const file_mapping>{
-        new file_mapping{static_cast<const std::byte*>(p), size}};
+    return std::shared_ptr<const file_mapping>{new file_mapping{
+        static_cast<const std::byte*>(p), base_offset, static_cast<std::size_t>(span), offset,
+        length}};
   } catch (...) {
-    ::munmap(p, static_cast<std::size_t>(size));
+    ::munmap(p, static_cast<std::size_t>(span));
     return nullptr;
   }
 }
 
-file_mapping::~file_mapping() {
-  ::munmap(const_cast<std::byte*>(data_), static_cast<std::size_t>(size_));
-}
+file_mapping::~file_mapping() { ::munmap(const_cast<std::byte*>(base_), mapped_); }
 
 bool file_mapping::resident(std::uint64_t offset, std::uint64_t length) const noexcept {
+  if (length == 0) return true;
+  if (offset < offset_ || offset + length > end() || offset + length < offset) return false;
   const auto first = offset / page_size * page_size;
   const auto span = offset + length - first;
-  if (length == 0) return true;
-  if (offset + length > size_ || span > max_resident_query) return false;
+  if (span > max_resident_query) return false;
   unsigned char pages[max_resident_query / page_size + 1];
   const auto n = (span + page_size - 1) / page_size;
-  if (::mincore(const_cast<std::byte*>(data_ + first), static_cast<std::size_t>(span), pages) != 0)
+  if (::mincore(const_cast<std::byte*>(at(first)), static_cast<std::size_t>(span), pages) != 0)
     return false;
   return std::all_of(pages, pages + n, [](unsigned char p) { return (p & 1) != 0; });
-}
-
-void file_mapping::populate(std::uint64_t offset, std::uint64_t length) const noexcept {
-#ifdef MADV_POPULATE_READ
-  constexpr int populate_read = MADV_POPULATE_READ;
-#else
-  constexpr int populate_read = 22;  // Linux 5.14; older kernels refuse it, and faults do the work
-#endif
-  const auto first = offset / page_size * page_size;
-  if (length == 0 || offset + length > size_) return;
-  (void)::madvise(const_cast<std::byte*>(data_ + first),
-                  static_cast<std::size_t>(offset + length - first), populate_read);
 }
 
 bool read_mapped(void (*fn)(void*), void* ctx) noexcept {

@@ -61,29 +61,40 @@ struct read_outcome {
                                       std::span<std::byte* const> slots, std::span<read_outcome> out,
                                       bool nowait) noexcept;
 
-// A read-only shared mapping of a whole regular file, as long as the file was when mapped. Its
-// pages are the page cache's own, so a block can be hashed and sent from it with no copy in
-// between. Touching a page past the file's current end raises SIGBUS: read it in read_mapped().
+// A read-only shared mapping of part of a regular file. Its pages are the page cache's own, so
+// a block can be hashed and sent from it with no copy in between. Touching a page past the
+// file's current end raises SIGBUS: read it in read_mapped().
 class file_mapping {
  public:
-  // Maps `size` bytes of `fd`; null for an empty file or when the kernel refuses.
-  [[nodiscard]] static std::shared_ptr<const file_mapping> map(int fd, std::uint64_t size) noexcept;
+  // Maps [offset, offset + length) of `fd`, or nothing (null) for an empty range or when the
+  // kernel refuses. With `populate`, the page tables are filled at once instead of a fault per
+  // page; only for a range in the page cache, or the call waits for the disk.
+  [[nodiscard]] static std::shared_ptr<const file_mapping> map(int fd, std::uint64_t offset,
+                                                               std::uint64_t length,
+                                                               bool populate) noexcept;
   ~file_mapping();
   file_mapping(const file_mapping&) = delete;
   file_mapping& operator=(const file_mapping&) = delete;
 
-  [[nodiscard]] const std::byte* data() const noexcept { return data_; }
-  [[nodiscard]] std::uint64_t size() const noexcept { return size_; }
+  // The byte at file offset `offset`, which must lie in the mapped range.
+  [[nodiscard]] const std::byte* at(std::uint64_t offset) const noexcept {
+    return base_ + (offset - base_offset_);
+  }
+  [[nodiscard]] std::uint64_t begin() const noexcept { return offset_; }
+  [[nodiscard]] std::uint64_t end() const noexcept { return offset_ + length_; }
   // True if every page of [offset, offset + length) is in the page cache, so that reading it
-  // cannot wait for a disk. The range must lie within size() and span at most 4 MiB of pages.
+  // cannot wait for a disk. The range must lie within the mapping and span at most 4 MiB.
+  // It asks the kernel (mincore) without touching the pages.
   [[nodiscard]] bool resident(std::uint64_t offset, std::uint64_t length) const noexcept;
-  // Fills in the page tables for a resident range with one call instead of a fault per page.
-  void populate(std::uint64_t offset, std::uint64_t length) const noexcept;
 
  private:
-  file_mapping(const std::byte* data, std::uint64_t size) noexcept : data_{data}, size_{size} {}
-  const std::byte* data_;
-  std::uint64_t size_;
+  file_mapping(const std::byte* base, std::uint64_t base_offset, std::size_t mapped,
+               std::uint64_t offset, std::uint64_t length) noexcept
+      : base_{base}, base_offset_{base_offset}, mapped_{mapped}, offset_{offset}, length_{length} {}
+  const std::byte* base_;       // the first mapped page
+  std::uint64_t base_offset_;   // its file offset, page-aligned
+  std::size_t mapped_;          // bytes mapped from base_
+  std::uint64_t offset_, length_;  // the range asked for
 };
 
 // Runs fn(ctx), which reads file mappings, and returns true; or returns false as soon as it

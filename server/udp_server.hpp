@@ -214,7 +214,8 @@ class udp_server {
 
   struct open_file {
     std::shared_ptr<unique_fd> fd;
-    std::shared_ptr<const file_mapping> map;  // null if the file could not be mapped
+    // Of a file on a disk, to ask which pages are cached (never read); null on tmpfs.
+    std::shared_ptr<const file_mapping> whole;
     std::uint64_t opened_ms = 0;
     bool in_memory = false;  // on tmpfs or ramfs: read inline without RWF_NOWAIT
   };
