@@ -18,7 +18,7 @@
 #   WAN_TFTP_MB, WAN_TFTP_ROUNDS the TFTP peers' file and rounds there (default 8 and 1): lockstep
 #                                TFTP runs at blksize/RTT whatever the size, and with 1% loss
 #                                64 MiB took curl 152 s a round
-#   CASES                        a subset of: loopback mtu multi wan ls (default all)
+#   CASES                        a subset of: loopback mtu multi wan ls big (default all)
 #   BENCH_MD                     also write the table as markdown to this file
 #   BENCH_NO_INSTALL=1           use what is installed; peers that are missing are skipped
 #
@@ -39,10 +39,11 @@ SIZE_MB=${SIZE_MB:-512}
 WAN_MB=${WAN_MB:-$((SIZE_MB < 64 ? SIZE_MB : 64))}
 WAN_TFTP_MB=${WAN_TFTP_MB:-8}
 WAN_TFTP_ROUNDS=${WAN_TFTP_ROUNDS:-1}
-CASES=${CASES:-loopback mtu multi wan ls}
+CASES=${CASES:-loopback mtu multi wan ls big}
 BENCH_MD=${BENCH_MD:-}
 CLIENTS=32
 LIST_ENTRIES=100000
+BIG_GB=5
 TFTP_BLK=65464
 MTU_BLOCK=$((1472 - 82))  # a 1472-byte datagram less ferry's data header
 MTU_TOOL="ferry, 1472-byte datagrams"
@@ -235,7 +236,7 @@ transfer() {
   local tf=$TMP/time.out hwm=$TMP/hwm.out s0 s1 sampler="" skb ckb ucpu scpu bytes kticks=0
   local perf="" pstat=$TMP/perf.stat
   rm -f -- "$out" "$out.part" "$out.part.state" "$tf" "$hwm"
-  warm_memory "$(file_size "$src")"
+  warm_memory "${WARM_BYTES:-$(file_size "$src")}"
   [[ -n "$spid" ]] && { reset_peak_rss "$spid" || true; }
   if [[ "${SERVER_FORKS:-0}" == 1 ]]; then
     children_sampler "$spid" "$hwm" &
@@ -476,6 +477,10 @@ has wan && gen_random "$DATA/wan-tftp.bin" $((WAN_TFTP_MB * 1024 * 1024)) 3
 if has multi; then
   for ((i = 0; i < CLIENTS; i++)); do gen_random "$DATA/multi-$i.bin" $((SIZE / CLIENTS)) "m$i"; done
 fi
+# A 5 GiB file for the client's peak RSS: sparse, so that it costs the tmpfs nothing, and its
+# zero blocks are never written, but the client keeps the same state for it as for any file of
+# that size (a bitmap and a counter per block).
+has big && truncate -s $((BIG_GB * 1024 * 1024 * 1024)) "$DATA/big5g.bin"
 if has ls; then
   python3 - "$DATA/bigdir" "$LIST_ENTRIES" <<'EOF'
 import os, sys
@@ -506,7 +511,7 @@ start_iperf
 [[ -n "$IPERF_PID" ]] && say "iperf3 -s on 127.0.0.1:$IPERF_PORT (PID $IPERF_PID)"
 # ferryd hashes a file once per version, on the first STAT, and keeps the digest; a real server
 # has done so long before most fetches. Ask for it now, so that round 1 is like the others.
-for f in big.bin wan.bin multi-{0..31}.bin; do
+for f in big.bin wan.bin big5g.bin multi-{0..31}.bin; do
   [[ -e "$DATA/$f" ]] && { run_bounded 120 "$FERRY" stat "$FERRY_ADDR" "$f" || true; }
 done
 say "ferryd has the digests (ferry stat on every file)"
@@ -703,6 +708,14 @@ if has ls; then
   done
 fi
 
+if has big; then
+  section "a $BIG_GB GiB file (sparse): peak RSS of ferry and ferryd"
+  ROUND=1
+  cmd_ferry "$FERRY_ADDR" big5g.bin "$DL/big5g.bin"
+  WARM_BYTES=0 transfer big ferry "$FERRY_PID" "$DATA/big5g.bin" "$DL/big5g.bin" 300 \
+    "${CMD[@]}" || true
+fi
+
 # ---------------------------------------------------------------------------------------------
 # The table
 
@@ -767,7 +780,7 @@ def vs_best_ceiling(m, case):
 CASE_NAMES = {"loopback": "loopback", "mtu": "MTU blocks", "multi": f"{clients} clients",
               "multi-slowest": f"{clients} clients: slowest", "multi-mean": f"{clients} clients: mean",
               "wan-proxy": "proxy check", "wan": "WAN 20 ms 200 Mbit/s",
-              "wan-loss": "WAN + 1% loss", "ls": "ls 100,000"}
+              "wan-loss": "WAN + 1% loss", "ls": "ls 100,000", "big": "5 GiB sparse file"}
 header = ["case", "tool", "median", "min..max", "client CPU s", "server CPU s",
           "peak RSS MiB srv/cli", "ferry vs best peer", "vs ceiling"]
 table = []
