@@ -252,20 +252,26 @@ void part_file::write_pending() {
 }
 
 void part_file::hash_done_blocks() {
-  std::vector<std::byte> buf;
+  // Blocks that came ahead of a lost one are read back once it is in, many at a time.
+  constexpr std::uint64_t read_back_bytes = 1 << 20;
   while (hashed_ < blocks_ && is_done(hashed_)) {
-    buf.resize(block_length(hashed_));
-    const auto offset = static_cast<off_t>(hashed_ * block_);
+    std::uint64_t end = hashed_ + 1;
+    const auto most = std::max<std::uint64_t>(1, read_back_bytes / block_);
+    while (end < blocks_ && end - hashed_ < most && is_done(end)) ++end;
+    const auto offset = hashed_ * block_;
+    const auto length = static_cast<std::size_t>(
+        std::min<std::uint64_t>(end * block_, version_.size) - offset);
+    if (read_back_.size() < length) read_back_.resize(length);
     std::size_t at = 0;
-    while (at < buf.size()) {
-      const ssize_t n =
-          ::pread(data_.get(), buf.data() + at, buf.size() - at, offset + static_cast<off_t>(at));
+    while (at < length) {
+      const ssize_t n = ::pread(data_.get(), read_back_.data() + at, length - at,
+                                static_cast<off_t>(offset + at));
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) fail_io(data_path_, "read back", n < 0 ? errno : EIO);
       at += static_cast<std::size_t>(n);
     }
-    hash_->update(buf);
-    ++hashed_;
+    hash_->update({read_back_.data(), length});
+    hashed_ = end;
   }
 }
 

@@ -77,6 +77,7 @@ class part_file {
   std::vector<pending_block> pending_;  // stored, not yet written; in the order stored
   std::vector<std::byte> image_;        // the state file's bytes: header, bitmap, checksum
   std::unique_ptr<digest_state> hash_;  // over blocks [0, hashed_)
+  std::vector<std::byte> read_back_;    // for blocks hashed after they were written
   std::uint64_t hashed_ = 0;
 };
 
