@@ -13,7 +13,10 @@
 #   FERRYD, FERRY, FERRY_IMPAIR  the binaries (default: build/ under the repository)
 #   FERRY_BLAST                  the ceiling tool (default: next to FERRY_IMPAIR)
 #   ROUNDS                       rounds per case, interleaved A B C D A B C D ... (default 5)
-#   SIZE_MB                      the loopback file, and the 32 files together (default 512)
+#   SIZE_MB                      the loopback file (default 512)
+#   MULTI_MB                     each of the 32 clients' files (default SIZE_MB / 8, so 64):
+#                                a client's start-up (exec, linking, the token and STAT round
+#                                trips) is a fixed 2-3 ms of CPU, a third of a 16 MiB fetch
 #   WAN_MB                       the file fetched through the impairing proxy (default 64)
 #   WAN_TFTP_MB, WAN_TFTP_ROUNDS the TFTP peers' file and rounds there (default 8 and 1): lockstep
 #                                TFTP runs at blksize/RTT whatever the size, and with 1% loss
@@ -38,6 +41,8 @@ ROUNDS=${ROUNDS:-5}
 SIZE_MB=${SIZE_MB:-512}
 WAN_MB=${WAN_MB:-$((SIZE_MB < 64 ? SIZE_MB : 64))}
 WAN_TFTP_MB=${WAN_TFTP_MB:-8}
+MULTI_MB=${MULTI_MB:-$((SIZE_MB / 8 > 0 ? SIZE_MB / 8 : 1))}
+MULTI_SIZE=$((MULTI_MB * 1024 * 1024))
 WAN_TFTP_ROUNDS=${WAN_TFTP_ROUNDS:-1}
 CASES=${CASES:-loopback mtu multi wan ls big}
 BENCH_MD=${BENCH_MD:-}
@@ -456,7 +461,8 @@ section "data"
 FS=$TMP/fs
 mkdir -p "$FS"
 chmod 755 "$TMP"  # the TFTP servers drop to nobody
-if ((EUID == 0)) && mount -t tmpfs -o "size=$((4 * SIZE_MB + 2 * WAN_MB + 512))m,mode=0755" \
+if ((EUID == 0)) && mount -t tmpfs -o \
+  "size=$((3 * SIZE_MB + 3 * CLIENTS * MULTI_MB + 2 * WAN_MB + WAN_TFTP_MB + 512))m,mode=0755" \
   bench "$FS"; then
   MOUNTED=1
   say "tmpfs mounted on $FS"
@@ -475,7 +481,7 @@ WAN_SIZE=$((WAN_MB * 1024 * 1024))
 has wan && gen_random "$DATA/wan.bin" "$WAN_SIZE" 2
 has wan && gen_random "$DATA/wan-tftp.bin" $((WAN_TFTP_MB * 1024 * 1024)) 3
 if has multi; then
-  for ((i = 0; i < CLIENTS; i++)); do gen_random "$DATA/multi-$i.bin" $((SIZE / CLIENTS)) "m$i"; done
+  for ((i = 0; i < CLIENTS; i++)); do gen_random "$DATA/multi-$i.bin" "$MULTI_SIZE" "m$i"; done
 fi
 # A 5 GiB file for the client's peak RSS: sparse, so that it costs the tmpfs nothing, and its
 # zero blocks are never written, but the client keeps the same state for it as for any file of
@@ -491,7 +497,7 @@ for i in range(n):
 EOF
 fi
 chmod -R a+rX "$DATA"
-say "files ready: $SIZE_MB MiB loopback file, $CLIENTS x $((SIZE_MB / CLIENTS)) MiB," \
+say "files ready: $SIZE_MB MiB loopback file, $CLIENTS x $MULTI_MB MiB," \
   "$WAN_MB MiB WAN file, $LIST_ENTRIES entries"
 
 section "servers"
@@ -562,10 +568,10 @@ if has mtu; then
 fi
 
 if has multi; then
-  section "$CLIENTS concurrent ferry clients on $CLIENTS files of $((SIZE_MB / CLIENTS)) MiB"
+  section "$CLIENTS concurrent ferry clients on $CLIENTS files of $MULTI_MB MiB"
   for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
     rm -f "$DL"/multi-*
-    warm_memory "$SIZE"
+    warm_memory $((CLIENTS * MULTI_SIZE))
     reset_peak_rss "$FERRY_PID" || true
     s0=$(cpu_ticks "$FERRY_PID")
     pids=()
@@ -594,7 +600,7 @@ if has multi; then
       record multi "ferry x$CLIENTS" "$ROUND" fail 0 0 0 0
       continue
     fi
-    line=$(python3 - "$TMP" "$CLIENTS" "$((SIZE / CLIENTS))" "$us" "$s0" "$s1" "$CLK_TCK" <<'EOF'
+    line=$(python3 - "$TMP" "$CLIENTS" "$MULTI_SIZE" "$us" "$s0" "$s1" "$CLK_TCK" <<'EOF'
 import sys
 tmp, n, size, us, s0, s1, tck = sys.argv[1], *map(int, sys.argv[2:])
 rates, cpu, rss = [], 0.0, 0
