@@ -413,7 +413,6 @@ fetcher::outcome fetcher::transfer(part_file& part) {
   }
   for (auto& s : sources_) {
     s.flights.clear();
-    s.order.clear();
     s.lost_by_order.clear();
     s.seq = 0;
     s.first_id = s.conn->next_id();
@@ -490,12 +489,12 @@ std::size_t fetcher::usable_sources() const noexcept {
 
 void fetcher::set_aside(source& s, source_state state) {
   // Whatever it still owes goes to the others at once.
-  for (const auto& [id, f] : s.flights) {
+  s.flights.for_each([&](std::uint64_t, const flight& f) {
     --in_flight_[f.index];
     if (!part_->is_done(f.index) && in_flight_[f.index] == 0) retransmit_.push_back(f.index);
-  }
+    return true;
+  });
   s.flights.clear();
-  s.order.clear();
   s.lost_by_order.clear();
   s.state = state;
   s.next_probe = clock::now();
@@ -512,8 +511,7 @@ void fetcher::send_block(source& s, std::uint64_t index, bool retransmit) {
   protocol::get_request req{path_, index * part_->block_size(), part_->block_size()};
   if (s.flights.empty()) s.last_heard = std::max(s.last_heard, clock::now());
   const auto id = s.conn->queue(req);
-  s.flights.emplace(id, flight{index, clock::now(), s.seq++});
-  s.order.push_back(id);
+  s.flights.add(id, flight{index, clock::now(), s.seq++});
   ++in_flight_[index];
   ++stats_.requests;
   ++s.result.requests;
@@ -529,17 +527,14 @@ bool fetcher::endgame_pick(const source& s, std::uint64_t& index) const {
   const flight* oldest = nullptr;
   for (const auto& o : sources_) {
     if (&o == &s || o.state != source_state::live) continue;
-    for (const auto id : o.order) {
-      auto it = o.flights.find(id);
-      if (it == o.flights.end()) continue;
-      const auto& f = it->second;
-      if (part_->is_done(f.index) || in_flight_[f.index] != 1) continue;
+    o.flights.for_each([&](std::uint64_t, const flight& f) {
+      if (part_->is_done(f.index) || in_flight_[f.index] != 1) return true;
       if (oldest == nullptr || f.sent < oldest->sent) {
         best = &o;
         oldest = &f;
       }
-      break;
-    }
+      return false;
+    });
   }
   if (best == nullptr) return false;
   index = oldest->index;
@@ -653,13 +648,13 @@ void fetcher::on_reply(source& s, const codec::decoded_reply& r) {
   }
   std::uint64_t acked_seq = 0, acked_index = 0;
   bool matched = false;
-  if (auto it = s.flights.find(id); it != s.flights.end()) {
-    s.conn->rtt().sample(now - it->second.sent);
-    acked_seq = it->second.seq;
-    acked_index = it->second.index;
+  if (const auto* f = s.flights.find(id); f != nullptr) {
+    s.conn->rtt().sample(now - f->sent);
+    acked_seq = f->seq;
+    acked_index = f->index;
     matched = true;
-    --in_flight_[it->second.index];
-    s.flights.erase(it);
+    --in_flight_[f->index];
+    s.flights.erase(id);
   } else if (s.lost_by_order.erase(id) != 0) {
     // The network reordered, it did not drop: wait for more before calling a request lost, and
     // take back the window cut this false loss caused (as RACK and F-RTO do).
@@ -732,18 +727,13 @@ void fetcher::on_reply(source& s, const codec::decoded_reply& r) {
   }
   // Requests sent well before this one and still unanswered are taken as lost.
   if (matched) {
-    while (!s.order.empty()) {
-      auto it = s.flights.find(s.order.front());
-      if (it == s.flights.end()) {
-        s.order.pop_front();
-        continue;
-      }
-      if (it->second.seq + s.reorder_threshold > acked_seq) break;
-      const auto f = it->second;
+    std::uint64_t oldest_id = 0;
+    while (const auto* oldest = s.flights.oldest(&oldest_id)) {
+      if (oldest->seq + s.reorder_threshold > acked_seq) break;
+      const auto f = *oldest;
       if (s.lost_by_order.size() >= max_remembered_losses) s.lost_by_order.clear();
-      s.lost_by_order.emplace(it->first, f.seq);
-      s.flights.erase(it);
-      s.order.pop_front();
+      s.lost_by_order.emplace(oldest_id, f.seq);
+      s.flights.erase(oldest_id);
       declare_lost(s, f, false);
     }
   }
@@ -789,16 +779,11 @@ void fetcher::on_tick() {
       const auto rto = s.conn->rtt().rto();
       bool timed_out = false;
       clock::time_point newest_lost{};
-      while (!s.order.empty()) {
-        auto it = s.flights.find(s.order.front());
-        if (it == s.flights.end()) {
-          s.order.pop_front();
-          continue;
-        }
-        if (now - it->second.sent < rto) break;
-        const auto f = it->second;
-        s.flights.erase(it);
-        s.order.pop_front();
+      std::uint64_t oldest_id = 0;
+      while (const auto* oldest = s.flights.oldest(&oldest_id)) {
+        if (now - oldest->sent < rto) break;
+        const auto f = *oldest;
+        s.flights.erase(oldest_id);
         declare_lost(s, f, true);
         timed_out = true;
         newest_lost = std::max(newest_lost, f.sent);

@@ -12,6 +12,7 @@
 
 #include "client/connection.hpp"
 #include "client/errors.hpp"
+#include "client/flight_table.hpp"
 #include "client/part_file.hpp"
 #include "common/protocol.hpp"
 
@@ -76,11 +77,6 @@ class fetcher {
 
  private:
   enum class outcome { running, complete, version_changed, block_cap_changed, error_reply, failed };
-  struct flight {
-    std::uint64_t index;
-    clock::time_point sent;
-    std::uint64_t seq;
-  };
   enum class source_state { live, silent, dropped };
   // One server: its own congestion state and requests in flight; the blocks are shared.
   struct source {
@@ -88,8 +84,7 @@ class fetcher {
     protocol::file_version version;  // tags differ between servers holding equal copies
     bool verified = false;           // its size and digest were seen to match
     source_state state = source_state::live;
-    std::unordered_map<std::uint64_t, flight> flights;  // by request id
-    std::deque<std::uint64_t> order;                    // request ids in send order
+    flight_table flights;
     // Requests declared lost for the reorder threshold, not a timeout: an answer to one of
     // them proves the loss spurious, so the threshold grows and the window cut is undone.
     std::unordered_map<std::uint64_t, std::uint64_t> lost_by_order;  // request id -> its seq
