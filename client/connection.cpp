@@ -29,6 +29,9 @@ constexpr int recv_rounds = 8;
 // Requests sent with one sendmmsg, and the bytes they may fill.
 constexpr std::size_t send_batch = 128;
 constexpr std::size_t send_capacity = 64 * 1024;
+// One UDP GSO send carries at most this many segments (the kernel's UDP_MAX_SEGMENTS) and bytes.
+constexpr std::size_t gso_max_segments = 64;
+constexpr std::size_t gso_max_bytes = 65000;
 static_assert(send_capacity >= protocol::max_request_size);
 }  // namespace
 
@@ -222,32 +225,64 @@ std::uint64_t connection::queue(const protocol::request& req) {
 
 void connection::flush() noexcept {
   if (send_len_.empty()) return;
+  int fd = -1;
+  if (uv_fileno(udp_->handle(), &fd) != 0) {
+    send_len_.clear();
+    send_used_ = 0;
+    return;
+  }
+  std::size_t offset[send_batch + 1];
+  offset[0] = 0;
+  for (std::size_t i = 0; i < send_len_.size(); ++i) offset[i + 1] = offset[i] + send_len_[i];
   mmsghdr msgs[send_batch];
   iovec iov[send_batch];
-  std::size_t at = 0;
-  for (std::size_t i = 0; i < send_len_.size(); ++i) {
-    iov[i] = iovec{send_buf_.get() + at, send_len_[i]};
-    msgs[i] = mmsghdr{};
-    msgs[i].msg_hdr.msg_iov = &iov[i];
-    msgs[i].msg_hdr.msg_iovlen = 1;
-    at += send_len_[i];
-  }
-  int fd = -1;
-  std::size_t sent = 0;
-  if (uv_fileno(udp_->handle(), &fd) == 0) {
-    while (sent < send_len_.size()) {
-      const int n = ::sendmmsg(fd, msgs + sent, static_cast<unsigned>(send_len_.size() - sent),
-                               MSG_DONTWAIT);
-      if (n > 0) {
-        sent += static_cast<std::size_t>(n);
-      } else if (n < 0 && errno == EINTR) {
-        continue;
-      } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
-        ++sent;  // an ICMP error reported for an earlier datagram: this one may go
-      } else {
-        break;
+  alignas(cmsghdr) char ctrl[send_batch][CMSG_SPACE(sizeof(std::uint16_t))];
+  std::size_t first[send_batch], count[send_batch];
+  std::size_t next = 0;  // the first request not yet sent or given up
+  while (next < send_len_.size()) {
+    unsigned m = 0;
+    for (std::size_t i = next; i < send_len_.size(); ++m) {
+      // GETs of one file are all the same size: a run of them goes out as one UDP GSO send,
+      // which crosses the sending side of the network stack once instead of once each.
+      std::size_t j = i + 1;
+      while (gso_ && j < send_len_.size() && send_len_[j] == send_len_[i] &&
+             j - i < gso_max_segments && offset[j + 1] - offset[i] <= gso_max_bytes)
+        ++j;
+      iov[m] = iovec{send_buf_.get() + offset[i], offset[j] - offset[i]};
+      msgs[m] = mmsghdr{};
+      auto& h = msgs[m].msg_hdr;
+      h.msg_iov = &iov[m];
+      h.msg_iovlen = 1;
+      if (j - i > 1) {
+        h.msg_control = ctrl[m];
+        h.msg_controllen = sizeof ctrl[m];
+        cmsghdr* cm = CMSG_FIRSTHDR(&h);
+        cm->cmsg_level = SOL_UDP;
+        cm->cmsg_type = UDP_SEGMENT;
+        cm->cmsg_len = CMSG_LEN(sizeof(std::uint16_t));
+        const auto segment = static_cast<std::uint16_t>(send_len_[i]);
+        std::memcpy(CMSG_DATA(cm), &segment, sizeof segment);
       }
+      first[m] = i;
+      count[m] = j - i;
+      i = j;
     }
+    const int n = ::sendmmsg(fd, msgs, m, MSG_DONTWAIT);
+    if (n > 0) {
+      next = first[n - 1] + count[n - 1];
+      continue;
+    }
+    const int err = n < 0 ? errno : EAGAIN;
+    if (err == EINTR) continue;
+    if (count[0] > 1 && (err == EIO || err == EINVAL || err == EMSGSIZE || err == ENOPROTOOPT)) {
+      // This kernel, or this path's MTU, cannot take them segmented: one datagram each.
+      gso_ = false;
+      log::debug("UDP GSO refused for requests to {} ({}); sending them one by one",
+                 to_string(server_), std::strerror(err));
+      continue;
+    }
+    if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) break;
+    next = first[0] + count[0];  // an ICMP error reported for an earlier datagram: skip these
   }
   // Whatever did not go (a full socket buffer) is the same as loss: the caller asks again.
   send_len_.clear();

@@ -103,6 +103,7 @@ class connection {
   std::unique_ptr<std::byte[]> send_buf_;
   std::vector<std::size_t> send_len_;
   std::size_t send_used_ = 0;
+  bool gso_ = true;  // false once the kernel refused UDP GSO
   reply_handler handler_;
   std::function<void()> batch_end_;
   rtt_estimator rtt_;

@@ -2,7 +2,9 @@
 # UDP GSO on ferryd's send path, in a private network namespace whose loopback has an Ethernet
 # MTU (1500): with blocks whose replies fit one packet, ferryd sends them in GSO batches; with
 # blocks whose replies do not, the kernel refuses the batch, and ferryd falls back to one
-# datagram each for that client without losing any. Every copy is compared byte for byte.
+# datagram each for that client without losing any; and the client's GETs, which go out in GSO
+# runs too, fall back the same way when each is larger than the MTU. Every copy is compared
+# byte for byte.
 # Needs root (unshare -n); otherwise it is skipped.
 set -euo pipefail
 if [[ -z "${FERRY_IN_NETNS:-}" ]]; then
@@ -50,5 +52,24 @@ section "replies that do not fit fall back to one datagram each"
 fetch 1472
 check_int "GSO refusals (once for the client)" "$(stat_value "$TMP/c.1472" gso_refused)" -eq 1
 check_int "send errors" "$(stat_value "$TMP/c.1472" send_errors)" -eq 0
+
+section "the client's GETs: too long for one packet each, they fall back to one datagram each"
+# ferry sends runs of equal GETs as one GSO send. A path of about 1,600 bytes makes each GET
+# larger than the MTU, which the kernel will not segment (EINVAL), so they must go one by one.
+LONG=$(printf 'd%.0s' {1..230})
+LONG_PATH=$LONG/$LONG/$LONG/$LONG/$LONG/$LONG/$LONG
+mkdir -p "$ROOT/$LONG_PATH"
+gen_random "$ROOT/$LONG_PATH/g.bin" $((256 * 1024)) 8
+start_server "$ROOT"
+run_ferry get -v "$SRV_ADDR" "$LONG_PATH/g.bin" -o "$TMP/dl/g.bin" --block-size 1024
+check_rc "get of a file with a 1,600-byte path in 1024-byte blocks" 0
+check "its copy is identical" cmp -s "$ROOT/$LONG_PATH/g.bin" "$TMP/dl/g.bin"
+check "the client said the kernel refused GSO for its GETs" \
+  grep -q "UDP GSO refused for requests" "$RUN_ERR"
+counters_now "$TMP/event.long"
+tr ' ' '\n' <"$TMP/event.long" >"$TMP/c.long"
+check_int "GETs the server counted (256 blocks, and any asked again)" \
+  "$(stat_value "$TMP/c.long" requests_get)" -ge 256
+stop_server "$SRV_PID"
 
 summary
