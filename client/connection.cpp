@@ -14,6 +14,7 @@
 
 #include "client/errors.hpp"
 #include "common/log.hpp"
+#include "common/udp_gso.hpp"
 
 namespace ferry::client {
 
@@ -29,9 +30,6 @@ constexpr int recv_rounds = 8;
 // Requests sent with one sendmmsg, and the bytes they may fill.
 constexpr std::size_t send_batch = 128;
 constexpr std::size_t send_capacity = 64 * 1024;
-// One UDP GSO send carries at most this many segments (the kernel's UDP_MAX_SEGMENTS) and bytes.
-constexpr std::size_t gso_max_segments = 64;
-constexpr std::size_t gso_max_bytes = 65000;
 static_assert(send_capacity >= protocol::max_request_size);
 }  // namespace
 
@@ -236,7 +234,7 @@ void connection::flush() noexcept {
   for (std::size_t i = 0; i < send_len_.size(); ++i) offset[i + 1] = offset[i] + send_len_[i];
   mmsghdr msgs[send_batch];
   iovec iov[send_batch];
-  alignas(cmsghdr) char ctrl[send_batch][CMSG_SPACE(sizeof(std::uint16_t))];
+  udp_gso::control ctrl[send_batch];
   std::size_t first[send_batch], count[send_batch];
   std::size_t next = 0;  // the first request not yet sent or given up
   while (next < send_len_.size()) {
@@ -246,23 +244,14 @@ void connection::flush() noexcept {
       // which crosses the sending side of the network stack once instead of once each.
       std::size_t j = i + 1;
       while (gso_ && j < send_len_.size() && send_len_[j] == send_len_[i] &&
-             j - i < gso_max_segments && offset[j + 1] - offset[i] <= gso_max_bytes)
+             j - i < udp_gso::max_segments && offset[j + 1] - offset[i] <= udp_gso::max_bytes)
         ++j;
       iov[m] = iovec{send_buf_.get() + offset[i], offset[j] - offset[i]};
       msgs[m] = mmsghdr{};
       auto& h = msgs[m].msg_hdr;
       h.msg_iov = &iov[m];
       h.msg_iovlen = 1;
-      if (j - i > 1) {
-        h.msg_control = ctrl[m];
-        h.msg_controllen = sizeof ctrl[m];
-        cmsghdr* cm = CMSG_FIRSTHDR(&h);
-        cm->cmsg_level = SOL_UDP;
-        cm->cmsg_type = UDP_SEGMENT;
-        cm->cmsg_len = CMSG_LEN(sizeof(std::uint16_t));
-        const auto segment = static_cast<std::uint16_t>(send_len_[i]);
-        std::memcpy(CMSG_DATA(cm), &segment, sizeof segment);
-      }
+      if (j - i > 1) udp_gso::set_segment(h, ctrl[m], static_cast<std::uint16_t>(send_len_[i]));
       first[m] = i;
       count[m] = j - i;
       i = j;

@@ -18,6 +18,7 @@
 #include "common/codec.hpp"
 #include "common/digest.hpp"
 #include "common/log.hpp"
+#include "common/udp_gso.hpp"
 
 namespace ferry::server {
 
@@ -56,10 +57,6 @@ constexpr std::uint64_t prune_every_ms = 1'000;
 // Replies gathered for one sendmmsg: at most a turn's worth, and at most out_capacity bytes.
 constexpr std::size_t out_capacity = 512u << 10;
 constexpr std::size_t max_out = serve_per_turn;
-// One UDP GSO send carries at most this many segments and bytes (the kernel's UDP_MAX_SEGMENTS
-// and what fits one IP datagram's length field, with room for headers).
-constexpr std::size_t gso_max_segments = 64;
-constexpr std::size_t gso_max_bytes = 65000;
 // Consecutive blocks of one file read with one system call; a client's GETs usually are.
 constexpr std::size_t max_run = 32;
 // Runs of at least this many bytes are sent from a mapping of the file rather than read.
@@ -966,7 +963,7 @@ void udp_server::flush_out() noexcept {
   });
   mmsghdr msgs[max_out];
   iovec iov[2 * max_out];  // each reply's bytes in out_buf_, and its payload if kept apart
-  alignas(cmsghdr) char ctrl[max_out][CMSG_SPACE(sizeof(std::uint16_t))];
+  udp_gso::control ctrl[max_out];
   // first[k] and count[k]: the replies message k carries.
   std::size_t first[max_out], count[max_out];
   std::size_t next = 0;  // the first reply not yet sent or given up
@@ -978,7 +975,7 @@ void udp_server::flush_out() noexcept {
       // Every segment but the last must be exactly the first one's size.
       while (out_[i].gso && j < out_.size() && out_[j].key == out_[i].key &&
              out_[j - 1].size == out_[i].size && out_[j].size <= out_[i].size &&
-             j - i < gso_max_segments && bytes + out_[j].size <= gso_max_bytes) {
+             j - i < udp_gso::max_segments && bytes + out_[j].size <= udp_gso::max_bytes) {
         bytes += out_[j].size;
         ++j;
       }
@@ -990,16 +987,7 @@ void udp_server::flush_out() noexcept {
       h.msg_namelen = out_[i].peer.length;
       h.msg_iov = &iov[first_iov];
       h.msg_iovlen = v - first_iov;
-      if (j - i > 1) {
-        h.msg_control = ctrl[m];
-        h.msg_controllen = sizeof ctrl[m];
-        cmsghdr* cm = CMSG_FIRSTHDR(&h);
-        cm->cmsg_level = SOL_UDP;
-        cm->cmsg_type = UDP_SEGMENT;
-        cm->cmsg_len = CMSG_LEN(sizeof(std::uint16_t));
-        const auto seg = static_cast<std::uint16_t>(out_[i].size);
-        std::memcpy(CMSG_DATA(cm), &seg, sizeof seg);
-      }
+      if (j - i > 1) udp_gso::set_segment(h, ctrl[m], static_cast<std::uint16_t>(out_[i].size));
       first[m] = i;
       count[m] = j - i;
       i = j;
