@@ -139,15 +139,15 @@ std::size_t connection::receive_buffer() const noexcept {
 void connection::on_readable() noexcept {
   mmsghdr msgs[recv_batch];
   iovec iov[recv_batch];
-  alignas(cmsghdr) char ctrl[recv_batch][CMSG_SPACE(sizeof(int))];
+  udp_gso::gro_control ctrl[recv_batch];
   for (int round = 0; round < recv_rounds; ++round) {
     for (unsigned i = 0; i < recv_batch; ++i) {
       iov[i] = iovec{recv_buf_.get() + i * recv_slot, recv_slot};
       msgs[i] = mmsghdr{};
       msgs[i].msg_hdr.msg_iov = &iov[i];
       msgs[i].msg_hdr.msg_iovlen = 1;
-      msgs[i].msg_hdr.msg_control = ctrl[i];
-      msgs[i].msg_hdr.msg_controllen = sizeof ctrl[i];
+      msgs[i].msg_hdr.msg_control = ctrl[i].bytes;
+      msgs[i].msg_hdr.msg_controllen = sizeof ctrl[i].bytes;
     }
     const int n = ::recvmmsg(recv_fd_, msgs, recv_batch, MSG_DONTWAIT, nullptr);
     if (n < 0) {
@@ -160,14 +160,7 @@ void connection::on_readable() noexcept {
         ++malformed_;
         continue;
       }
-      std::size_t segment = 0;  // 0: one datagram
-      for (cmsghdr* cm = CMSG_FIRSTHDR(&h); cm != nullptr; cm = CMSG_NXTHDR(&h, cm)) {
-        if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
-          int size = 0;
-          std::memcpy(&size, CMSG_DATA(cm), sizeof size);
-          segment = size > 0 ? static_cast<std::size_t>(size) : 0;
-        }
-      }
+      auto segment = udp_gso::gro_segment(h);  // 0: one datagram
       const std::span<const std::byte> all{recv_buf_.get() + i * recv_slot, msgs[i].msg_len};
       if (segment == 0) segment = all.size();
       // Every coalesced datagram but the last is exactly `segment` bytes long.

@@ -1,7 +1,8 @@
 #pragma once
 
 // UDP GSO (UDP_SEGMENT): one send of several equal-sized datagrams, which the kernel cuts
-// apart as late as it can. ferryd uses it for data replies and ferry for runs of GETs.
+// apart as late as it can; UDP GRO: several such datagrams received as one buffer. ferryd uses
+// them for data replies and ferry for runs of GETs, each in both directions.
 
 #include <netinet/in.h>
 #include <netinet/udp.h>
@@ -34,5 +35,24 @@ inline void set_segment(msghdr& h, control& c, std::uint16_t segment) noexcept {
   cm->cmsg_len = CMSG_LEN(sizeof segment);
   std::memcpy(CMSG_DATA(cm), &segment, sizeof segment);
 }
+
+// The size of the datagrams UDP GRO coalesced into a message received with recvmsg, from its
+// control message; 0 if it holds one datagram as sent. Every one but the last has that size.
+inline std::size_t gro_segment(msghdr& h) noexcept {
+  std::size_t segment = 0;
+  for (cmsghdr* cm = CMSG_FIRSTHDR(&h); cm != nullptr; cm = CMSG_NXTHDR(&h, cm)) {
+    if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
+      int size = 0;
+      std::memcpy(&size, CMSG_DATA(cm), sizeof size);
+      segment = size > 0 ? static_cast<std::size_t>(size) : 0;
+    }
+  }
+  return segment;
+}
+
+// Room for the control message that carries it.
+struct gro_control {
+  alignas(cmsghdr) char bytes[CMSG_SPACE(sizeof(int))];
+};
 
 }  // namespace ferry::udp_gso

@@ -1053,6 +1053,64 @@ TEST_CASE("an oversized request of another version gets no reply either") {
   t.check_counters(0, 0, 0, 1);  // cut short on receipt, never parsed
 }
 
+TEST_CASE("datagrams that arrive coalesced (UDP GSO, GRO) are each handled and counted alone") {
+  // ferry sends a run of equal GETs as one GSO send; ferryd reads them as one GRO buffer.
+  temp_dir root;
+  root.write("f.txt", "still served");
+  running_server srv{root.path()};
+  blocking_client cli{srv.endpoint()};
+  traffic t{srv, cli};
+  SUBCASE("five GETs, the third damaged: four answered in order, one counted corrupt") {
+    std::vector<bytes> gets;
+    for (std::uint64_t k = 0; k < 5; ++k)
+      gets.push_back(cli.encode_validated(100 + k, proto::get_request{"f.txt", k, 1}));
+    const auto segment = gets[0].size();
+    gets[2][gets[2].size() / 2] ^= std::byte{0x40};
+    bytes all;
+    for (const auto& g : gets) {
+      REQUIRE(g.size() == segment);
+      all.insert(all.end(), g.begin(), g.end());
+    }
+    if (!cli.send_gso(all, static_cast<std::uint16_t>(segment))) {
+      MESSAGE("this kernel cannot send with UDP GSO; nothing to test");
+      return;
+    }
+    t.sent += 5;
+    t.wait_received();
+    for (const std::uint64_t k : {0, 1, 3, 4}) {
+      const auto wire = cli.recv_raw();
+      REQUIRE(wire);
+      const auto r = ferry::codec::decode_reply(*wire);
+      REQUIRE(r);
+      CHECK(r->hdr.request_id == 100 + k);
+      const auto* d = std::get_if<proto::data_reply>(&r->body);
+      REQUIRE(d != nullptr);
+      CHECK(d->offset == k);
+      REQUIRE(d->length == 1);
+      CHECK(static_cast<char>(d->payload[0]) == "still served"[k]);
+    }
+    t.expect_served();
+    const auto after = srv.counter_snapshot();
+    CHECK(after.datagrams_in - t.before.datagrams_in == 6);
+    CHECK(after.get_requests - t.before.get_requests == 5);
+    CHECK(after.dropped_corrupt - t.before.dropped_corrupt == 1);
+  }
+  SUBCASE("two coalesced datagrams longer than any request: each dropped as truncated") {
+    auto big = cli.encode_validated(200, proto::stat_request{"f.txt"});
+    big.resize(proto::max_request_size + 100, std::byte{0});
+    bytes all = big;
+    all.insert(all.end(), big.begin(), big.end());
+    if (!cli.send_gso(all, static_cast<std::uint16_t>(big.size()))) {
+      MESSAGE("this kernel cannot send with UDP GSO; nothing to test");
+      return;
+    }
+    t.sent += 2;
+    t.wait_received();
+    t.expect_served();
+    t.check_counters(0, 0, 0, 2);
+  }
+}
+
 TEST_CASE("beyond max_jobs the server answers busy, and every request gets one answer") {
   temp_dir root;
   root.write("f.txt", "x");

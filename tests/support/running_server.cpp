@@ -22,6 +22,7 @@
 #include <xxhash.h>
 
 #include "common/path_safety.hpp"
+#include "common/udp_gso.hpp"
 
 namespace ferry::test {
 
@@ -414,6 +415,23 @@ void blocking_client::send_raw(std::span<const std::byte> bytes) {
     INFO("send of " << bytes.size() << " bytes: " << errno_text(errno));
     REQUIRE(n == static_cast<ssize_t>(bytes.size()));
     return;
+  }
+}
+
+bool blocking_client::send_gso(std::span<const std::byte> bytes, std::uint16_t segment) {
+  iovec iov{const_cast<std::byte*>(bytes.data()), bytes.size()};
+  msghdr h{};
+  h.msg_iov = &iov;
+  h.msg_iovlen = 1;
+  udp_gso::control c;
+  udp_gso::set_segment(h, c, segment);
+  for (;;) {
+    const ssize_t n = ::sendmsg(fd_, &h, 0);
+    if (n < 0 && (errno == EINTR || errno == ECONNREFUSED)) continue;
+    if (n < 0 && (errno == EIO || errno == EINVAL || errno == ENOPROTOOPT)) return false;
+    INFO("GSO send of " << bytes.size() << " bytes: " << errno_text(errno));
+    REQUIRE(n == static_cast<ssize_t>(bytes.size()));
+    return true;
   }
 }
 

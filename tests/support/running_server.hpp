@@ -227,6 +227,8 @@ class blocking_client {
   [[nodiscard]] std::uint64_t token_replies() const noexcept { return token_replies_; }
 
   void send_raw(std::span<const std::byte> bytes);
+  // Sends `bytes` as one UDP GSO send of `segment`-byte datagrams; false if the kernel cannot.
+  [[nodiscard]] bool send_gso(std::span<const std::byte> bytes, std::uint16_t segment);
   // The next datagram, or nullopt if none arrives within the receive timeout (or `wait`).
   std::optional<std::vector<std::byte>> recv_raw();
   std::optional<std::vector<std::byte>> recv_raw(std::chrono::milliseconds wait);
