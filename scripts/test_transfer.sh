@@ -205,5 +205,29 @@ section "shutdown"
 stop_server "$SRV_PID"
 check_eq "ferryd exits 0 on SIGTERM" 0 "$STOP_RC"
 
+section "a sparse file on tmpfs is served without filling its holes"
+# ferryd sends cached blocks from a mapping of the file. A hole of a tmpfs file, mapped and
+# read, would be filled with pages of zeros: the file on the server would grow to its full size
+# in memory. Holes must be read, not mapped.
+if [[ -d /dev/shm && -w /dev/shm && $(stat -f -c %T /dev/shm) == tmpfs ]]; then
+  SHM=$(mktemp -d /dev/shm/ferry-transfer.XXXXXX)
+  trap 'rm -rf -- "$SHM"; lib_cleanup' EXIT
+  truncate -s 1G "$SHM/holes.bin"
+  printf 'M' | dd of="$SHM/holes.bin" bs=1 seek=$((512 * 1024 * 1024)) conv=notrunc status=none
+  BEFORE=$(allocated_bytes "$SHM/holes.bin")
+  start_server "$SHM" || fail "ferryd on /dev/shm started"
+  run_ferry get "$SRV_ADDR" -o "$DL/holes.bin" -- holes.bin
+  check_rc "get of a 1 GiB sparse file from tmpfs" 0
+  same holes.bin "$SHM/holes.bin" "$DL/holes.bin"
+  AFTER=$(allocated_bytes "$SHM/holes.bin")
+  say "FIGURE: the 1 GiB sparse source held $BEFORE bytes before the fetch, $AFTER after"
+  check_int "the source on the server still holds under 1 MiB" "$AFTER" -lt $((1024 * 1024))
+  check_int "ferryd's peak RSS (kB) stayed small" "$(proc_kb "$SRV_PID" VmHWM)" -lt $((64 * 1024))
+  stop_server "$SRV_PID"
+  rm -f -- "$DL/holes.bin"
+else
+  say "SKIP - /dev/shm is not a writable tmpfs here"
+fi
+
 cd "$TMP"
 summary

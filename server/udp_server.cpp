@@ -599,7 +599,7 @@ void udp_server::serve_turn() noexcept {
 void udp_server::serve_run(client_state& c, const peer_key& key, std::span<pending_get> run) {
   std::size_t done = 0;
   const auto* cached = cached_file(run[0].rel);
-  if (cached != nullptr && (cached->in_memory || cached->whole)) done = serve_mapped(c, *cached, run);
+  if (cached != nullptr && cached->whole) done = serve_mapped(c, *cached, run);
   if (done == 0 && cached != nullptr && run.size() > 1) {
     const auto block = run[0].block;
     const auto stride = protocol::data_reply_overhead + block;
@@ -639,7 +639,7 @@ std::size_t udp_server::serve_mapped(client_state& c, const open_file& f,
     const auto offset = run[n].offset;
     if (offset >= size) break;
     const auto length = std::min<std::uint64_t>(run[n].block, size - offset);
-    if (!f.in_memory && offset + length > f.whole->end()) break;
+    if (offset + length > f.whole->end()) break;
     end = offset + length;
   }
   const auto begin = run[0].offset;
@@ -647,8 +647,10 @@ std::size_t udp_server::serve_mapped(client_state& c, const open_file& f,
   // of 32 blocks of 1390 bytes (44,480 bytes), ferryd took 0.70-0.75 s of CPU through mappings
   // against 0.59-0.61 s reading; in runs of 65,024-byte blocks, 0.18-0.19 s against 0.20-0.23 s.
   if (n == 0 || end - begin < min_mapped_run) return 0;
-  // What is not in the page cache would block the loop on a disk: the pool reads it.
-  if (!f.in_memory && !f.whole->resident(begin, end - begin)) return 0;
+  // What is not in the page cache is read instead: on a disk it would block the loop (the pool
+  // reads it), and a hole of a tmpfs file, mapped, would be filled with pages of zeros that a
+  // read does not need (a 5 GiB sparse file took ferryd 10 s of CPU and 5 GiB that way).
+  if (!f.whole->resident(begin, end - begin)) return 0;
   // A mapping of just this run, gone once its replies are sent: the process's resident set
   // then holds only what it is sending, whereas one long-lived mapping would gather every page
   // read through it (and the pages the kernel maps around each fault).
@@ -822,8 +824,8 @@ void udp_server::remember_file(const std::string& rel, std::shared_ptr<unique_fd
   }
   const bool in_memory = reads_from_memory(fd->get());
   struct stat st {};
-  // A file on a disk is mapped whole once, only to ask which of its pages are cached.
-  auto whole = !in_memory && ::fstat(fd->get(), &st) == 0
+  // Mapped whole once, never read, only to ask which of its pages are in the page cache.
+  auto whole = ::fstat(fd->get(), &st) == 0
                    ? file_mapping::map(fd->get(), 0, version_of(st).size, false)
                    : nullptr;
   files_[rel] = open_file{std::move(fd), std::move(whole), uv_now(loop_), in_memory};

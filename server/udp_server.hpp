@@ -214,7 +214,7 @@ class udp_server {
 
   struct open_file {
     std::shared_ptr<unique_fd> fd;
-    // Of a file on a disk, to ask which pages are cached (never read); null on tmpfs.
+    // To ask which pages are in the page cache (never read); null for an empty file.
     std::shared_ptr<const file_mapping> whole;
     std::uint64_t opened_ms = 0;
     bool in_memory = false;  // on tmpfs or ramfs: read inline without RWF_NOWAIT
