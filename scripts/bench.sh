@@ -65,6 +65,8 @@ FS=""              # our tmpfs, mounted under $TMP
 MOUNTED=0
 POLICY=/usr/sbin/policy-rc.d
 POLICY_SAVED=""    # where the original policy-rc.d was kept while we install; "none" if absent
+REPORTING=/sys/module/page_reporting/parameters/min_free_ms
+REPORTING_SAVED=""  # its value before the bench changed it
 RESULTS=$TMP/results.tsv
 NOTES=$TMP/notes.tsv
 : >"$RESULTS"
@@ -87,6 +89,7 @@ bench_cleanup() {
   trap - EXIT
   stop_tracked
   restore_policy
+  [[ -n "$REPORTING_SAVED" ]] && echo "$REPORTING_SAVED" >"$REPORTING"
   if ((MOUNTED)); then umount -- "$FS" || umount -l -- "$FS"; fi
   [[ -n "$TMP" ]] && rm -rf -- "$TMP"
   exit "$rc"
@@ -295,10 +298,12 @@ transfer() {
 }
 
 # warm_memory BYTES: writes and removes BYTES of zeros on the download tmpfs. This machine is a
-# virtual machine whose host takes back guest pages freed a while ago; the first write to such a
-# page costs microseconds, so a 512 MiB copy into tmpfs took 0.23 s or 1.16 s (dd, 64 KiB
-# blocks) depending on what ran before. Every client, ferry or peer, gets pages written just
-# before, so that what differs between rounds is the tool, not the host.
+# virtual machine that reports freed pages to its host (free page reporting), which takes them
+# back; the first write to such a page costs microseconds, so a 512 MiB copy into tmpfs took
+# 0.23 s or 1.16 s (dd, 64 KiB blocks) depending on what ran before. Every client, ferry or
+# peer, gets pages written just before; and while the bench runs, freed pages are reported only
+# after a minute (see REPORTING below), so that those pages are still there when the client
+# writes. What differs between rounds is then the tool, not the host.
 warm_memory() {
   head -c "$1" /dev/zero >"$DL/.warm" 2>/dev/null || true
   rm -f -- "$DL/.warm"
@@ -456,6 +461,17 @@ start_iperf() {
 # Setup
 
 install_peers
+
+# Free page reporting (see warm_memory): with min_free_ms 0, as here, a page is handed back to the
+# host as soon as it is freed, even the ones warm_memory has just written. Restored on exit.
+if [[ -w "$REPORTING" ]]; then
+  REPORTING_SAVED=$(<"$REPORTING")
+  if echo 60000 >"$REPORTING" 2>/dev/null; then
+    say "free page reporting: min_free_ms $REPORTING_SAVED -> 60000 while the bench runs"
+  else
+    REPORTING_SAVED=""
+  fi
+fi
 
 section "data"
 FS=$TMP/fs
