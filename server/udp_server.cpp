@@ -630,9 +630,9 @@ std::size_t udp_server::serve_mapped(client_state& c, const open_file& f,
   if (::fstat(f.fd->get(), &st) != 0) return 0;
   const auto version = version_of(st);
   const auto size = version.size;
-  // The GETs of the run (consecutive blocks) that lie within the file, and for a file on a
-  // disk within the mapping that tells what is cached; an empty reply at the end, or a part of
-  // the file that grew since then, is read.
+  // The GETs of the run (consecutive blocks) that lie within the file and within the mapping
+  // that tells what is cached; an empty reply at the end, or a part of the file that grew since
+  // it was mapped, is read.
   std::size_t n = 0;
   std::uint64_t end = run[0].offset;
   for (; n < run.size(); ++n) {
