@@ -226,7 +226,7 @@ void part_file::write_pending() {
         hash_ = std::make_unique<digest_state>();
         hashed_ = 0;
         try {
-          flush();  // keep what is done, so a rerun after freeing space resumes
+          save_state();  // keep what is done, so a rerun after freeing space resumes
         } catch (...) {
         }
         fail_io(data_path_, "write", e);
@@ -277,6 +277,10 @@ void part_file::hash_done_blocks() {
 
 void part_file::flush() {
   write_pending();
+  save_state();
+}
+
+void part_file::save_state() {
   if (!dirty_) return;
   const auto body = image_.size() - 8;
   put64(image_.data() + body, XXH3_64bits(image_.data(), body));

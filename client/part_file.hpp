@@ -61,6 +61,8 @@ class part_file {
   // Hashes done blocks from the cursor on, reading them back from OUT.part.
   void hash_done_blocks();
   void set_done(std::uint64_t index, bool done) noexcept;
+  // Writes the state file if anything changed since it was last written.
+  void save_state();
 
   std::filesystem::path out_, data_path_, state_path_;
   unique_fd data_, state_;
