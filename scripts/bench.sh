@@ -52,6 +52,8 @@ BIG_GB=5
 TFTP_BLK=65464
 MTU_BLOCK=$((1472 - 82))  # a 1472-byte datagram less ferry's data header
 MTU_TOOL="ferry, 1472-byte datagrams"
+LOCAL_COPY="dd bs=64k, no network"  # the loopback case's local copies (see CEILINGS below)
+LOCAL_CP="cp, no network"
 WAN_DELAY_MS=10                # each way, so the RTT is 20 ms
 WAN_RATE=25000000              # bytes/s, 200 Mbit/s
 IPERF_SECONDS=3
@@ -577,6 +579,14 @@ if has loopback; then
     peer_round loopback "$DATA/big.bin" big.bin 600
     [[ -n "$IPERF_PID" ]] && { iperf loopback "iperf3 -l 65000" 65000 || true; }
     blast loopback "ferry_blast 65000" 65000 || true
+    # The same file copied into the same tmpfs with no network. The ceilings above never touch
+    # their data; these rows show what the copy alone costs. dd reads into a 64 KiB buffer and
+    # writes it out, the two copies a receiver makes of every block; cp has the kernel copy
+    # once (copy_file_range), which no receiver of datagrams can do.
+    transfer loopback "$LOCAL_COPY" "" "$DATA/big.bin" "$DL/big.bin" 120 \
+      dd if="$DATA/big.bin" of="$DL/big.bin" bs=64k status=none || true
+    transfer loopback "$LOCAL_CP" "" "$DATA/big.bin" "$DL/big.bin" 120 \
+      cp -- "$DATA/big.bin" "$DL/big.bin" || true
   done
   ((ATFTP_WINDOW)) || note loopback "atftpd+atftp ws2" "atftpd did not grant windowsize 2"
 fi
@@ -796,11 +806,13 @@ def best_peer(case):
 def pct(a, b):
     return "%.0f%%" % (100 * a / b) if a and b else ""
 
-# The raw ceilings of a case in the same run. Loopback: the better of iperf3 and ferry_blast.
+# The raw ceilings of a case in the same run. Loopback: the better of iperf3 and ferry_blast,
+# and, as references rather than ceilings, dd and cp copying the file with no network at all.
 # MTU: 1472-byte datagrams sent and received one by one, and sent with GSO but received one by
 # one; with GRO as well, loopback carries 64 KiB buffers end to end and no 1472-byte datagram
 # ever exists, so that row is shown but is no ceiling for 1472-byte datagrams.
-CEILINGS = {"loopback": [("iperf3 -l 65000", "ferry_blast 65000")],
+CEILINGS = {"loopback": [("iperf3 -l 65000", "ferry_blast 65000"), ("dd bs=64k, no network",),
+                         ("cp, no network",)],
             "mtu": [("ferry_blast 1472",), ("ferry_blast 1472 GSO",)]}
 def vs_best_ceiling(m, case):
     out = []
