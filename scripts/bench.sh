@@ -468,8 +468,8 @@ install_peers
 # host as soon as it is freed, even the ones warm_memory has just written. A page is reported
 # once it has been free for min_free_ms, so the hold must outlast the bench (about 4 minutes):
 # with 60000, 917 MB were reported during the 32-client case, and that round ran at 1487 MB/s
-# against 1728 to 1757 for the rounds around it. This kernel takes at most 300000 or so (600000
-# is refused); 60000 is the fallback. Restored on exit.
+# against 1728 to 1757 for the rounds around it. This kernel accepts 300000 and refuses 600000;
+# 60000 is the fallback for one that refuses 300000. Restored on exit.
 if [[ -w "$REPORTING" ]]; then
   REPORTING_SAVED=$(<"$REPORTING")
   hold=""
@@ -582,7 +582,8 @@ if has loopback; then
     # The same file copied into the same tmpfs with no network. The ceilings above never touch
     # their data; these rows show what the copy alone costs. dd reads into a 64 KiB buffer and
     # writes it out, the two copies a receiver makes of every block; cp has the kernel copy
-    # once (copy_file_range), which no receiver of datagrams can do.
+    # once (copy_file_range), which a receiver could match only by receiving into a mapping of
+    # the file, and on tmpfs that is slower (see the README).
     transfer loopback "$LOCAL_COPY" "" "$DATA/big.bin" "$DL/big.bin" 120 \
       dd if="$DATA/big.bin" of="$DL/big.bin" bs=64k status=none || true
     transfer loopback "$LOCAL_CP" "" "$DATA/big.bin" "$DL/big.bin" 120 \
