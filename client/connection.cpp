@@ -160,12 +160,8 @@ void connection::on_readable() noexcept {
         ++malformed_;
         continue;
       }
-      auto segment = udp_gso::gro_segment(h);  // 0: one datagram
       const std::span<const std::byte> all{recv_buf_.get() + i * recv_slot, msgs[i].msg_len};
-      if (segment == 0) segment = all.size();
-      // Every coalesced datagram but the last is exactly `segment` bytes long.
-      for (std::size_t at = 0; at < all.size(); at += segment)
-        deliver(all.subspan(at, std::min(segment, all.size() - at)));
+      udp_gso::for_each_datagram(all, udp_gso::gro_segment(h), [this](auto d) { deliver(d); });
     }
     if (batch_end_) batch_end_();
     flush();

@@ -8,9 +8,11 @@
 #include <netinet/udp.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <span>
 
 namespace ferry::udp_gso {
 
@@ -48,6 +50,20 @@ inline std::size_t gro_segment(msghdr& h) noexcept {
     }
   }
   return segment;
+}
+
+// Calls `f` with each datagram of a received message, given gro_segment() of it: every one but
+// the last is exactly `segment` bytes long (0: the message is one datagram). An empty datagram
+// is still one datagram, so `f` is called at least once.
+template <class F>
+void for_each_datagram(std::span<const std::byte> all, std::size_t segment, F&& f) {
+  if (segment == 0) segment = all.size();
+  std::size_t at = 0;
+  do {
+    const auto n = std::min(segment, all.size() - at);
+    f(all.subspan(at, n));
+    at += n;
+  } while (at < all.size());
 }
 
 // Room for the control message that carries it.

@@ -382,12 +382,8 @@ void udp_server::receive_batch() noexcept {
         ++stats_.dropped_truncated;
         continue;
       }
-      // Datagrams that UDP GRO coalesced are each `segment` bytes long, but for the last.
-      auto segment = udp_gso::gro_segment(h);
-      if (segment == 0) segment = std::max<std::size_t>(all.size(), 1);
       const auto peer = endpoint::from(reinterpret_cast<const sockaddr*>(&from[i]));
-      for (std::size_t at = 0; at < all.size() || at == 0; at += segment) {
-        const auto one = all.subspan(at, std::min(segment, all.size() - at));
+      udp_gso::for_each_datagram(all, udp_gso::gro_segment(h), [&](auto one) {
         ++stats_.datagrams_in;
         stats_.bytes_in += one.size();
         if (one.size() > protocol::max_request_size) {
@@ -402,8 +398,7 @@ void udp_server::receive_batch() noexcept {
             ++stats_.internal_errors;
           }
         }
-        if (all.empty()) break;
-      }
+      });
     }
     if (static_cast<unsigned>(n) < recv_batch) return;
   }
