@@ -14,13 +14,20 @@ namespace ferry::client {
 using protocol::errc;
 
 namespace {
-constexpr double min_window = 2;
-// Past this, loss is left to the timeout; a higher bar would only slow real loss recovery.
-constexpr std::uint64_t max_reorder_threshold = 64;
 constexpr std::size_t max_remembered_losses = 4096;
-constexpr auto tick = std::chrono::milliseconds{5};
+// Retransmission timeouts, and time, with no block received at all, after which the block size
+// is taken to be too large for the path.
+constexpr int blackhole_timeouts = 3;
+constexpr auto blackhole_after = std::chrono::seconds{2};
+// The timer that paces requests and looks for losses by time. Between two ticks a source may
+// send a little ahead of its pacing rate: this much, so a tick that comes late is made up.
+constexpr auto tick = std::chrono::milliseconds{1};
+constexpr auto pacing_quantum = std::chrono::milliseconds{1};
 constexpr auto flush_every = std::chrono::milliseconds{500};
 constexpr auto progress_every = std::chrono::milliseconds{200};
+constexpr auto trace_every = std::chrono::seconds{1};
+
+double ms(clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 // With several sources: silence for this long (or four RTTs) sets a source aside, and a
 // source set aside is asked whether it is back this often.
 constexpr auto silent_after = std::chrono::seconds{1};
@@ -34,6 +41,13 @@ double seconds_since(clock::time_point t) {
 }
 
 }  // namespace
+
+std::uint32_t smaller_block(std::uint32_t block, int family) noexcept {
+  // The largest block every IPv6 path carries (1280 bytes), then the smallest block served.
+  const std::uint32_t ip = family == AF_INET6 ? 40 : 20;
+  const auto safe = static_cast<std::uint32_t>(1280 - ip - 8 - protocol::data_reply_overhead);
+  return block > safe ? safe : protocol::min_block_size;
+}
 
 std::uint32_t choose_block_size(const connection& conn, std::uint32_t wish,
                                 std::uint32_t server_cap) noexcept {
@@ -331,6 +345,17 @@ fetch_result fetcher::run() {
                       fmt::format("{}: digest mismatch after a full refetch (local {}, server {})",
                                   path_, to_string(local), to_string(*want))};
       }
+    } else if (o == outcome::path_too_small) {
+      // Small datagrams must still get through, or it is the server that is gone, and the
+      // blocks already here are worth keeping for a rerun: this throws then.
+      (void)ref->conn->call(protocol::stat_request{path_}, opt_.timeout);
+      const auto smaller = smaller_block(part.block_size(), ref_conn.server().family());
+      log::warn("{}: no block of {} bytes arrives, though the server answers: the path drops "
+                "datagrams that large; going on with {}-byte blocks",
+                path_, part.block_size(), smaller);
+      block = smaller;
+      part.restart(version, smaller);
+      continue;
     } else if (multi) {
       // Every source was set aside, or the file changed: look at all of them again.
       const auto old_digest = *expected_digest_;
@@ -402,25 +427,19 @@ fetcher::outcome fetcher::transfer(part_file& part) {
   outcome_ = part.done_blocks() == part.block_count() ? outcome::complete : outcome::running;
   error_ = nullptr;
   last_progress_ = last_flush_ = clock::now();
-  if (opt_.max_window != 0) {
-    max_window_ = opt_.max_window;
-  } else {
-    // Never ask for more than the receive buffer holds, or the kernel drops the surplus.
-    // The kernel counts its own overhead per datagram, hence the margin.
-    const auto per_block = static_cast<std::size_t>(part.block_size()) + 512;
-    max_window_ = static_cast<std::uint32_t>(
-        std::clamp<std::size_t>(sources_[0].conn->receive_buffer() / per_block, 8, 8192));
-  }
+  data_seen_ = false;
+  silent_timeouts_ = 0;
+  transfer_started_ = last_progress_;
   for (auto& s : sources_) {
     s.flights.clear();
     s.lost_by_order.clear();
+    s.in_flight_bytes = 0;
     s.seq = 0;
     s.first_id = s.conn->next_id();
-    s.cwnd = s.prior_cwnd = std::min<double>(16, max_window_);
-    s.ssthresh = s.prior_ssthresh = 1e9;
-    s.undone = false;
-    s.reorder_threshold = 3;
-    s.recovery_start = s.last_backoff = clock::time_point{};
+    start_congestion(s);
+    s.last_backoff = clock::time_point{};
+    s.pace_tokens = 0;
+    s.pace_at = clock::now();
     s.last_heard = s.next_probe = last_progress_;
   }
   if (outcome_ == outcome::complete) return outcome_;
@@ -495,6 +514,7 @@ void fetcher::set_aside(source& s, source_state state) {
     return true;
   });
   s.flights.clear();
+  s.in_flight_bytes = 0;
   s.lost_by_order.clear();
   s.state = state;
   s.next_probe = clock::now();
@@ -509,9 +529,13 @@ void fetcher::drop(source& s, outcome why, const std::string& message) {
 
 void fetcher::send_block(source& s, std::uint64_t index, bool retransmit) {
   protocol::get_request req{path_, index * part_->block_size(), part_->block_size()};
-  if (s.flights.empty()) s.last_heard = std::max(s.last_heard, clock::now());
+  const auto now = clock::now();
+  if (s.flights.empty()) s.last_heard = std::max(s.last_heard, now);
   const auto id = s.conn->queue(req);
-  s.flights.add(id, flight{index, clock::now(), s.seq++});
+  const auto bytes = static_cast<std::uint32_t>(part_->block_length(index));
+  s.flights.add(id, flight{index, s.cc->on_send(bytes, s.in_flight_bytes, now), s.seq++});
+  s.in_flight_bytes += bytes;
+  s.pace_tokens -= bytes;
   ++in_flight_[index];
   ++stats_.requests;
   ++s.result.requests;
@@ -529,7 +553,7 @@ bool fetcher::endgame_pick(const source& s, std::uint64_t& index) const {
     if (&o == &s || o.state != source_state::live) continue;
     o.flights.for_each([&](std::uint64_t, const flight& f) {
       if (part_->is_done(f.index) || in_flight_[f.index] != 1) return true;
-      if (oldest == nullptr || f.sent < oldest->sent) {
+      if (oldest == nullptr || f.cc.sent < oldest->cc.sent) {
         best = &o;
         oldest = &f;
       }
@@ -561,37 +585,103 @@ bool fetcher::pump_source(source& s) {
     send_block(s, index, false);
     return true;
   }
+  if (tail_pick(s, index)) {
+    send_block(s, index, true);
+    return true;
+  }
   return false;
+}
+
+bool fetcher::tail_pick(const source& s, std::uint64_t& index) const {
+  // At the very end nothing is sent after the last requests, so RACK cannot see their loss and
+  // only the timeout would, at two RTTs or more. A request overdue by a quarter of an RTT is
+  // asked once more instead, as a tail loss probe does (RFC 8985, 7).
+  const auto srtt = s.conn->rtt().srtt();
+  const auto overdue = srtt + std::max(s.loss.window(s.cc->min_rtt(), srtt), srtt / 4);
+  const auto now = clock::now();
+  bool found = false;
+  s.flights.for_each([&](std::uint64_t, const flight& f) {
+    if (now - f.cc.sent < overdue) return false;
+    if (part_->is_done(f.index) || in_flight_[f.index] != 1) return true;
+    index = f.index;
+    found = true;
+    return false;
+  });
+  return found;
+}
+
+void fetcher::start_congestion(source& s) {
+  congestion::config c;
+  c.segment = part_->block_size();
+  if (opt_.max_window != 0) c.max_cwnd = std::uint64_t{opt_.max_window} * part_->block_size();
+  // On a short path the model's window (two bandwidth-delay products) is smaller than what
+  // the server and the client handle in one batch; a floor of what the receive buffer holds,
+  // up to 256 KiB, keeps them busy there and is less than a millisecond at 1 Gbit/s elsewhere.
+  c.min_cwnd_floor =
+      std::min<std::uint64_t>(s.conn->receive_buffer() / 2, std::uint64_t{256} << 10);
+  if (s.conn->rtt().has_sample()) c.initial_rtt = s.conn->rtt().srtt();
+  c.seed = s.conn->first_id();
+  s.cc.emplace(c, clock::now());
+  s.loss.reset();
+}
+
+bool fetcher::may_send(source& s, clock::time_point now) noexcept {
+  if (s.state != source_state::live || s.in_flight_bytes >= s.cc->cwnd()) return false;
+  // Pacing as a token bucket filled at the model's current rate: a request may go while there
+  // are tokens, and costs its block. The bucket holds one quantum of the rate (at least two
+  // blocks), so a source that was idle catches up by that much and no more; and since it is
+  // filled at the rate of the moment, a rate that was low for a while leaves no debt behind.
+  const double rate = s.cc->pacing_rate();
+  const double burst = std::max(rate * std::chrono::duration<double>(pacing_quantum).count(),
+                                2.0 * part_->block_size());
+  s.pace_tokens = std::min(
+      burst, s.pace_tokens + rate * std::chrono::duration<double>(now - s.pace_at).count());
+  s.pace_at = now;
+  return s.pace_tokens > 0;
 }
 
 void fetcher::pump() {
   // Sources take turns a block at a time, so none gets every new block just by being first;
   // a faster source frees its window sooner and so is asked for more.
   const auto n = sources_.size();
+  const auto now = clock::now();
   for (bool sent = true; sent && outcome_ == outcome::running;) {
     sent = false;
     for (std::size_t k = 0; k < n; ++k) {
       auto& s = sources_[(next_source_ + k) % n];
-      if (s.state != source_state::live || static_cast<double>(s.flights.size()) >= s.cwnd)
-        continue;
-      sent = pump_source(s) || sent;
+      if (!may_send(s, now)) continue;
+      if (pump_source(s)) {
+        sent = true;
+      } else if (s.in_flight_bytes < s.cc->cwnd()) {
+        // Nothing left to ask although the window is open: the end of the file.
+        s.cc->on_app_limited(s.in_flight_bytes);
+      }
     }
   }
   next_source_ = (next_source_ + 1) % n;
 }
 
-void fetcher::declare_lost(source& s, const flight& f, bool by_timeout) {
+void fetcher::declare_lost(source& s, const flight& f) {
   --in_flight_[f.index];
+  s.in_flight_bytes -= f.cc.bytes;
   if (!part_->is_done(f.index) && in_flight_[f.index] == 0) retransmit_.push_back(f.index);
-  // One window reduction per round trip, as NewReno's recovery period.
-  if (f.sent > s.recovery_start) {
-    s.prior_cwnd = s.cwnd;
-    s.prior_ssthresh = s.ssthresh;
-    s.undone = by_timeout;  // a timeout is never undone
-    s.ssthresh = std::max(s.cwnd / 2, min_window);
-    s.cwnd = by_timeout ? min_window : s.ssthresh;
-    s.recovery_start = clock::now();
+  s.cc->on_loss(f.cc, clock::now());
+}
+
+std::size_t fetcher::detect_losses(source& s, clock::time_point now) {
+  const auto window = s.loss.window(s.cc->min_rtt(), s.conn->rtt().srtt());
+  std::size_t n = 0;
+  std::uint64_t oldest_id = 0;
+  while (const auto* oldest = s.flights.oldest(&oldest_id)) {
+    if (!s.loss.lost(oldest->seq, oldest->cc.sent, now, window)) break;
+    const auto f = *oldest;
+    if (s.lost_by_order.size() >= max_remembered_losses) s.lost_by_order.clear();
+    s.lost_by_order.emplace(oldest_id, f.seq);
+    s.flights.erase(oldest_id);
+    declare_lost(s, f);
+    ++n;
   }
+  return n;
 }
 
 void fetcher::on_probe_reply(source& s, const protocol::reply& body) {
@@ -630,8 +720,8 @@ void fetcher::on_probe_reply(source& s, const protocol::reply& body) {
         fmt::format("{} now serves blocks of at most {} bytes", s.result.address, st->max_block));
   log::info("{} answers again; using it", s.result.address);
   s.state = source_state::live;
-  s.cwnd = s.prior_cwnd = min_window;
-  s.ssthresh = s.prior_ssthresh = 1e9;
+  // What it knew of the path before it fell silent may no longer hold: start afresh.
+  start_congestion(s);
   s.last_heard = clock::now();
   pump();
 }
@@ -646,24 +736,21 @@ void fetcher::on_reply(source& s, const codec::decoded_reply& r) {
     if (id == s.probe_id) on_probe_reply(s, r.body);
     return;
   }
-  std::uint64_t acked_seq = 0, acked_index = 0;
+  std::uint64_t acked_index = 0;
   bool matched = false;
+  sent_state acked{};
   if (const auto* f = s.flights.find(id); f != nullptr) {
-    s.conn->rtt().sample(now - f->sent);
-    acked_seq = f->seq;
+    s.conn->rtt().sample(now - f->cc.sent);
+    s.loss.on_ack(f->seq, now - f->cc.sent);
     acked_index = f->index;
+    acked = f->cc;
     matched = true;
     --in_flight_[f->index];
+    s.in_flight_bytes -= f->cc.bytes;
     s.flights.erase(id);
   } else if (s.lost_by_order.erase(id) != 0) {
-    // The network reordered, it did not drop: wait for more before calling a request lost, and
-    // take back the window cut this false loss caused (as RACK and F-RTO do).
-    s.reorder_threshold = std::min(s.reorder_threshold * 2, max_reorder_threshold);
-    if (!s.undone) {
-      s.cwnd = std::max(s.cwnd, s.prior_cwnd);
-      s.ssthresh = std::max(s.ssthresh, s.prior_ssthresh);
-      s.undone = true;
-    }
+    // The network reordered, it did not drop: wait longer before calling a request lost.
+    s.loss.on_spurious();
   }
 
   if (std::holds_alternative<protocol::token_reply>(r.body)) {
@@ -677,12 +764,10 @@ void fetcher::on_reply(source& s, const codec::decoded_reply& r) {
   if (auto* e = std::get_if<protocol::error_reply>(&r.body)) {
     if (e->code == errc::busy) {
       last_progress_ = now;  // alive, but loaded: slow down and ask again
-      if (matched) {
-        s.ssthresh = std::max(s.cwnd / 2, min_window);
-        s.cwnd = s.ssthresh;
-        if (!part_->is_done(acked_index) && in_flight_[acked_index] == 0)
-          retransmit_.push_back(acked_index);
-      }
+      // Ask again later; the model slows down by itself, since a busy reply delivers nothing
+      // the next rounds can count on.
+      if (matched && !part_->is_done(acked_index) && in_flight_[acked_index] == 0)
+        retransmit_.push_back(acked_index);
       return;
     }
     // STAT already said the file is there: confirm before giving up, since a request damaged
@@ -709,6 +794,9 @@ void fetcher::on_reply(source& s, const codec::decoded_reply& r) {
     return;
   }
   last_progress_ = now;
+  data_seen_ = true;
+  // A block delivered is what the path model counts; token, busy and error replies are not.
+  if (matched) s.cc->on_ack(acked, now, now - acked.sent, s.in_flight_bytes);
   if (part_->is_done(index)) {
     ++stats_.duplicates;
     ++s.result.duplicates;
@@ -721,23 +809,21 @@ void fetcher::on_reply(source& s, const codec::decoded_reply& r) {
     }
     stats_.bytes_fetched += d->length;
     s.result.bytes += d->length;
-    s.cwnd += s.cwnd < s.ssthresh ? 1.0 : 1.0 / s.cwnd;
-    s.cwnd = std::min<double>(s.cwnd, max_window_);
     if (part_->done_blocks() == part_->block_count()) return finish(outcome::complete);
   }
-  // Requests sent well before this one and still unanswered are taken as lost.
-  if (matched) {
-    std::uint64_t oldest_id = 0;
-    while (const auto* oldest = s.flights.oldest(&oldest_id)) {
-      if (oldest->seq + s.reorder_threshold > acked_seq) break;
-      const auto f = *oldest;
-      if (s.lost_by_order.size() >= max_remembered_losses) s.lost_by_order.clear();
-      s.lost_by_order.emplace(oldest_id, f.seq);
-      s.flights.erase(oldest_id);
-      declare_lost(s, f, false);
-    }
-  }
+  if (matched) detect_losses(s, now);
   pump();
+}
+
+void fetcher::trace(const source& s) const {
+  if (!s.cc) return;
+  static constexpr const char* modes[] = {"startup", "drain", "probe_bw", "probe_rtt"};
+  log::debug(
+      "{}: {} bw {:.2f} MB/s, min RTT {:.1f} ms, srtt {:.1f} ms, window {} B, in flight {} B, "
+      "pacing {:.2f} MB/s, {} requests, {} retransmitted, reorder window x{}",
+      s.result.address, modes[static_cast<int>(s.cc->state())], s.cc->bandwidth() / 1e6,
+      ms(s.cc->min_rtt()), ms(s.conn->rtt().srtt()), s.cc->cwnd(), s.in_flight_bytes,
+      s.cc->pacing_rate() / 1e6, s.result.requests, s.result.retransmits, s.loss.multiplier());
 }
 
 void fetcher::on_tick() {
@@ -775,28 +861,51 @@ void fetcher::on_tick() {
         set_aside(s, source_state::silent);
         continue;
       }
-      // Anything older than the RTO is lost; back the timer off if nothing got through.
-      const auto rto = s.conn->rtt().rto();
+      // RACK's reordering window may have passed since the last reply.
+      detect_losses(s, now);
+      // The tail, which RACK cannot see: anything older than the RTO is lost. The RTO alone
+      // (RFC 6298 with a 20 ms floor) is tight for a path whose queue grows while the rate is
+      // probed, and every spurious timeout costs a block twice, so it is at least 2 RTTs.
+      const auto srtt = s.conn->rtt().srtt();
+      const auto rto =
+          std::max({s.conn->rtt().rto(), 2 * srtt, srtt + std::chrono::milliseconds{20}});
       bool timed_out = false;
       clock::time_point newest_lost{};
       std::uint64_t oldest_id = 0;
       while (const auto* oldest = s.flights.oldest(&oldest_id)) {
-        if (now - oldest->sent < rto) break;
+        if (now - oldest->cc.sent < rto) break;
         const auto f = *oldest;
+        if (s.lost_by_order.size() >= max_remembered_losses) s.lost_by_order.clear();
+        s.lost_by_order.emplace(oldest_id, f.seq);
         s.flights.erase(oldest_id);
-        declare_lost(s, f, true);
+        declare_lost(s, f);
         timed_out = true;
-        newest_lost = std::max(newest_lost, f.sent);
+        newest_lost = std::max(newest_lost, f.cc.sent);
       }
-      // Back off once per round of timeouts, not once per request that timed out in it.
+      // Back off once per round of timeouts, not once per request that timed out in it; and
+      // when nothing at all came back for that long, the path may be gone: send little until
+      // it answers again.
       if (timed_out && newest_lost > s.last_backoff) {
         s.conn->rtt().backoff();
         s.last_backoff = now;
+        if (now - s.last_heard >= rto) s.cc->on_timeout();
+        // Timeouts with not one block come back, though the server answered STAT: the path
+        // may drop datagrams of this size without a word (an MTU black hole).
+        // A loaded server can keep every block back for a while too, so this waits some
+        // seconds, and only a part file that holds nothing yet is started again.
+        if (!data_seen_ && ++silent_timeouts_ >= blackhole_timeouts &&
+            now - transfer_started_ >= blackhole_after && part_->done_blocks() == 0 &&
+            part_->block_size() > protocol::min_block_size)
+          return finish(outcome::path_too_small);
       }
     }
     if (now - last_flush_ >= flush_every) {
       part_->flush();
       last_flush_ = now;
+    }
+    if (now - last_trace_ >= trace_every && log::current_level() == log::level::debug) {
+      for (const auto& s : sources_) trace(s);
+      last_trace_ = now;
     }
     if (opt_.on_progress && now - last_report_ >= progress_every) {
       opt_.on_progress(part_->done_bytes(), part_->size());

@@ -10,10 +10,12 @@
 #include <unordered_map>
 #include <vector>
 
+#include "client/congestion.hpp"
 #include "client/connection.hpp"
 #include "client/errors.hpp"
 #include "client/flight_table.hpp"
 #include "client/part_file.hpp"
+#include "client/rack.hpp"
 #include "common/protocol.hpp"
 
 namespace ferry::client {
@@ -22,7 +24,8 @@ struct fetch_options {
   std::uint32_t block_size = 0;  // 0: the largest that the path carries unfragmented
   clock::duration timeout = std::chrono::seconds{10};  // give up after this long without progress
   int max_restarts = 3;          // new versions of the file tolerated during one run
-  std::uint32_t max_window = 0;  // 0: derived from the socket's receive buffer
+  std::uint32_t max_window = 0;  // blocks in flight at most per server; 0: congestion control's
+                                 // own cap (128 MiB)
   // Called about five times a second with (bytes done, total bytes); may be empty.
   std::function<void(std::uint64_t, std::uint64_t)> on_progress;
 };
@@ -58,6 +61,10 @@ struct fetch_result {
 [[nodiscard]] std::uint32_t choose_block_size(const connection& conn, std::uint32_t wish,
                                               std::uint32_t server_cap) noexcept;
 
+// The next block size to try on a path that drops datagrams of `block` bytes silently: the
+// largest that any IPv6 path carries, then the smallest the protocol allows.
+[[nodiscard]] std::uint32_t smaller_block(std::uint32_t block, int family) noexcept;
+
 // STATs until the server has the file's digest, which it computes once per version.
 // Throws failure on refusal or timeout.
 [[nodiscard]] protocol::stat_reply stat_with_digest(connection& conn, const std::string& path,
@@ -76,7 +83,15 @@ class fetcher {
   fetch_result run();
 
  private:
-  enum class outcome { running, complete, version_changed, block_cap_changed, error_reply, failed };
+  enum class outcome {
+    running,
+    complete,
+    version_changed,
+    block_cap_changed,
+    error_reply,
+    path_too_small,  // no block arrives: try smaller ones
+    failed
+  };
   enum class source_state { live, silent, dropped };
   // One server: its own congestion state and requests in flight; the blocks are shared.
   struct source {
@@ -85,15 +100,16 @@ class fetcher {
     bool verified = false;           // its size and digest were seen to match
     source_state state = source_state::live;
     flight_table flights;
-    // Requests declared lost for the reorder threshold, not a timeout: an answer to one of
-    // them proves the loss spurious, so the threshold grows and the window cut is undone.
+    std::uint64_t in_flight_bytes = 0;
+    std::optional<congestion> cc;  // made by transfer(), once the block size is known
+    rack loss;
+    // Requests declared lost by RACK, not by a timeout: an answer to one of them proves the loss
+    // spurious, and widens the reordering window.
     std::unordered_map<std::uint64_t, std::uint64_t> lost_by_order;  // request id -> its seq
-    std::uint64_t reorder_threshold = 3;  // as QUIC's packet threshold (RFC 9002) to start
     std::uint64_t seq = 0, first_id = 0;
-    double cwnd = 16, ssthresh = 1e9;
-    double prior_cwnd = 16, prior_ssthresh = 1e9;  // before the current recovery, for undo
-    bool undone = false;                           // this recovery was already undone
-    clock::time_point recovery_start{}, last_backoff{}, last_heard{}, next_probe{};
+    double pace_tokens = 0;  // pacing: bytes that may be asked for now (see may_send)
+    clock::time_point pace_at{};
+    clock::time_point last_backoff{}, last_heard{}, next_probe{};
     std::uint64_t probe_id = 0;  // the STAT that asks a silent source whether it is back
     source_result result;
   };
@@ -105,11 +121,18 @@ class fetcher {
   void on_reply(source& s, const codec::decoded_reply& r);
   void on_probe_reply(source& s, const protocol::reply& body);
   void on_tick();
-  void declare_lost(source& s, const flight& f, bool by_timeout);
+  void trace(const source& s) const;  // the path model, at debug level
+  void declare_lost(source& s, const flight& f);
+  // Declares lost, oldest first, the requests RACK says are; returns how many.
+  std::size_t detect_losses(source& s, clock::time_point now);
+  void start_congestion(source& s);
+  // Whether the window and the pacing let `s` send now; refills its pacing tokens.
+  [[nodiscard]] bool may_send(source& s, clock::time_point now) noexcept;
   void set_aside(source& s, source_state state);
   void drop(source& s, outcome why, const std::string& message);
   [[nodiscard]] std::size_t usable_sources() const noexcept;
   [[nodiscard]] bool endgame_pick(const source& s, std::uint64_t& index) const;
+  [[nodiscard]] bool tail_pick(const source& s, std::uint64_t& index) const;
   void finish(outcome o);
   // Writes the blocks stored from the last batch of replies; a failure ends the transfer.
   void write_blocks() noexcept;
@@ -138,9 +161,11 @@ class fetcher {
   std::vector<protocol::file_version> stale_;           // versions given up on
   std::uint64_t scan_ = 0;                              // next block never asked for
   std::size_t next_source_ = 0;                         // where pump() starts, for fairness
-  std::uint32_t max_window_ = 64;
-  clock::time_point last_progress_{}, last_flush_{}, last_report_{};
+  clock::time_point last_progress_{}, last_flush_{}, last_report_{}, last_trace_{};
   outcome outcome_ = outcome::running;
+  bool data_seen_ = false;   // a block came back in this transfer
+  int silent_timeouts_ = 0;  // timeouts before any did
+  clock::time_point transfer_started_{};
   protocol::errc last_error_ = protocol::errc::ok;
   int errors_confirmed_away_ = 0;  // error replies that a STAT then contradicted
   std::exception_ptr error_;

@@ -9,14 +9,15 @@
 #include <cstdint>
 #include <vector>
 
+#include "client/congestion.hpp"
 #include "client/connection.hpp"
 
 namespace ferry::client {
 
 struct flight {
   std::uint64_t index = 0;  // the block asked for
-  clock::time_point sent{};
-  std::uint64_t seq = 0;  // this source's send order
+  sent_state cc{};          // what congestion control noted when it was sent, its time included
+  std::uint64_t seq = 0;    // this source's send order
 };
 
 class flight_table {

@@ -151,7 +151,8 @@ cp "$ROOT/change.bin" "$TMP/change.old"
 dir=$TMP/change
 mkdir -p "$dir"
 cd "$dir"
-start_proxy "$ADDR" --rate "$RATE" --seed 5 || fail "ferry_impair started"
+# A quarter of the link's rate, so the transfer lasts a few seconds and the change lands in it.
+start_proxy "$ADDR" --rate 3M --seed 5 || fail "ferry_impair started"
 start_bg 120 change-client "$FERRY" get "$PROXY_ADDR" change.bin --timeout 20 --json
 want=$((BLOCKS / 4))
 wait_until 60 recorded_or_gone change.bin.part.state "$want" ||
