@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # UDP GSO on ferryd's send path, in a private network namespace whose loopback has an Ethernet
 # MTU (1500): with blocks whose replies fit one packet, ferryd sends them in GSO batches; with
-# blocks whose replies do not, the kernel refuses the batch, and ferryd falls back to one
-# datagram each for that client without losing any; and the client's GETs, which go out in GSO
-# runs too, fall back the same way when each is larger than the MTU. Every copy is compared
-# byte for byte.
+# blocks whose replies do not, the kernel refuses the batch, ferryd tries them one datagram
+# each for that client, and since it never fragments a reply, the client sees no block arrive
+# and goes on with smaller ones; and the client's GETs, which go out in GSO runs too, fall back
+# to one datagram each when each is larger than the MTU. Every copy is compared byte for byte.
 # Needs root (unshare -n); otherwise it is skipped.
 set -euo pipefail
 if [[ -z "${FERRY_IN_NETNS:-}" ]]; then
@@ -29,12 +29,15 @@ ROOT=$TMP/root
 mkdir -p "$ROOT" "$TMP/dl"
 gen_random "$ROOT/f.bin" $((8 * 1024 * 1024 + 12345)) 7
 
-# fetch BLOCK: one fresh ferryd, one get at BLOCK bytes, then its counters in $TMP/c.BLOCK.
+# fetch BLOCK [ARGS...]: one fresh ferryd, one get at BLOCK bytes (with ARGS, or -q), then its
+# counters in $TMP/c.BLOCK.
 fetch() {
   local block=$1
+  shift
+  (($# > 0)) || set -- -q
   start_server "$ROOT"
   rm -f "$TMP/dl/f.bin"
-  run_ferry get -q "$SRV_ADDR" f.bin -o "$TMP/dl/f.bin" --block-size "$block"
+  run_ferry get "$@" "$SRV_ADDR" f.bin -o "$TMP/dl/f.bin" --block-size "$block"
   check_rc "get with $block-byte blocks" 0
   check "the copy with $block-byte blocks is identical" cmp -s "$ROOT/f.bin" "$TMP/dl/f.bin"
   counters_now "$TMP/event.$block"
@@ -48,10 +51,14 @@ check_int "GSO sends" "$(stat_value "$TMP/c.$FITS" gso_sends)" -gt 0
 check_int "GSO refusals" "$(stat_value "$TMP/c.$FITS" gso_refused)" -eq 0
 check_int "send errors" "$(stat_value "$TMP/c.$FITS" send_errors)" -eq 0
 
-section "replies that do not fit fall back to one datagram each"
-fetch 1472
+section "replies that do not fit are not fragmented: the client asks for smaller blocks"
+fetch 1472 --json
 check_int "GSO refusals (once for the client)" "$(stat_value "$TMP/c.1472" gso_refused)" -eq 1
-check_int "send errors" "$(stat_value "$TMP/c.1472" send_errors)" -eq 0
+check_int "replies the kernel would not send unfragmented" \
+  "$(stat_value "$TMP/c.1472" send_errors)" -gt 0
+check "the client said why it changed the block size" \
+  grep -q "drops datagrams that large" "$RUN_ERR"
+check_int "the block size it went on with fits" "$(json_get "$RUN_OUT" block_size)" -le "$FITS"
 
 section "the client's GETs: too long for one packet each, they fall back to one datagram each"
 # ferry sends runs of equal GETs as one GSO send. A path of about 1,600 bytes makes each GET

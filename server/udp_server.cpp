@@ -262,6 +262,15 @@ udp_server::udp_server(uv_loop_t* loop, config cfg, std::shared_ptr<shared_state
   // A client's runs of GETs, sent with UDP GSO, then arrive as one buffer each rather than one
   // datagram each. A kernel without it delivers them one by one, which works as well.
   (void)::setsockopt(fd, SOL_UDP, UDP_GRO, &on, sizeof on);
+  // Replies are never IP-fragmented. A block the path cannot carry whole is better lost whole:
+  // one lost fragment would lose it anyway, and the client, seeing no block arrive, asks for
+  // smaller ones (docs/PROTOCOL.md, Sizes).
+  const int dont_fragment = IP_PMTUDISC_DO;
+  (void)::setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &dont_fragment, sizeof dont_fragment);
+  if (ep->family() == AF_INET6) {
+    const int v6 = IPV6_PMTUDISC_DO;
+    (void)::setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &v6, sizeof v6);
+  }
   // As root the FORCE variants pass net.core.[rw]mem_max; otherwise take what the cap allows.
   const int want = cfg_.socket_buffer;
   if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &want, sizeof want) != 0)
