@@ -7,6 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libuv1-dev libcereal-dev libfmt-dev doctest-dev libcli11-dev libxxhash-dev nlohmann-json3-dev
   python3 procps iproute2
+  nftables ethtool iputils-ping  # scripts/netpath.sh: the real-path test
   scdoc mandoc bash-completion
   dpkg-dev systemd strace
   clang libclang-rt-14-dev  # scripts/fuzz.sh; libFuzzer is in libclang-rt-14-dev
