@@ -21,7 +21,10 @@
 #   WAN_TFTP_MB, WAN_TFTP_ROUNDS the TFTP peers' file and rounds there (default 8 and 1): lockstep
 #                                TFTP runs at blksize/RTT whatever the size, and with 1% loss
 #                                64 MiB took curl 152 s a round
-#   CASES                        a subset of: loopback mtu multi wan ls big (default all)
+#   CASES                        a subset of: loopback mtu multi wan ls big path (default all);
+#                                path is the real-path matrix and the fairness cases, run by
+#                                scripts/bench_path.sh after the rest (about 40 minutes; its
+#                                own settings are described there)
 #   BENCH_MD                     also write the table as markdown to this file
 #   BENCH_NO_INSTALL=1           use what is installed; peers that are missing are skipped
 #
@@ -44,7 +47,7 @@ WAN_TFTP_MB=${WAN_TFTP_MB:-8}
 MULTI_MB=${MULTI_MB:-$((SIZE_MB / 8 > 0 ? SIZE_MB / 8 : 1))}
 MULTI_SIZE=$((MULTI_MB * 1024 * 1024))
 WAN_TFTP_ROUNDS=${WAN_TFTP_ROUNDS:-1}
-CASES=${CASES:-loopback mtu multi wan ls big}
+CASES=${CASES:-loopback mtu multi wan ls big path}
 BENCH_MD=${BENCH_MD:-}
 CLIENTS=32
 LIST_ENTRIES=100000
@@ -902,4 +905,9 @@ if md_path:
             f.write(f"\n\\* {CASE_NAMES.get(case, case)}, {tool}: {text}\n")
     print(f"\nmarkdown table written to {md_path}")
 EOF
+if has path; then
+  section "real paths: scripts/bench_path.sh"
+  BENCH_MD=${BENCH_MD:+${BENCH_MD%.md}-path.md} bash "$REPO/scripts/bench_path.sh" ||
+    say "scripts/bench_path.sh could not run"
+fi
 exit 0
