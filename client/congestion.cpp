@@ -9,8 +9,9 @@ namespace {
 // BBR's constants (draft-cardwell-iccrg-bbr-congestion-control-00): a startup gain of 2/ln 2
 // doubles the rate every round trip; ProbeBW cycles through eight phases of one min RTT each.
 constexpr double startup_gain = 2.885;
+constexpr double startup_cwnd_gain = 2.0;
 constexpr double drain_gain = 1.0 / startup_gain;
-constexpr double probe_bw_cwnd_gain = 2.0;
+constexpr double probe_bw_cwnd_gain = 1.5;
 constexpr std::array<double, 8> gain_cycle{1.25, 0.75, 1, 1, 1, 1, 1, 1};
 constexpr std::uint64_t bw_window_rounds = 10;
 constexpr double full_bw_growth = 1.25;
@@ -92,7 +93,10 @@ void congestion::enter(mode m, cc_clock::time_point now) noexcept {
   mode_ = m;
   switch (m) {
     case mode::startup:
-      pacing_gain_ = cwnd_gain_ = startup_gain;
+      // The rate doubles each round; the window is two estimated BDPs, as BBRv3's Startup, so
+      // that the round in which the pipe fills overflows no more than one BDP of queue.
+      pacing_gain_ = startup_gain;
+      cwnd_gain_ = startup_cwnd_gain;
       break;
     case mode::drain:
       pacing_gain_ = drain_gain;
