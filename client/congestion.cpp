@@ -30,6 +30,7 @@ constexpr auto probe_rtt_time = std::chrono::milliseconds{200};
 constexpr double loss_ceiling_share = 0.3;
 constexpr double loss_ceiling_beta = 0.7;
 constexpr std::uint64_t loss_ceiling_min_segments = 20;
+constexpr double busy_beta = 0.85;
 
 double seconds(cc_clock::duration d) { return std::chrono::duration<double>(d).count(); }
 }  // namespace
@@ -70,7 +71,9 @@ congestion::congestion(const config& c, cc_clock::time_point now) : cfg_{c} {
   const double rtt = std::max(seconds(cfg_.initial_rtt), 1e-4);
   pacing_rate_ = startup_gain * static_cast<double>(cwnd_) / rtt;
   delivered_time_ = first_sent_time_ = now;
+  // Any phase but the one that drains, each as likely.
   cycle_index_ = static_cast<int>(cfg_.seed % (gain_cycle.size() - 1));
+  if (cycle_index_ >= 1) ++cycle_index_;
   enter(mode::startup, now);
 }
 
@@ -95,16 +98,15 @@ void congestion::enter(mode m, cc_clock::time_point now) noexcept {
     case mode::startup:
       // The rate doubles each round; the window is two estimated BDPs, as BBRv3's Startup, so
       // that the round in which the pipe fills overflows no more than one BDP of queue.
-      pacing_gain_ = startup_gain;
-      cwnd_gain_ = startup_cwnd_gain;
+      pacing_gain_ = conservative_ ? conservative_gain : startup_gain;
+      cwnd_gain_ = conservative_ ? probe_bw_cwnd_gain : startup_cwnd_gain;
       break;
     case mode::drain:
       pacing_gain_ = drain_gain;
-      cwnd_gain_ = startup_gain;
+      cwnd_gain_ = startup_cwnd_gain;
       break;
     case mode::probe_bw:
       // Never start in the phase that drains, which would slow a flow just out of Drain.
-      cycle_index_ = (cycle_index_ + 1) % static_cast<int>(gain_cycle.size());
       if (cycle_index_ == 1) cycle_index_ = 2;
       pacing_gain_ = gain_cycle[static_cast<std::size_t>(cycle_index_)];
       cwnd_gain_ = probe_bw_cwnd_gain;
@@ -155,7 +157,7 @@ void congestion::check_full_pipe(cc_clock::duration rtt) noexcept {
   // bandwidth-delay product much less than full Startup, and still lets a flow that starts
   // beside a busy one push its way to its share, which ending Startup here would not.
   // Checked on every reply, since at Startup's rate a queue grows within one round.
-  if (!conservative_ && queue_rising()) {
+  if (mode_ == mode::startup && !conservative_ && queue_rising()) {
     conservative_ = true;
     pacing_gain_ = conservative_gain;
     cwnd_gain_ = probe_bw_cwnd_gain;
@@ -220,20 +222,21 @@ void congestion::update_min_rtt(cc_clock::time_point now, cc_clock::duration rtt
 void congestion::check_loss_ceiling() noexcept {
   if (!round_start_) return;
   const auto total = round_lost_ + round_acked_;
-  if (total >= loss_ceiling_min_segments * cfg_.segment) {
-    const double share = static_cast<double>(round_lost_) / static_cast<double>(total);
-    if (share > loss_ceiling_share) {
-      // Heavy loss: the model overestimates the path. Lower the bandwidth and cap what is in
-      // flight, as BBRv2's inflight_hi does, instead of carrying on into a full queue.
-      inflight_ceiling_ = std::max(min_cwnd(), static_cast<std::uint64_t>(
-                                                   loss_ceiling_beta * static_cast<double>(cwnd_)));
-      max_bw_.reset(round_, max_bw_.get() * loss_ceiling_beta);
-      filled_pipe_ = true;  // so Startup, if that is where it was, ends now
-    } else if (inflight_ceiling_ != 0) {
-      // A round with ordinary loss: let the ceiling rise again, a quarter each round.
-      inflight_ceiling_ += inflight_ceiling_ / 4 + cfg_.segment;
-      if (inflight_ceiling_ >= cfg_.max_cwnd) inflight_ceiling_ = 0;
-    }
+  // A round too short to judge is judged with the next ones, so a ceiling that left few bytes
+  // in flight can still rise.
+  if (total < loss_ceiling_min_segments * cfg_.segment) return;
+  const double share = static_cast<double>(round_lost_) / static_cast<double>(total);
+  if (share > loss_ceiling_share) {
+    // Heavy loss: the model overestimates the path. Lower the bandwidth and cap what is in
+    // flight, as BBRv2's inflight_hi does, instead of carrying on into a full queue.
+    inflight_ceiling_ = std::max(min_cwnd(), static_cast<std::uint64_t>(
+                                                 loss_ceiling_beta * static_cast<double>(cwnd_)));
+    max_bw_.reset(round_, max_bw_.get() * loss_ceiling_beta);
+    filled_pipe_ = true;  // so Startup, if that is where it was, ends now
+  } else if (inflight_ceiling_ != 0) {
+    // A round with ordinary loss: let the ceiling rise again, a quarter each round.
+    inflight_ceiling_ += inflight_ceiling_ / 4 + cfg_.segment;
+    if (inflight_ceiling_ >= cfg_.max_cwnd) inflight_ceiling_ = 0;
   }
   round_lost_ = round_acked_ = 0;
 }
@@ -293,7 +296,6 @@ void congestion::on_ack(const sent_state& p, cc_clock::time_point now, cc_clock:
   delivered_ += p.bytes;
   delivered_time_ = now;
   round_acked_ += p.bytes;
-  timed_out_ = false;
   if (app_limited_until_ != 0 && delivered_ > app_limited_until_) app_limited_until_ = 0;
   if (p.sent > first_sent_time_) first_sent_time_ = p.sent;
 
@@ -314,8 +316,22 @@ void congestion::on_loss(const sent_state& p, cc_clock::time_point) noexcept {
 }
 
 void congestion::on_timeout() noexcept {
-  timed_out_ = true;
-  cwnd_ = min_cwnd();
+  // Back to the smallest window; it grows again by a block a reply, doubling each round trip.
+  cwnd_ = std::min(min_cwnd(), cfg_.max_cwnd);
+}
+
+void congestion::on_busy(std::uint64_t in_flight, cc_clock::time_point) noexcept {
+  // The server has more work queued than it takes: hold what is in flight below this, and
+  // the rate, each by 15% once a round trip, until replies show it can take more.
+  if (busy_seen_ && busy_round_ == round_) return;
+  busy_seen_ = true;
+  busy_round_ = round_;
+  const auto cap =
+      std::max(min_cwnd(), static_cast<std::uint64_t>(busy_beta * static_cast<double>(in_flight)));
+  inflight_ceiling_ = inflight_ceiling_ == 0 ? cap : std::min(inflight_ceiling_, cap);
+  cwnd_ = std::min(cwnd_, inflight_ceiling_);
+  if (max_bw_.get() > 0) max_bw_.reset(round_, max_bw_.get() * busy_beta);
+  pacing_rate_ *= busy_beta;
 }
 
 void congestion::on_app_limited(std::uint64_t in_flight) noexcept {

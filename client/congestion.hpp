@@ -2,9 +2,10 @@
 
 // The client's congestion control: a model of the path, as BBR (draft-cardwell-iccrg-bbr-
 // congestion-control) builds it, from the rate at which replies arrive and the smallest round
-// trip seen. The client paces its GETs at the model's rate and keeps about two bandwidth-delay
-// products of them in flight; a random loss does not move the model, so a lossy long path runs
-// at its rate, where a window halved on every loss (Reno, CUBIC) runs at a fraction of it.
+// trip seen. The client paces its GETs at the model's rate and keeps one and a half
+// bandwidth-delay products of them in flight (two while it ramps up). A random loss does not
+// move the model, so a lossy long path runs at its rate, where a window halved on every loss
+// (Reno, CUBIC) runs at a fraction of it.
 //
 // It needs no socket: the fetcher tells it of every GET sent, answered and lost, with the time,
 // and asks it how many bytes may be in flight and how fast to send. Tests drive it on scripted
@@ -68,9 +69,12 @@ class congestion {
               std::uint64_t in_flight) noexcept;
   // It is taken as lost (its bytes are no longer in flight).
   void on_loss(const sent_state& p, cc_clock::time_point now) noexcept;
-  // Nothing was answered for a whole retransmission timeout: the path may have gone, so send
-  // no more than a few requests until a reply proves otherwise.
+  // Nothing was answered for a whole retransmission timeout: the path may have gone, so the
+  // window goes back to its smallest (four blocks, or the configured floor) and grows again
+  // with the replies.
   void on_timeout() noexcept;
+  // The server answered `busy`: it is the bottleneck. Caps what is in flight and the rate.
+  void on_busy(std::uint64_t in_flight, cc_clock::time_point now) noexcept;
   // The fetcher has nothing to ask although the window is open (the end of the file): rate
   // samples from here on measure the fetcher, not the path, and may only raise the estimate.
   void on_app_limited(std::uint64_t in_flight) noexcept;
@@ -145,7 +149,8 @@ class congestion {
   std::uint64_t round_lost_ = 0, round_acked_ = 0;
   std::uint64_t inflight_ceiling_ = 0;  // 0: none
 
-  bool timed_out_ = false;
+  bool busy_seen_ = false;
+  std::uint64_t busy_round_ = 0;  // the round of the last busy reply acted on
 };
 
 }  // namespace ferry::client

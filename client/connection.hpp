@@ -63,6 +63,8 @@ class connection {
   std::uint64_t queue(const protocol::request& req);
   void flush() noexcept;
   [[nodiscard]] std::uint64_t next_id() noexcept { return next_id_++; }
+  // Every id below this one has been handed out; replies with higher ids answer nothing sent.
+  [[nodiscard]] std::uint64_t issued() const noexcept { return next_id_; }
 
   // A request-reply exchange: retransmits on timeout with backoff, waits out "busy", and gives
   // up after `timeout` without any answer. Throws failure(network) then.

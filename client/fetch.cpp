@@ -145,11 +145,11 @@ std::vector<stat_answer> stat_all(const std::vector<connection*>& conns, const s
     return now - start >= timeout;
   };
   for (std::size_t i = 0; i < conns.size(); ++i) {
-    p[i].first_id = conns[i]->next_id();
+    p[i].first_id = conns[i]->issued();
     conns[i]->set_handler([&, i](const codec::decoded_reply& r) {
       auto& x = p[i];
       const auto id = r.hdr.request_id;
-      if (x.done || id < x.first_id || id >= conns[i]->next_id()) return;
+      if (x.done || id < x.first_id || id >= conns[i]->issued()) return;
       const auto now = clock::now();
       if (id == x.last_id) conns[i]->rtt().sample(now - x.sent);
       if (std::holds_alternative<protocol::token_reply>(r.body)) {
@@ -427,7 +427,7 @@ fetcher::outcome fetcher::transfer(part_file& part) {
   outcome_ = part.done_blocks() == part.block_count() ? outcome::complete : outcome::running;
   error_ = nullptr;
   last_progress_ = last_flush_ = clock::now();
-  data_seen_ = false;
+  full_block_seen_ = false;
   silent_timeouts_ = 0;
   transfer_started_ = last_progress_;
   for (auto& s : sources_) {
@@ -435,7 +435,7 @@ fetcher::outcome fetcher::transfer(part_file& part) {
     s.lost_by_order.clear();
     s.in_flight_bytes = 0;
     s.seq = 0;
-    s.first_id = s.conn->next_id();
+    s.first_id = s.conn->issued();
     start_congestion(s);
     s.last_backoff = clock::time_point{};
     s.pace_tokens = 0;
@@ -592,12 +592,24 @@ bool fetcher::pump_source(source& s) {
   return false;
 }
 
+bool fetcher::no_whole_block_done() const noexcept {
+  const auto done = part_->done_blocks();
+  if (done == 0) return true;
+  // The last block alone may be done, if it is short: it may have crossed where whole ones
+  // do not.
+  const auto last = part_->block_count() - 1;
+  return done == 1 && part_->is_done(last) && part_->block_length(last) < part_->block_size();
+}
+
 bool fetcher::tail_pick(const source& s, std::uint64_t& index) const {
   // At the very end nothing is sent after the last requests, so RACK cannot see their loss and
   // only the timeout would, at two RTTs or more. A request overdue by a quarter of an RTT is
   // asked once more instead, as a tail loss probe does (RFC 8985, 7).
   const auto srtt = s.conn->rtt().srtt();
-  const auto overdue = srtt + std::max(s.loss.window(s.cc->min_rtt(), srtt), srtt / 4);
+  // Without an RTT sample yet (a mirror that just came back), the RTO's first guess.
+  const auto overdue = s.conn->rtt().has_sample()
+                           ? srtt + std::max(s.loss.window(s.cc->min_rtt(), srtt, s.cc->round()), srtt / 4)
+                           : s.conn->rtt().rto();
   const auto now = clock::now();
   bool found = false;
   s.flights.for_each([&](std::uint64_t, const flight& f) {
@@ -614,11 +626,14 @@ void fetcher::start_congestion(source& s) {
   congestion::config c;
   c.segment = part_->block_size();
   if (opt_.max_window != 0) c.max_cwnd = std::uint64_t{opt_.max_window} * part_->block_size();
-  // On a short path the model's window (two bandwidth-delay products) is smaller than what
+  // On a short path the model's window (a few bandwidth-delay products) is smaller than what
   // the server and the client handle in one batch; a floor of what the receive buffer holds,
-  // up to 256 KiB, keeps them busy there and is less than a millisecond at 1 Gbit/s elsewhere.
+  // up to 256 KiB, keeps them busy there and is 2 ms at 1 Gbit/s elsewhere.
   c.min_cwnd_floor =
       std::min<std::uint64_t>(s.conn->receive_buffer() / 2, std::uint64_t{256} << 10);
+  // The first flight goes out before any rate is known: no more than the socket holds.
+  c.initial_cwnd = std::max<std::uint64_t>(
+      std::min<std::uint64_t>(32ull * c.segment, s.conn->receive_buffer()), 4ull * c.segment);
   if (s.conn->rtt().has_sample()) c.initial_rtt = s.conn->rtt().srtt();
   c.seed = s.conn->first_id();
   s.cc.emplace(c, clock::now());
@@ -669,14 +684,14 @@ void fetcher::declare_lost(source& s, const flight& f) {
 }
 
 std::size_t fetcher::detect_losses(source& s, clock::time_point now) {
-  const auto window = s.loss.window(s.cc->min_rtt(), s.conn->rtt().srtt());
+  const auto window = s.loss.window(s.cc->min_rtt(), s.conn->rtt().srtt(), s.cc->round());
   std::size_t n = 0;
   std::uint64_t oldest_id = 0;
   while (const auto* oldest = s.flights.oldest(&oldest_id)) {
     if (!s.loss.lost(oldest->seq, oldest->cc.sent, now, window)) break;
     const auto f = *oldest;
     if (s.lost_by_order.size() >= max_remembered_losses) s.lost_by_order.clear();
-    s.lost_by_order.emplace(oldest_id, f.seq);
+    s.lost_by_order.emplace(oldest_id, true);
     s.flights.erase(oldest_id);
     declare_lost(s, f);
     ++n;
@@ -726,9 +741,19 @@ void fetcher::on_probe_reply(source& s, const protocol::reply& body) {
   pump();
 }
 
-void fetcher::on_reply(source& s, const codec::decoded_reply& r) {
+void fetcher::on_reply(source& s, const codec::decoded_reply& r) noexcept {
+  // It runs inside the connection's read callback: nothing may escape it.
+  try {
+    handle_reply(s, r);
+  } catch (...) {
+    if (!error_) error_ = std::current_exception();
+    finish(outcome::failed);
+  }
+}
+
+void fetcher::handle_reply(source& s, const codec::decoded_reply& r) {
   const auto id = r.hdr.request_id;
-  if (id < s.first_id || id >= s.conn->next_id() || outcome_ != outcome::running) return;
+  if (id < s.first_id || id >= s.conn->issued() || outcome_ != outcome::running) return;
   const auto now = clock::now();
   s.last_heard = now;
   if (s.state == source_state::dropped) return;
@@ -748,26 +773,35 @@ void fetcher::on_reply(source& s, const codec::decoded_reply& r) {
     --in_flight_[f->index];
     s.in_flight_bytes -= f->cc.bytes;
     s.flights.erase(id);
-  } else if (s.lost_by_order.erase(id) != 0) {
-    // The network reordered, it did not drop: wait longer before calling a request lost.
-    s.loss.on_spurious();
+  } else if (auto it = s.lost_by_order.find(id); it != s.lost_by_order.end()) {
+    // An answer to a request RACK had declared lost: the network reordered, it did not drop,
+    // so wait longer before calling a request lost. (One a timeout declared lost was merely
+    // late, which says nothing about order.)
+    if (it->second) s.loss.on_spurious(s.cc->round());
+    s.lost_by_order.erase(it);
   }
+  // Whatever this reply turns out to be, a block it does not deliver must be asked for again,
+  // or it would be neither done, nor in flight, nor queued, and the fetch would stall on it.
+  const auto ask_again = [&](bool first) {
+    if (!matched || part_->is_done(acked_index) || in_flight_[acked_index] != 0) return;
+    if (first)
+      retransmit_.push_front(acked_index);
+    else
+      retransmit_.push_back(acked_index);
+  };
 
   if (std::holds_alternative<protocol::token_reply>(r.body)) {
     // The server wants a (new) token echoed, after a restart say: the request was not lost,
     // so ask again at once, with the token the connection now holds, and cut nothing. It is
     // no progress, though: a server that never accepts its own tokens still times out.
-    if (matched && !part_->is_done(acked_index) && in_flight_[acked_index] == 0)
-      retransmit_.push_front(acked_index);
+    ask_again(true);
     return pump();
   }
   if (auto* e = std::get_if<protocol::error_reply>(&r.body)) {
+    ask_again(false);
     if (e->code == errc::busy) {
       last_progress_ = now;  // alive, but loaded: slow down and ask again
-      // Ask again later; the model slows down by itself, since a busy reply delivers nothing
-      // the next rounds can count on.
-      if (matched && !part_->is_done(acked_index) && in_flight_[acked_index] == 0)
-        retransmit_.push_back(acked_index);
+      if (matched) s.cc->on_busy(s.in_flight_bytes, now);
       return;
     }
     // STAT already said the file is there: confirm before giving up, since a request damaged
@@ -778,35 +812,34 @@ void fetcher::on_reply(source& s, const codec::decoded_reply& r) {
         fmt::format("{} refuses '{}' ({})", s.result.address, path_, protocol::to_string(e->code)));
   }
   auto* d = std::get_if<protocol::data_reply>(&r.body);
-  if (d == nullptr) return;
+  if (d == nullptr) return ask_again(false);
   if (d->version != s.version) {
+    ask_again(false);
     if (std::find(stale_.begin(), stale_.end(), d->version) != stale_.end()) return;
     return drop(s, outcome::version_changed,
                 fmt::format("{} now serves another version of '{}'", s.result.address, path_));
   }
   const auto block = part_->block_size();
   const auto index = d->offset / block;
-  if (d->offset % block != 0 || index >= part_->block_count()) return;
+  if (d->offset % block != 0 || index >= part_->block_count()) return ask_again(false);
   if (d->length != part_->block_length(index)) {
+    ask_again(false);
     if (d->length < part_->block_length(index))
       return drop(s, outcome::block_cap_changed,
                   fmt::format("{} now serves shorter blocks", s.result.address));
     return;
   }
   last_progress_ = now;
-  data_seen_ = true;
+  // Only a whole block shows that blocks of this size pass: the last one may be short enough
+  // to cross a path that drops the others.
+  if (d->length == block) full_block_seen_ = true;
   // A block delivered is what the path model counts; token, busy and error replies are not.
   if (matched) s.cc->on_ack(acked, now, now - acked.sent, s.in_flight_bytes);
   if (part_->is_done(index)) {
     ++stats_.duplicates;
     ++s.result.duplicates;
   } else {
-    try {
-      part_->store(index, {d->payload, d->length});
-    } catch (...) {
-      error_ = std::current_exception();
-      return finish(outcome::failed);
-    }
+    part_->store(index, {d->payload, d->length});
     stats_.bytes_fetched += d->length;
     s.result.bytes += d->length;
     if (part_->done_blocks() == part_->block_count()) return finish(outcome::complete);
@@ -823,7 +856,7 @@ void fetcher::trace(const source& s) const {
       "pacing {:.2f} MB/s, {} requests, {} retransmitted, reorder window x{}",
       s.result.address, modes[static_cast<int>(s.cc->state())], s.cc->bandwidth() / 1e6,
       ms(s.cc->min_rtt()), ms(s.conn->rtt().srtt()), s.cc->cwnd(), s.in_flight_bytes,
-      s.cc->pacing_rate() / 1e6, s.result.requests, s.result.retransmits, s.loss.multiplier());
+      s.cc->pacing_rate() / 1e6, s.result.requests, s.result.retransmits, s.loss.multiplier(s.cc->round()));
 }
 
 void fetcher::on_tick() {
@@ -876,7 +909,7 @@ void fetcher::on_tick() {
         if (now - oldest->cc.sent < rto) break;
         const auto f = *oldest;
         if (s.lost_by_order.size() >= max_remembered_losses) s.lost_by_order.clear();
-        s.lost_by_order.emplace(oldest_id, f.seq);
+        s.lost_by_order.emplace(oldest_id, false);
         s.flights.erase(oldest_id);
         declare_lost(s, f);
         timed_out = true;
@@ -893,8 +926,8 @@ void fetcher::on_tick() {
         // may drop datagrams of this size without a word (an MTU black hole).
         // A loaded server can keep every block back for a while too, so this waits some
         // seconds, and only a part file that holds nothing yet is started again.
-        if (!data_seen_ && ++silent_timeouts_ >= blackhole_timeouts &&
-            now - transfer_started_ >= blackhole_after && part_->done_blocks() == 0 &&
+        if (!full_block_seen_ && ++silent_timeouts_ >= blackhole_timeouts &&
+            now - transfer_started_ >= blackhole_after && no_whole_block_done() &&
             part_->block_size() > protocol::min_block_size)
           return finish(outcome::path_too_small);
       }

@@ -103,9 +103,9 @@ class fetcher {
     std::uint64_t in_flight_bytes = 0;
     std::optional<congestion> cc;  // made by transfer(), once the block size is known
     rack loss;
-    // Requests declared lost by RACK, not by a timeout: an answer to one of them proves the loss
-    // spurious, and widens the reordering window.
-    std::unordered_map<std::uint64_t, std::uint64_t> lost_by_order;  // request id -> its seq
+    // Requests declared lost, by id: true if by RACK, whose loss an answer then proves
+    // spurious (the reordering window widens); false if by a timeout.
+    std::unordered_map<std::uint64_t, bool> lost_by_order;
     std::uint64_t seq = 0, first_id = 0;
     double pace_tokens = 0;  // pacing: bytes that may be asked for now (see may_send)
     clock::time_point pace_at{};
@@ -118,7 +118,8 @@ class fetcher {
   void pump();
   bool pump_source(source& s);
   void send_block(source& s, std::uint64_t index, bool retransmit);
-  void on_reply(source& s, const codec::decoded_reply& r);
+  void on_reply(source& s, const codec::decoded_reply& r) noexcept;
+  void handle_reply(source& s, const codec::decoded_reply& r);
   void on_probe_reply(source& s, const protocol::reply& body);
   void on_tick();
   void trace(const source& s) const;  // the path model, at debug level
@@ -133,6 +134,8 @@ class fetcher {
   [[nodiscard]] std::size_t usable_sources() const noexcept;
   [[nodiscard]] bool endgame_pick(const source& s, std::uint64_t& index) const;
   [[nodiscard]] bool tail_pick(const source& s, std::uint64_t& index) const;
+  // Whether the part file holds no whole block (the short last one aside).
+  [[nodiscard]] bool no_whole_block_done() const noexcept;
   void finish(outcome o);
   // Writes the blocks stored from the last batch of replies; a failure ends the transfer.
   void write_blocks() noexcept;
@@ -163,7 +166,7 @@ class fetcher {
   std::size_t next_source_ = 0;                         // where pump() starts, for fairness
   clock::time_point last_progress_{}, last_flush_{}, last_report_{}, last_trace_{};
   outcome outcome_ = outcome::running;
-  bool data_seen_ = false;   // a block came back in this transfer
+  bool full_block_seen_ = false;  // a block of the full size came back in this transfer
   int silent_timeouts_ = 0;  // timeouts before any did
   clock::time_point transfer_started_{};
   protocol::errc last_error_ = protocol::errc::ok;

@@ -231,7 +231,7 @@ TEST_CASE("a clean long path: Startup finds the rate, and the flow then runs at 
   CHECK(f.goodput(sim.at(2s), sim.at(10s)) >= 0.95 * rate);
   CHECK(f.lost <= f.sent / 50);
   CHECK(f.lost_after(sim.at(2s)) == 0);
-  // The window stays near the model's two bandwidth-delay products.
+  // The window stays near the model's one and a half bandwidth-delay products.
   CHECK(static_cast<double>(f.max_in_flight) <= 3.5 * rate * sim.rtt_seconds());
 }
 
@@ -255,8 +255,20 @@ TEST_CASE("a window of 64 MiB and more: 1 Gbit/s at 500 ms runs at its rate") {
   auto& f = sim.add_flow(c);
   sim.run(15s);
   CHECK(f.max_in_flight >= 64ull << 20);
-  CHECK(f.cc.cwnd() <= c.max_cwnd);
   CHECK(f.goodput(sim.at(8s), sim.at(15s)) >= 0.9 * sim.link().rate);
+}
+
+TEST_CASE("a configured cap on the window holds what is in flight, and so the rate") {
+  simulation sim{{.rate = 125e6, .one_way = 250ms}};
+  congestion::config c;
+  c.segment = 65024;
+  c.max_cwnd = 8ull << 20;
+  auto& f = sim.add_flow(c);
+  sim.run(10s);
+  CHECK(f.max_in_flight <= c.max_cwnd + c.segment);
+  // One window a round trip: 8 MiB every 500 ms.
+  CHECK(f.goodput(sim.at(4s), sim.at(10s)) ==
+        doctest::Approx(static_cast<double>(c.max_cwnd) / 0.5).epsilon(0.1));
 }
 
 TEST_CASE("two flows through one bottleneck share it") {
@@ -292,32 +304,53 @@ TEST_CASE("a timeout shrinks the window to a few segments until a reply comes") 
   CHECK(cc.cwnd() == 32'000);
   cc.on_timeout();
   CHECK(cc.cwnd() == 4000);
+  // It grows again with the replies, a block each, not back to where it was at once.
   const auto p = cc.on_send(1000, 0, t0);
   cc.on_ack(p, t0 + 50ms, 50ms, 0);
-  CHECK(cc.cwnd() > 4000);
+  CHECK(cc.cwnd() == 5000);
+}
+
+TEST_CASE("busy replies cap what is in flight and the rate, once a round trip") {
+  const auto t0 = cc_clock::time_point{} + 100s;
+  congestion::config c;
+  c.segment = 1000;
+  congestion cc{c, t0};
+  const double rate = cc.pacing_rate();
+  cc.on_busy(20'000, t0);
+  CHECK(cc.cwnd() == 17'000);
+  CHECK(cc.pacing_rate() == doctest::Approx(0.85 * rate));
+  cc.on_busy(20'000, t0);  // the same round: no further cut
+  CHECK(cc.cwnd() == 17'000);
+  CHECK(cc.pacing_rate() == doctest::Approx(0.85 * rate));
 }
 
 TEST_CASE("RACK: an answer overtaken by a later one is lost only after the reordering window") {
   rack r;
   const auto t0 = rack::clock::time_point{} + 100s;
   const auto min_rtt = 40ms, srtt = 40ms;
-  CHECK_FALSE(r.lost(0, t0, t0 + 1s, r.window(min_rtt, srtt)));  // nothing answered yet
+  CHECK_FALSE(r.lost(0, t0, t0 + 1s, r.window(min_rtt, srtt, 0)));  // nothing answered yet
   r.on_ack(5, 40ms);  // the sixth request came back after 40 ms
-  const auto w = r.window(min_rtt, srtt);
+  const auto w = r.window(min_rtt, srtt, 0);
   CHECK(w == 10ms);
   CHECK_FALSE(r.lost(5, t0, t0 + 1s, w));              // not sent before the one answered
   CHECK_FALSE(r.lost(2, t0, t0 + 40ms + 9ms, w));       // may still be on its way
   CHECK(r.lost(2, t0, t0 + 40ms + 10ms, w));            // overdue
   r.on_ack(3, 80ms);                                    // an older request: no newer evidence
-  CHECK(r.lost(2, t0, t0 + 50ms, r.window(min_rtt, srtt)));
+  CHECK(r.lost(2, t0, t0 + 50ms, r.window(min_rtt, srtt, 0)));
 }
 
-TEST_CASE("RACK: answers to requests declared lost widen the window, up to the smoothed RTT") {
+TEST_CASE("RACK: reordering widens the window once a round, up to the smoothed RTT, and fades") {
   rack r;
   r.on_ack(1, 40ms);
-  for (int i = 0; i < 3; ++i) r.on_spurious();
-  CHECK(r.window(40ms, 100ms) == 40ms);
-  for (int i = 0; i < 40; ++i) r.on_spurious();
-  CHECK(r.multiplier() == rack::max_mult);
-  CHECK(r.window(40ms, 100ms) == 100ms);
+  for (int i = 0; i < 10; ++i) r.on_spurious(7);  // many answers in one round count once
+  CHECK(r.window(40ms, 100ms, 7) == 20ms);
+  for (std::uint64_t round = 8; round < 11; ++round) r.on_spurious(round);
+  CHECK(r.window(40ms, 100ms, 10) == 50ms);
+  for (std::uint64_t round = 11; round < 60; ++round) r.on_spurious(round);
+  CHECK(r.multiplier(59) == rack::max_mult);
+  CHECK(r.window(40ms, 100ms, 59) == 100ms);
+  // Sixteen rounds with no reordering: back to a quarter of the min RTT.
+  CHECK(r.window(40ms, 100ms, 59 + rack::decay_rounds) == 10ms);
+  r.on_spurious(59 + 2 * rack::decay_rounds);
+  CHECK(r.window(40ms, 100ms, 59 + 2 * rack::decay_rounds) == 20ms);
 }
