@@ -631,9 +631,11 @@ void fetcher::start_congestion(source& s) {
   // up to 256 KiB, keeps them busy there and is 2 ms at 1 Gbit/s elsewhere.
   c.min_cwnd_floor =
       std::min<std::uint64_t>(s.conn->receive_buffer() / 2, std::uint64_t{256} << 10);
-  // The first flight goes out before any rate is known: no more than the socket holds.
+  // The first flight goes out before any rate is known: 32 blocks, but no more than 1 MiB (16
+  // blocks of 64 KiB, as the window started before) nor than the socket holds.
   c.initial_cwnd = std::max<std::uint64_t>(
-      std::min<std::uint64_t>(32ull * c.segment, s.conn->receive_buffer()), 4ull * c.segment);
+      std::min<std::uint64_t>({32ull * c.segment, std::uint64_t{1} << 20, s.conn->receive_buffer()}),
+      4ull * c.segment);
   if (s.conn->rtt().has_sample()) c.initial_rtt = s.conn->rtt().srtt();
   c.seed = s.conn->first_id();
   s.cc.emplace(c, clock::now());
