@@ -189,12 +189,18 @@ while True:
     n += 1
     time.sleep(0.05)
 EOF
+before=$(stat -c %Y.%y "$ROOT/churn.bin")
 start_bg 120 churn python3 "$TMP/churn.py" "$ROOT/churn.bin" "$SIZE"
 CHURN_PID=$BG_PID
+# On a loaded machine python can take a while to start: the client must not begin first, or
+# it may be done before the file first changes.
+churned() { [[ $(stat -c %Y.%y "$ROOT/churn.bin") != "$before" ]]; }
+wait_until 30 churned || fail "the churn script changed the file within 30 s"
 dir=$TMP/churn
 mkdir -p "$dir"
 cd "$dir"
-start_proxy "$ADDR" --rate "$RATE" --seed 6 || fail "ferry_impair started"
+# A quarter of the link's rate, so the transfer spans many changes.
+start_proxy "$ADDR" --rate 3M --seed 6 || fail "ferry_impair started"
 FERRY_LIMIT=60 run_ferry get "$PROXY_ADDR" churn.bin --timeout 20
 check_rc "get of a file that keeps changing" 5
 # Each start-over is a warning line; the failure itself is one error line, the last.
