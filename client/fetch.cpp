@@ -437,7 +437,7 @@ fetcher::outcome fetcher::transfer(part_file& part) {
     s.seq = 0;
     s.first_id = s.conn->issued();
     start_congestion(s);
-    s.last_backoff = clock::time_point{};
+    s.last_backoff = s.next_tail_probe = clock::time_point{};
     s.pace_tokens = 0;
     s.pace_at = clock::now();
     s.last_heard = s.next_probe = last_progress_;
@@ -601,16 +601,21 @@ bool fetcher::no_whole_block_done() const noexcept {
   return done == 1 && part_->is_done(last) && part_->block_length(last) < part_->block_size();
 }
 
-bool fetcher::tail_pick(const source& s, std::uint64_t& index) const {
+bool fetcher::tail_pick(source& s, std::uint64_t& index) {
   // At the very end nothing is sent after the last requests, so RACK cannot see their loss and
-  // only the timeout would, at two RTTs or more. A request overdue by a quarter of an RTT is
-  // asked once more instead, as a tail loss probe does (RFC 8985, 7).
+  // only the timeout would, at two RTTs or more. A request overdue by half an RTT and 10 ms is
+  // asked once more instead, as a tail loss probe does (RFC 8985, 7); one such probe goes out
+  // each quarter RTT at most. The 10 ms and the spacing keep a busy or slow client (under a
+  // sanitizer, say), whose replies come late but come, from asking for blocks twice.
+  const auto now = clock::now();
   const auto srtt = s.conn->rtt().srtt();
+  if (now < s.next_tail_probe) return false;
   // Without an RTT sample yet (a mirror that just came back), the RTO's first guess.
   const auto overdue = s.conn->rtt().has_sample()
-                           ? srtt + std::max(s.loss.window(s.cc->min_rtt(), srtt, s.cc->round()), srtt / 4)
+                           ? srtt + std::max(s.loss.window(s.cc->min_rtt(), srtt, s.cc->round()),
+                                             srtt / 2) +
+                                 std::chrono::milliseconds{10}
                            : s.conn->rtt().rto();
-  const auto now = clock::now();
   bool found = false;
   s.flights.for_each([&](std::uint64_t, const flight& f) {
     if (now - f.cc.sent < overdue) return false;
@@ -619,6 +624,7 @@ bool fetcher::tail_pick(const source& s, std::uint64_t& index) const {
     found = true;
     return false;
   });
+  if (found) s.next_tail_probe = now + srtt / 4;
   return found;
 }
 

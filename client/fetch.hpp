@@ -108,6 +108,7 @@ class fetcher {
     std::unordered_map<std::uint64_t, bool> lost_by_order;
     std::uint64_t seq = 0, first_id = 0;
     double pace_tokens = 0;  // pacing: bytes that may be asked for now (see may_send)
+    clock::time_point next_tail_probe{};  // the earliest time for the next tail loss probe
     clock::time_point pace_at{};
     clock::time_point last_backoff{}, last_heard{}, next_probe{};
     std::uint64_t probe_id = 0;  // the STAT that asks a silent source whether it is back
@@ -133,7 +134,7 @@ class fetcher {
   void drop(source& s, outcome why, const std::string& message);
   [[nodiscard]] std::size_t usable_sources() const noexcept;
   [[nodiscard]] bool endgame_pick(const source& s, std::uint64_t& index) const;
-  [[nodiscard]] bool tail_pick(const source& s, std::uint64_t& index) const;
+  [[nodiscard]] bool tail_pick(source& s, std::uint64_t& index);
   // Whether the part file holds no whole block (the short last one aside).
   [[nodiscard]] bool no_whole_block_done() const noexcept;
   void finish(outcome o);
