@@ -107,13 +107,15 @@ std::string format_mtime(std::int64_t mtime_ns) {
   return buf;
 }
 
-bool list_dir(connection& conn, const std::string& path, clock::duration timeout,
-              const std::function<void(const protocol::list_entry&)>& each) {
+task<bool> list_dir(request_engine& engine, connection& conn, std::string path,
+                    clock::duration timeout,
+                    std::function<void(const protocol::list_entry&)> each) {
   std::string cursor;
   for (;;) {
-    auto reply = conn.call(protocol::list_request{path, cursor}, timeout);
+    auto asking = engine.ask(conn, protocol::list_request{path, cursor}, {timeout});
+    auto reply = co_await asking;
     if (auto* e = std::get_if<protocol::error_reply>(&reply); e && e->code == errc::not_directory)
-      return false;
+      co_return false;
     auto page = expect_reply<protocol::list_reply>(std::move(reply), path);
     for (const auto& e : page.entries) {
       // Names must rise strictly, or a broken server could keep us paging forever.
@@ -122,14 +124,22 @@ bool list_dir(connection& conn, const std::string& path, clock::duration timeout
       each(e);
       cursor = e.name;
     }
-    if (page.end) return true;
+    if (page.end) co_return true;
     if (page.entries.empty())
       throw failure{exit_code::internal, "the server sent an empty listing page"};
   }
 }
 
-void run_ls(const command_options& o, bool long_form, std::ostream& out) {
-  connection conn{resolve_address(o.address)};
+bool list_dir(connection& conn, const std::string& path, clock::duration timeout,
+              const std::function<void(const protocol::list_entry&)>& each) {
+  request_engine engine{conn.loop()};
+  return list_dir(engine, conn, path, timeout, each).run_on(conn.loop());
+}
+
+namespace {
+
+task<void> list_or_stat(request_engine& engine, connection& conn, const command_options& o,
+                        bool long_form, std::ostream& out) {
   const auto timeout = timeout_of(o);
   json all = json::array();
   auto emit = [&](const protocol::list_entry& e) {
@@ -142,14 +152,23 @@ void run_ls(const command_options& o, bool long_form, std::ostream& out) {
       out << e.name << '\n';
     }
   };
-  if (!list_dir(conn, o.path, timeout, emit)) {
+  auto listing = list_dir(engine, conn, o.path, timeout, emit);
+  if (!co_await listing) {
     // Like ls(1), listing a file shows that file.
-    auto st = expect_reply<protocol::stat_reply>(conn.call(protocol::stat_request{o.path}, timeout),
-                                                 o.path);
+    auto asking = engine.ask(conn, protocol::stat_request{o.path}, {timeout});
+    auto st = expect_reply<protocol::stat_reply>(co_await asking, o.path);
     const auto name = std::filesystem::path{o.path}.filename().string();
     emit({name.empty() ? o.path : name, st.type, st.size, st.mtime_ns});
   }
   if (o.json) print_json(out, all);
+}
+
+}  // namespace
+
+void run_ls(const command_options& o, bool long_form, std::ostream& out) {
+  connection conn{resolve_address(o.address)};
+  request_engine engine{conn.loop()};
+  list_or_stat(engine, conn, o, long_form, out).run_on(conn.loop());
 }
 
 void run_stat(const command_options& o, std::ostream& out) {
@@ -247,6 +266,7 @@ void run_get(const command_options& o, const get_options& g, std::ostream& out) 
                          {"resumed_bytes", r.resumed_bytes},
                          {"block_size", r.block_size},
                          {"requests", r.requests},
+                         {"request_datagrams", r.datagrams},
                          {"retransmits", r.retransmits},
                          {"duplicates", r.duplicates},
                          {"corrupt", r.corrupt},

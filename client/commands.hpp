@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "client/connection.hpp"
+#include "client/request_engine.hpp"
+#include "client/task.hpp"
 
 namespace ferry::client {
 
@@ -27,6 +29,10 @@ void run_stat(const command_options& o, std::ostream& out);
 // Lists the directory `path` page by page, calling `each` for every entry in name order.
 // Returns false if `path` is not a directory. Throws failure on refusal, timeout, or a listing
 // out of order.
+task<bool> list_dir(request_engine& engine, connection& conn, std::string path,
+                    clock::duration timeout,
+                    std::function<void(const protocol::list_entry&)> each);
+// The same on a loop of its own: for a caller that runs no loop.
 bool list_dir(connection& conn, const std::string& path, clock::duration timeout,
               const std::function<void(const protocol::list_entry&)>& each);
 

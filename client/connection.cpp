@@ -199,7 +199,10 @@ std::uint64_t connection::send(const protocol::request& req) {
 std::uint64_t connection::queue(const protocol::request& req) {
   if (send_len_.size() == send_batch || send_capacity - send_used_ < protocol::max_request_size)
     flush();
-  const auto id = next_id();
+  // A GET-RUN stands for as many GETs, with the ids that follow its own.
+  const auto* get = std::get_if<protocol::get_request>(&req);
+  const auto id = next_id_;
+  next_id_ += get != nullptr ? get->count : 1;
   auto n = codec::encode_request({send_buf_.get() + send_used_, protocol::max_request_size}, id,
                                  req, token_ ? &*token_ : nullptr);
   if (!n)
@@ -265,89 +268,6 @@ void connection::flush() noexcept {
   // Whatever did not go (a full socket buffer) is the same as loss: the caller asks again.
   send_len_.clear();
   send_used_ = 0;
-}
-
-protocol::reply connection::call(const protocol::request& req, clock::duration timeout) {
-  std::optional<protocol::reply> got;  // stays empty if the timeout passes first
-  const std::uint64_t first = next_id_;
-  std::uint64_t last = 0;
-  clock::time_point sent_at{};
-  auto last_sign_of_life = clock::now();
-  int token_rounds = 0;
-  constexpr int max_token_rounds = 4;
-  uv_owned<uv_timer_t> timer{loop_, uv_timer_init};
-
-  struct ctx_t {
-    connection* self;
-    const protocol::request* req;
-    std::uint64_t* last;
-    clock::time_point* sent_at;
-    clock::time_point* alive;
-    clock::duration timeout;
-    std::exception_ptr error;
-  } ctx{this, &req, &last, &sent_at, &last_sign_of_life, timeout, nullptr};
-  timer.get()->data = &ctx;
-
-  auto transmit = [&] {
-    last = send(req);
-    sent_at = clock::now();
-    const auto ms = std::chrono::duration_cast<millis>(rtt_.rto()).count();
-    uv_timer_start(
-        timer.get(),
-        [](uv_timer_t* t) {
-          auto& c = *static_cast<ctx_t*>(t->data);
-          try {
-            if (clock::now() - *c.alive >= c.timeout) {
-              uv_stop(c.self->loop_);
-              return;
-            }
-            c.self->rtt_.backoff();
-            *c.last = c.self->send(*c.req);
-            *c.sent_at = clock::now();
-            const auto next = std::chrono::duration_cast<millis>(c.self->rtt_.rto()).count();
-            uv_timer_start(t, t->timer_cb, static_cast<std::uint64_t>(next), 0);
-          } catch (...) {
-            c.error = std::current_exception();
-            uv_stop(c.self->loop_);
-          }
-        },
-        static_cast<std::uint64_t>(ms), 0);
-  };
-
-  set_handler([&](const codec::decoded_reply& r) {
-    const auto id = r.hdr.request_id;
-    if (id < first || id >= next_id_) return;  // an answer to something else
-    if (id == last) rtt_.sample(clock::now() - sent_at);
-    if (auto* e = std::get_if<protocol::error_reply>(&r.body); e && e->code == errc::busy) {
-      // The server is alive but loaded: keep waiting, and let the timer ask again.
-      last_sign_of_life = clock::now();
-      return;
-    }
-    if (std::holds_alternative<protocol::data_reply>(r.body)) return;  // not for a call
-    if (std::holds_alternative<protocol::token_reply>(r.body)) {
-      // Not an answer yet: the server wants its token echoed. Ask again now, with it; but a
-      // server that rejects every token it gives is left to the timer and the timeout.
-      if (id != last || ++token_rounds > max_token_rounds) return;
-      last_sign_of_life = clock::now();
-      transmit();
-      return;
-    }
-    got = r.body;
-    uv_stop(loop_);
-  });
-  transmit();
-  uv_run(loop_, UV_RUN_DEFAULT);
-  set_handler(nullptr);
-  uv_timer_stop(timer.get());
-  if (ctx.error) std::rethrow_exception(ctx.error);
-  if (!got) {
-    throw failure{
-        exit_code::network,
-        fmt::format(
-            "no answer from {} after {:g} s (is ferryd running there? is UDP port {} open?)",
-            to_string(server_), std::chrono::duration<double>(timeout).count(), server_.port())};
-  }
-  return std::move(*got);
 }
 
 connection_group::connection_group(const std::vector<endpoint>& servers) {

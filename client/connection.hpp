@@ -66,10 +66,6 @@ class connection {
   // Every id below this one has been handed out; replies with higher ids answer nothing sent.
   [[nodiscard]] std::uint64_t issued() const noexcept { return next_id_; }
 
-  // A request-reply exchange: retransmits on timeout with backoff, waits out "busy", and gives
-  // up after `timeout` without any answer. Throws failure(network) then.
-  protocol::reply call(const protocol::request& req, clock::duration timeout);
-
   void set_handler(reply_handler h) { handler_ = std::move(h); }
   // Called after each batch of replies has gone to the handler, before the buffer they point
   // into is read into again: whatever keeps spans of them must be done with them then.
@@ -127,6 +123,7 @@ class connection_group {
   connection_group& operator=(const connection_group&) = delete;
 
   [[nodiscard]] std::vector<connection*> members() const;
+  [[nodiscard]] uv_loop_t* loop() noexcept { return &loop_; }
 
  private:
   uv_loop_t loop_{};

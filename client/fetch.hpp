@@ -16,6 +16,8 @@
 #include "client/flight_table.hpp"
 #include "client/part_file.hpp"
 #include "client/rack.hpp"
+#include "client/request_engine.hpp"
+#include "client/task.hpp"
 #include "common/protocol.hpp"
 
 namespace ferry::client {
@@ -24,6 +26,8 @@ struct fetch_options {
   std::uint32_t block_size = 0;  // 0: the largest that the path carries unfragmented
   clock::duration timeout = std::chrono::seconds{10};  // give up after this long without progress
   int max_restarts = 3;          // new versions of the file tolerated during one run
+  // Blocks one GET-RUN may ask for; 1 sends a GET for every block.
+  std::uint16_t max_run = protocol::max_run_blocks;
   std::uint32_t max_window = 0;  // blocks in flight at most per server; 0: congestion control's
                                  // own cap (128 MiB)
   // Called about five times a second with (bytes done, total bytes); may be empty.
@@ -45,7 +49,8 @@ struct fetch_result {
   std::uint64_t size = 0;
   std::uint64_t bytes_fetched = 0;  // payload bytes received and written in this run
   std::uint64_t resumed_bytes = 0;  // already in OUT.part when this run started
-  std::uint64_t requests = 0;
+  std::uint64_t requests = 0;   // blocks asked for
+  std::uint64_t datagrams = 0;  // GETs and GET-RUNs that asked for them
   std::uint64_t retransmits = 0;
   std::uint64_t duplicates = 0;  // replies for blocks already done
   std::uint64_t corrupt = 0;     // replies that failed to decode or to checksum
@@ -67,6 +72,9 @@ struct fetch_result {
 
 // STATs until the server has the file's digest, which it computes once per version.
 // Throws failure on refusal or timeout.
+task<protocol::stat_reply> stat_with_digest(request_engine& engine, connection& conn,
+                                            std::string path, clock::duration timeout);
+// The same on a loop of its own: for a caller that runs no loop.
 [[nodiscard]] protocol::stat_reply stat_with_digest(connection& conn, const std::string& path,
                                                     clock::duration timeout);
 
@@ -80,6 +88,9 @@ class fetcher {
   fetcher(connection& conn, std::string remote_path, std::filesystem::path out, fetch_options opt);
   fetcher(std::vector<connection*> sources, std::string remote_path, std::filesystem::path out,
           fetch_options opt);
+  // The whole fetch as one task on the engine's loop.
+  task<fetch_result> fetch(request_engine& engine);
+  // The same, running the sources' loop until it ends.
   fetch_result run();
 
  private:
@@ -111,16 +122,23 @@ class fetcher {
     clock::time_point next_tail_probe{};  // the earliest time for the next tail loss probe
     clock::time_point pace_at{};
     clock::time_point last_backoff{}, last_heard{}, next_probe{};
-    std::uint64_t probe_id = 0;  // the STAT that asks a silent source whether it is back
+    bool runs = true;  // it takes GET-RUN; false once it refused one (an older server)
+    std::uint64_t probe_key = 0;  // the exchange that asks a silent source whether it is back
+    bool probing = false;
     source_result result;
   };
 
-  outcome transfer(part_file& part);
+  task<outcome> transfer(part_file& part);
   void pump();
-  bool pump_source(source& s);
-  void send_block(source& s, std::uint64_t index, bool retransmit);
+  // Sends one request for `s`, if there is a block to ask for; `held` says it waits for room
+  // in the window to ask for a run.
+  bool pump_source(source& s, bool& held);
+  // Asks `s` for `count` blocks from `index` on, with one GET or GET-RUN.
+  void send_blocks(source& s, std::uint64_t index, std::uint16_t count, bool retransmit);
   void on_reply(source& s, const codec::decoded_reply& r) noexcept;
   void handle_reply(source& s, const codec::decoded_reply& r);
+  // Asks a silent source, through the engine, whether it is back.
+  void probe(source& s, clock::time_point now);
   void on_probe_reply(source& s, const protocol::reply& body);
   void on_tick();
   void trace(const source& s) const;  // the path model, at debug level
@@ -146,11 +164,15 @@ class fetcher {
   // Multi-source set-up: STATs every source at once for its size and digest, and refuses a
   // source that differs from the reference (the primary, or the first to answer). Later, drops
   // such a source instead. Returns the reference's STAT, with the smallest block cap.
-  protocol::stat_reply establish();
+  task<protocol::stat_reply> establish();
+  // STATs the one source, which must serve a regular file.
+  task<protocol::stat_reply> stat_primary();
   [[nodiscard]] failure mismatch(const source& s, const protocol::stat_reply& st,
                                  const source& ref) const;
 
   std::vector<source> sources_;
+  request_engine* engine_ = nullptr;  // while fetch() runs
+  std::optional<gate> done_;          // opened when a transfer ends
   std::string path_;
   std::filesystem::path out_;
   fetch_options opt_;
@@ -167,6 +189,7 @@ class fetcher {
   std::size_t next_source_ = 0;                         // where pump() starts, for fairness
   clock::time_point last_progress_{}, last_flush_{}, last_report_{}, last_trace_{};
   outcome outcome_ = outcome::running;
+  bool busy_since_progress_ = false;  // only "busy" came back since the last block
   bool full_block_seen_ = false;  // a block of the full size came back in this transfer
   int silent_timeouts_ = 0;  // timeouts before any did
   clock::time_point transfer_started_{};

@@ -18,6 +18,7 @@ struct flight {
   std::uint64_t index = 0;  // the block asked for
   sent_state cc{};          // what congestion control noted when it was sent, its time included
   std::uint64_t seq = 0;    // this source's send order
+  bool run_head = false;    // the first block of a GET-RUN, whose id the request carried
 };
 
 class flight_table {

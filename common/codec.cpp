@@ -90,6 +90,7 @@ class field_reader {
   explicit field_reader(std::span<const std::byte> s) : s_{s} {}
   std::uint64_t u64() { return get_le(take(8), 8); }
   std::uint32_t u32() { return static_cast<std::uint32_t>(get_le(take(4), 4)); }
+  std::uint16_t u16() { return static_cast<std::uint16_t>(get_le(take(2), 2)); }
   std::uint8_t u8() { return std::to_integer<std::uint8_t>(*take(1)); }
   const std::byte* take(std::size_t n) {
     if (s_.size() - at_ < n) throw codec_error{errc::malformed};
@@ -190,10 +191,17 @@ void load_body(in_archive& ar, protocol::stat_request& m) {
   load_string(ar, m.path, protocol::max_path);
 }
 
+// Every block of a run must start at an offset a u64 holds.
+bool valid_run(std::uint64_t offset, std::uint32_t block, std::uint16_t count) {
+  return block != 0 && count >= 1 && count <= protocol::max_run_blocks &&
+         offset <= UINT64_MAX - std::uint64_t{count - 1u} * block;
+}
+
 void save_body(out_archive& ar, const protocol::get_request& m) {
-  if (m.block_size == 0) throw codec_error{errc::bad_request};
+  if (!valid_run(m.offset, m.block_size, m.count)) throw codec_error{errc::bad_request};
   save_string(ar, m.path, protocol::max_path);
   ar(m.offset, m.block_size);
+  if (m.count > 1) ar(m.count);
 }
 void load_body(in_archive& ar, protocol::get_request& m) {
   load_string(ar, m.path, protocol::max_path);
@@ -295,6 +303,8 @@ void load_body(in_archive& ar, protocol::error_reply& m) {
 msg_type type_of(const protocol::request& r) {
   static constexpr msg_type types[] = {msg_type::list_request, msg_type::stat_request,
                                        msg_type::get_request};
+  if (auto* g = std::get_if<protocol::get_request>(&r); g && g->count > 1)
+    return msg_type::get_run_request;
   return types[r.index()];
 }
 msg_type type_of(const protocol::reply& r) {
@@ -375,7 +385,12 @@ result<Variant> decode_body(std::span<const std::byte> wire, const protocol::hea
       m->path.assign(reinterpret_cast<const char*>(path), static_cast<std::size_t>(n));
       m->offset = in.u64();
       m->block_size = in.u32();
-      if (m->block_size == 0) throw codec_error{errc::bad_request};
+      m->count = 1;
+      if (h.type == msg_type::get_run_request) {
+        m->count = in.u16();
+        if (m->count < 2) throw codec_error{errc::bad_request};
+      }
+      if (!valid_run(m->offset, m->block_size, m->count)) throw codec_error{errc::bad_request};
       if (in.remaining() != 0) throw codec_error{errc::malformed};
       return body;
     }
@@ -452,6 +467,7 @@ result<decoded_request> decode_request(std::span<const std::byte> wire) noexcept
         case msg_type::stat_request:
           return protocol::stat_request{};
         case msg_type::get_request:
+        case msg_type::get_run_request:
           return protocol::get_request{};
         default:
           throw codec_error{errc::malformed};
@@ -501,11 +517,15 @@ namespace {
 result<std::size_t> encode_get(std::span<std::byte> out, std::uint64_t request_id,
                                const protocol::get_request& m,
                                const protocol::address_token* token) noexcept {
-  if (m.block_size == 0 || m.path.size() > protocol::max_path) return errc::bad_request;
+  if (!valid_run(m.offset, m.block_size, m.count) || m.path.size() > protocol::max_path)
+    return errc::bad_request;
+  const bool run = m.count > 1;
   const auto head = protocol::header_size + (token != nullptr ? protocol::token_size : 0);
-  const auto size = head + 1 + 8 + m.path.size() + 8 + 4 + protocol::checksum_size;
+  const auto size = head + 1 + 8 + m.path.size() + 8 + 4 + (run ? 2 : 0) + protocol::checksum_size;
   if (out.size() < size) return errc::bad_request;
-  (void)write_header(out, msg_type::get_request, request_id, token);  // fits: checked above
+  // Fits: checked above.
+  (void)write_header(out, run ? msg_type::get_run_request : msg_type::get_request, request_id,
+                     token);
   std::byte* p = out.data() + head;
   *p++ = std::byte{1};  // the archive's endianness byte: little-endian
   put_le64(p, m.path.size());
@@ -515,6 +535,10 @@ result<std::size_t> encode_get(std::span<std::byte> out, std::uint64_t request_i
   put_le64(p, m.offset);
   p += 8;
   for (int i = 0; i < 4; ++i) *p++ = std::byte((m.block_size >> (8 * i)) & 0xff);
+  if (run) {
+    *p++ = std::byte(m.count & 0xff);
+    *p++ = std::byte(m.count >> 8);
+  }
   put_le64(p, XXH3_64bits(out.data(), static_cast<std::size_t>(p - out.data())));
   return size;
 }

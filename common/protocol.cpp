@@ -55,6 +55,8 @@ std::string_view to_string(msg_type t) noexcept {
       return "STAT";
     case msg_type::get_request:
       return "GET";
+    case msg_type::get_run_request:
+      return "GET-RUN";
     case msg_type::list_reply:
       return "LIST-REPLY";
     case msg_type::stat_reply:

@@ -24,6 +24,7 @@ inline constexpr std::size_t max_name = 255;     // NAME_MAX
 inline constexpr std::size_t max_depth = 64;     // path components in one request
 inline constexpr std::size_t max_message = 256;  // error text
 inline constexpr std::size_t max_list_entries = 256;
+inline constexpr std::uint16_t max_run_blocks = 64;  // blocks one GET-RUN asks for
 inline constexpr std::size_t max_request_size = 8192;  // no valid request is larger
 inline constexpr std::size_t max_datagram = 65507;     // largest IPv4 UDP payload
 
@@ -53,6 +54,7 @@ enum class msg_type : std::uint8_t {
   list_request = 0x01,
   stat_request = 0x02,
   get_request = 0x03,
+  get_run_request = 0x04,
   list_reply = 0x81,
   stat_reply = 0x82,
   data_reply = 0x83,
@@ -129,6 +131,9 @@ struct get_request {
   std::string path;
   std::uint64_t offset = 0;
   std::uint32_t block_size = 0;
+  // Blocks asked for. 1 is a GET; 2..max_run_blocks a GET-RUN, which means that many GETs of the
+  // blocks that follow each other from `offset`, with the request ids that follow this one's.
+  std::uint16_t count = 1;
 };
 
 struct list_entry {

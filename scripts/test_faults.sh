@@ -10,7 +10,7 @@ lib_init
 require_impair
 
 # The names in ferryd's `msg=counters` line that this script reads, in one place.
-CTR_GETS=requests_get
+CTR_GETS=blocks_asked
 CTR_REFUSALS=refusals
 
 SKIPPED=0

@@ -465,7 +465,10 @@ void udp_server::handle_datagram(std::span<const std::byte> bytes, const endpoin
   std::visit(
       [&](const auto& req) {
         using T = std::decay_t<decltype(req)>;
-        if constexpr (std::is_same_v<T, protocol::get_request>) handle_get(*client, id, req);
+        if constexpr (std::is_same_v<T, protocol::get_request>) {
+          stats_.blocks_asked += req.count;
+          handle_get(*client, id, req);
+        }
         if constexpr (std::is_same_v<T, protocol::stat_request>) handle_stat(*client, id, req);
         if constexpr (std::is_same_v<T, protocol::list_request>) handle_list(*client, id, req);
       },
@@ -477,15 +480,21 @@ void udp_server::handle_get(client_state& c, std::uint64_t id, const protocol::g
   if (!rel) return send_error(c.peer, id, rel.error());
   if (rel->empty()) return send_error(c.peer, id, errc::not_regular);
   const auto cost = sizeof(pending_get) + rel->size();
-  if (c.queue.size() >= cfg_.max_client_queue || queued_bytes_ + cost > max_queued_bytes) {
-    // This client asks faster than it is served: its surplus is lost, as at a full router
-    // queue, and its own congestion control slows it down. Nobody else waits for it.
-    ++stats_.dropped_queue_full;
-    return;
+  const auto block = std::min(req.block_size, cfg_.max_block);
+  // A GET-RUN is that many GETs, queued and served one by one like any others.
+  for (std::uint16_t i = 0; i < req.count; ++i) {
+    if (c.queue.size() >= cfg_.max_client_queue || queued_bytes_ + cost > max_queued_bytes) {
+      // This client asks faster than it is served: its surplus is lost, as at a full router
+      // queue, and its own congestion control slows it down. Nobody else waits for it.
+      stats_.dropped_queue_full += req.count - i;
+      break;
+    }
+    c.queue.push_back(pending_get{id + i, *rel, req.offset + std::uint64_t{i} * req.block_size,
+                                  block});
+    ++queued_total_;
+    queued_bytes_ += cost;
   }
-  c.queue.push_back(pending_get{id, std::move(*rel), req.offset, std::min(req.block_size, cfg_.max_block)});
-  ++queued_total_;
-  queued_bytes_ += cost;
+  if (c.queue.empty()) return;
   if (!c.ready) {
     c.ready = true;
     ready_.push_back(c.key);
@@ -1238,6 +1247,7 @@ void log_counters(std::span<const udp_server* const> servers, bool force) noexce
                 {"requests_stat", n(&stats::stat_requests)},
                 {"requests_get", n(&stats::get_requests)},
                 {"worker_gets", gets},
+                {"blocks_asked", n(&stats::blocks_asked)},
                 {"datagrams_in", n(&stats::datagrams_in)},
                 {"bytes_in", n(&stats::bytes_in)},
                 {"datagrams_out", n(&stats::datagrams_out)},

@@ -64,6 +64,8 @@ struct config {
 struct stats {
   std::atomic<std::uint64_t> datagrams_in{0}, bytes_in{0}, datagrams_out{0}, bytes_out{0};
   std::atomic<std::uint64_t> list_requests{0}, stat_requests{0}, get_requests{0};
+  // Blocks asked for: one per GET, `count` per GET-RUN (a datagram counts once in get_requests).
+  std::atomic<std::uint64_t> blocks_asked{0};
   std::atomic<std::uint64_t> dropped_malformed{0}, dropped_corrupt{0}, dropped_truncated{0};
   // Requests without a valid token, answered (within the amplification limit) by a token.
   std::atomic<std::uint64_t> unvalidated{0}, tokens_sent{0};

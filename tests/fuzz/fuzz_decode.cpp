@@ -44,7 +44,8 @@ bool same(const proto::list_request& a, const proto::list_request& b) {
 }
 bool same(const proto::stat_request& a, const proto::stat_request& b) { return a.path == b.path; }
 bool same(const proto::get_request& a, const proto::get_request& b) {
-  return a.path == b.path && a.offset == b.offset && a.block_size == b.block_size;
+  return a.path == b.path && a.offset == b.offset && a.block_size == b.block_size &&
+         a.count == b.count;
 }
 bool same(const proto::list_reply& a, const proto::list_reply& b) {
   return a.entries == b.entries && a.end == b.end;
@@ -74,9 +75,13 @@ bool same_body(const Variant& a, const Variant& b) {
 static_assert(std::variant_size_v<proto::request> == 3 && std::variant_size_v<proto::reply> == 5);
 template <typename Body>
 msg_type type_of(const Body& body) {
-  if constexpr (std::is_same_v<Body, proto::request>)
+  if constexpr (std::is_same_v<Body, proto::request>) {
+    // A GET of several blocks is a GET-RUN.
+    if (const auto* g = std::get_if<proto::get_request>(&body); g && g->count > 1)
+      return msg_type::get_run_request;
     return std::array{msg_type::list_request, msg_type::stat_request,
                       msg_type::get_request}[body.index()];
+  }
   else
     return std::array{msg_type::list_reply, msg_type::stat_reply, msg_type::data_reply,
                       msg_type::error_reply, msg_type::token_reply}[body.index()];
@@ -116,7 +121,11 @@ void check_request(std::span<const std::byte> wire, const codec::decoded_request
   FERRY_FUZZ_CHECK(d.hdr.type == type_of(d.body), "header type and body disagree");
   FERRY_FUZZ_CHECK(wire.size() <= proto::max_request_size, "an oversized request decoded");
   if (const auto* get = std::get_if<proto::get_request>(&d.body))
+  {
     FERRY_FUZZ_CHECK(get->block_size > 0, "a GET of zero bytes decoded");
+    FERRY_FUZZ_CHECK(get->count >= 1 && get->count <= proto::max_run_blocks,
+                     "a GET-RUN of a count out of range decoded");
+  }
 
   std::vector<std::byte> out(proto::max_request_size);
   round_trip(

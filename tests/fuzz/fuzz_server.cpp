@@ -211,7 +211,10 @@ class harness {
     const bool lost = stats.send_errors.load() + stats.send_dropped.load() != lost_before;
     const auto replies = collect(expect == answer::exactly_one && !lost);
 
-    FERRY_FUZZ_CHECK(replies.size() <= 1, "more than one reply to one datagram");
+    // A GET-RUN of n blocks is n GETs, each with its reply; anything else gets one at most.
+    const auto* get = req ? std::get_if<proto::get_request>(&req->body) : nullptr;
+    const std::size_t most = get != nullptr ? get->count : 1;
+    FERRY_FUZZ_CHECK(replies.size() <= most, "more replies than the datagram asked for");
     if (expect == answer::none) FERRY_FUZZ_CHECK(replies.empty(), "a reply to a non-request");
     if (expect == answer::exactly_one && !lost)
       FERRY_FUZZ_CHECK(replies.size() == 1, "no reply to a request that decodes");
@@ -260,7 +263,10 @@ class harness {
     FERRY_FUZZ_CHECK(!contains(reply, fz::outside_secret), "a reply carries a file outside root");
     const auto d = codec::decode_reply(reply);
     FERRY_FUZZ_CHECK(d, "a reply from the server does not decode");
-    FERRY_FUZZ_CHECK(d->hdr.request_id == codec::peek_request_id(wire) && d->hdr.flags == 0,
+    // The i-th block of a GET-RUN is answered with the request id plus i.
+    const auto* run = req ? std::get_if<proto::get_request>(&req->body) : nullptr;
+    const auto nth = d->hdr.request_id - codec::peek_request_id(wire);
+    FERRY_FUZZ_CHECK(nth < (run != nullptr ? run->count : 1u) && d->hdr.flags == 0,
                      "a reply does not echo the request id");
     const auto* error = std::get_if<proto::error_reply>(&d->body);
     const auto* data = std::get_if<proto::data_reply>(&d->body);
@@ -275,7 +281,8 @@ class harness {
 
     if (const auto* get = std::get_if<proto::get_request>(&req->body)) {
       FERRY_FUZZ_CHECK(data != nullptr, "GET answered by neither a block nor an error");
-      FERRY_FUZZ_CHECK(data->offset == get->offset, "a block at another offset than asked");
+      FERRY_FUZZ_CHECK(data->offset == get->offset + nth * get->block_size,
+                       "a block at another offset than asked");
       FERRY_FUZZ_CHECK(data->length <= std::min(get->block_size, proto::max_block_size),
                        "a block longer than asked");
     } else if (const auto* list = std::get_if<proto::list_request>(&req->body)) {

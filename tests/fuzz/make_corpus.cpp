@@ -57,6 +57,7 @@ void write_decode_seeds(const fs::path& dir) {
   save(dir, "list_request", request(proto::list_request{"dir/sub", "b.txt"}));
   save(dir, "stat_request", request(proto::stat_request{"a/b c/file.iso"}));
   save(dir, "get_request", request(proto::get_request{"big.bin", 65024, 65024}));
+  save(dir, "get_run_request", request(proto::get_request{"big.bin", 65024, 1390, 32}));
 
   proto::list_reply page;
   page.entries = {{"a.txt", proto::entry_type::file, 12, 1'700'000'000'000'000'000},
@@ -118,6 +119,8 @@ void write_server_seeds(const fs::path& dir) {
   save(dir, "get_at_end",
        request(proto::get_request{str(fz::hello_file), fz::hello_text.size(), 512}));
   save(dir, "get_past_end", request(proto::get_request{str(fz::hello_file), 1 << 20, 512}));
+  save(dir, "get_run_past_end",
+       request(proto::get_request{str(fz::hello_file), 0, 512, proto::max_run_blocks}));
   save(dir, "get_dotdot", request(proto::get_request{"sub/../../outside.txt", 0, 512}));
 
   auto other_version = request(proto::stat_request{str(fz::hello_file)});

@@ -22,6 +22,7 @@
 #include "client/errors.hpp"
 #include "client/fetch.hpp"
 #include "common/protocol.hpp"
+#include "support/fetch_once.hpp"
 #include "support/running_server.hpp"
 #include "support/udp_relay.hpp"
 
@@ -36,8 +37,7 @@ using namespace ferry::test;
 
 fetch_result fetch(const ferry::endpoint& server, const std::string& remote, const fs::path& out,
                    fetch_options opt) {
-  ferry::client::connection conn{server};
-  return ferry::client::fetcher{conn, remote, out, std::move(opt)}.run();
+  return fetch_once(server, remote, out, std::move(opt));
 }
 
 // Runs a fetch that must fail, and returns its exit class.
