@@ -71,6 +71,7 @@ fetcher::fetcher(std::vector<connection*> sources, std::string remote_path,
       path_{std::move(remote_path)},
       out_{std::move(out)},
       opt_{std::move(opt)} {
+  opt_.max_run = std::clamp<std::uint16_t>(opt_.max_run, 1, protocol::max_run_blocks);
   if (sources.empty()) throw failure{exit_code::usage, "no server to fetch from"};
   for (std::size_t i = 0; i < sources.size(); ++i) {
     if (sources[i]->loop() != sources[0]->loop())

@@ -38,7 +38,7 @@ struct fetch_options {
 struct source_result {
   std::string address;
   std::uint64_t bytes = 0;     // payload bytes it delivered that were kept
-  std::uint64_t requests = 0;  // GETs sent to it
+  std::uint64_t requests = 0;  // blocks asked of it
   std::uint64_t retransmits = 0;
   std::uint64_t duplicates = 0;
   int suspensions = 0;  // times it fell silent and its blocks went to the others
@@ -143,6 +143,9 @@ class fetcher {
   void on_tick();
   void trace(const source& s) const;  // the path model, at debug level
   void declare_lost(source& s, const flight& f);
+  // The other blocks of a GET-RUN whose head drew a token or "malformed": the server queued
+  // none of them, so they go to be asked again, and count as no loss.
+  void retire_run(source& s, std::uint64_t head_id, std::uint16_t length);
   // Declares lost, oldest first, the requests RACK says are; returns how many.
   std::size_t detect_losses(source& s, clock::time_point now);
   void start_congestion(source& s);

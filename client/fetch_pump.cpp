@@ -27,7 +27,7 @@ void fetcher::send_blocks(source& s, std::uint64_t index, std::uint16_t count,
   for (std::uint16_t i = 0; i < count; ++i) {
     const auto bytes = static_cast<std::uint32_t>(part_->block_length(index + i));
     s.flights.add(id + i, flight{index + i, s.cc->on_send(bytes, s.in_flight_bytes, now), s.seq++,
-                                 count > 1 && i == 0});
+                                 i == 0 ? count : std::uint16_t{1}});
     s.in_flight_bytes += bytes;
     s.pace_tokens -= bytes;
     ++in_flight_[index + i];
@@ -204,6 +204,18 @@ void fetcher::pump() {
     }
   }
   next_source_ = (next_source_ + 1) % n;
+}
+
+void fetcher::retire_run(source& s, std::uint64_t head_id, std::uint16_t length) {
+  for (std::uint16_t i = 1; i < length; ++i) {
+    const auto* f = s.flights.find(head_id + i);
+    if (f == nullptr) continue;
+    const auto index = f->index;
+    --in_flight_[index];
+    s.in_flight_bytes -= f->cc.bytes;
+    s.flights.erase(head_id + i);
+    if (!part_->is_done(index) && in_flight_[index] == 0) retransmit_.push_back(index);
+  }
 }
 
 void fetcher::declare_lost(source& s, const flight& f) {

@@ -211,14 +211,15 @@ void fetcher::handle_reply(source& s, const codec::decoded_reply& r) {
   if (s.state == source_state::dropped) return;
   if (s.state == source_state::silent) return;  // its probe's answer goes to the probe
   std::uint64_t acked_index = 0;
-  bool matched = false, run_head = false;
+  bool matched = false;
+  std::uint16_t run_length = 1;
   sent_state acked{};
   if (const auto* f = s.flights.find(id); f != nullptr) {
     s.conn->rtt().sample(now - f->cc.sent);
     s.loss.on_ack(f->seq, now - f->cc.sent);
     acked_index = f->index;
     acked = f->cc;
-    run_head = f->run_head;
+    run_length = f->run_length;
     matched = true;
     --in_flight_[f->index];
     s.in_flight_bytes -= f->cc.bytes;
@@ -244,16 +245,23 @@ void fetcher::handle_reply(source& s, const codec::decoded_reply& r) {
     // The server wants a (new) token echoed, after a restart say: the request was not lost,
     // so ask again at once, with the token the connection now holds, and cut nothing. It is
     // no progress, though: a server that never accepts its own tokens still times out.
+    // A GET-RUN drew this one reply for all its blocks.
     ask_again(true);
+    retire_run(s, id, run_length);
     return pump();
   }
   if (auto* e = std::get_if<protocol::error_reply>(&r.body)) {
     ask_again(false);
-    if (run_head && s.runs && (e->code == errc::malformed || e->code == errc::bad_request)) {
-      // A server from before GET-RUN: ask it for one block at a time from now on. The rest of
-      // the run is never answered and is found lost as any request is.
-      log::info("{} does not take GET-RUN; asking it for one block at a time", s.result.address);
+    if (e->code == errc::malformed) {
+      // A server never answers a request it decoded with "malformed", and one damaged on the
+      // way draws no answer at all: this is a server from before GET-RUN, answering one. Ask it
+      // for one block at a time from now on, the rest of this run too (not lost: never queued);
+      // the other runs in flight draw the same answer and come here as well.
+      if (s.runs)
+        log::info("{} does not take GET-RUN; asking it for one block at a time",
+                  s.result.address);
       s.runs = false;
+      retire_run(s, id, run_length);
       return pump();
     }
     if (e->code == errc::busy) {

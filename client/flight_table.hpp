@@ -18,7 +18,9 @@ struct flight {
   std::uint64_t index = 0;  // the block asked for
   sent_state cc{};          // what congestion control noted when it was sent, its time included
   std::uint64_t seq = 0;    // this source's send order
-  bool run_head = false;    // the first block of a GET-RUN, whose id the request carried
+  // Blocks of the GET-RUN this request heads, whose id the datagram carried; 1 for a GET and
+  // for the other blocks of a run.
+  std::uint16_t run_length = 1;
 };
 
 class flight_table {

@@ -209,16 +209,16 @@ task<protocol::reply> request_engine::ask(connection& conn, protocol::request re
                                           ask_options opt) {
   std::optional<outcome> got;
   gate g{*this};
-  const auto key = start(conn, std::move(req), opt, [&](outcome o) {
-    got = std::move(o);
-    g.open();
-  });
   // If this coroutine is destroyed while it waits, the exchange must not call into it later.
   struct canceller {
     request_engine& e;
-    std::uint64_t key;
+    std::uint64_t key = 0;
     ~canceller() { e.cancel(key); }
-  } cancel_on_exit{*this, key};
+  } cancel_on_exit{*this};
+  cancel_on_exit.key = start(conn, std::move(req), opt, [&](outcome o) {
+    got = std::move(o);
+    g.open();
+  });
   while (!got) co_await g.wait();
   if (auto* f = std::get_if<failure>(&*got)) throw *f;
   co_return std::get<protocol::reply>(std::move(*got));

@@ -457,8 +457,10 @@ void udp_server::handle_datagram(std::span<const std::byte> bytes, const endpoin
   ++(stats_.*by_type[decoded->body.index()]);
   auto* client = client_for(peer);
   if (client == nullptr) {
-    // Only when max_clients validated addresses are all active at once.
-    ++stats_.dropped_queue_full;
+    // Only when max_clients validated addresses are all active at once. Counted in GETs, as
+    // at a full client queue.
+    const auto* get = std::get_if<protocol::get_request>(&decoded->body);
+    stats_.dropped_queue_full += get != nullptr ? get->count : 1;
     return;
   }
   client->last_seen_ms = now;

@@ -128,7 +128,8 @@ ferry::server::config make_config(const fs::path& root) {
 enum class answer {
   none,           // garbage, damaged, oversized or reply-typed: no reply at all
   error_at_most,  // ferry's header, but not a request that decodes: at most an error
-  exactly_one,    // a request that decodes: one reply, of its type or an error
+  exactly_one,    // a request that decodes: one reply, of its type or an error (one a block
+                  // for a GET-RUN)
 };
 
 answer expected_answer(std::span<const std::byte> wire,
@@ -217,7 +218,7 @@ class harness {
     FERRY_FUZZ_CHECK(replies.size() <= most, "more replies than the datagram asked for");
     if (expect == answer::none) FERRY_FUZZ_CHECK(replies.empty(), "a reply to a non-request");
     if (expect == answer::exactly_one && !lost)
-      FERRY_FUZZ_CHECK(replies.size() == 1, "no reply to a request that decodes");
+      FERRY_FUZZ_CHECK(!replies.empty(), "no reply to a request that decodes");
     for (const auto& r : replies) check_reply(wire, req, expect, r);
 
     if (++inputs_ % 4096 == 0) check_tree();

@@ -141,6 +141,6 @@ TEST_CASE("a server that refuses GET-RUN is asked block by block, and the file a
   opt.timeout = std::chrono::seconds{5};
   const auto r = fetch_once(old_server.endpoint(), "f.bin", dest / "f.bin", opt);
   CHECK(read_file(dest / "f.bin") == content);
-  CHECK(runs_refused.load() == 1);
+  CHECK(runs_refused.load() >= 1);
   CHECK(r.datagrams > 40);
 }
