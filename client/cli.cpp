@@ -10,6 +10,7 @@
 #include "client/errors.hpp"
 #include "client/sync.hpp"
 #include "common/log.hpp"
+#include "common/version.hpp"
 
 namespace ferry::client {
 namespace {
@@ -58,6 +59,7 @@ int main(int argc, char** argv) {
   log::set_program("ferry");
   CLI::App app{"ferry: list and fetch files from a ferryd server over UDP"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", version_line("ferry"), "Print the version and exit");
   app.footer(
       std::string{
           "Examples:\n"

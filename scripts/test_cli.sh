@@ -30,6 +30,17 @@ run_bounded 30 "$FERRYD" --help
 check_rc "ferryd --help" 0
 check "ferryd --help shows examples" grep -q 'Examples:' "$RUN_OUT"
 
+section "version"
+# Both say the project's version (and git describe in a clone) and exit 0, needing nothing else:
+# not a subcommand, not --root.
+want_version=$(sed -n 's/^project(ferry VERSION \([0-9.]*\).*/\1/p' "$(dirname "${BASH_SOURCE[0]}")/../CMakeLists.txt")
+run_ferry --version
+check_rc "ferry --version" 0
+check "ferry --version says 'ferry $want_version'" grep -q "^ferry $want_version" "$RUN_OUT"
+run_bounded 30 "$FERRYD" --version
+check_rc "ferryd --version, without --root" 0
+check "ferryd --version says 'ferryd $want_version'" grep -q "^ferryd $want_version" "$RUN_OUT"
+
 section "ferryd start and stop"
 start_server "$ROOT" || {
   fail "ferryd started"

@@ -7,6 +7,7 @@
 
 #include "common/log.hpp"
 #include "common/units.hpp"
+#include "common/version.hpp"
 #include "server/udp_server.hpp"
 
 namespace ferry::server {
@@ -20,6 +21,7 @@ int main(int argc, char** argv) {
   log::set_program("ferryd");
   log::set_style(log::style::key_value);
   CLI::App app{"ferryd: serve one directory over UDP to ferry clients"};
+  app.set_version_flag("--version", version_line("ferryd"), "Print the version and exit");
   app.footer(
       "Examples:\n"
       "  ferryd --root ./shared-dir                 serve on 127.0.0.1:7070\n"
