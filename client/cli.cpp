@@ -139,6 +139,7 @@ int main(int argc, char** argv) {
   try {
     if (*ls) {
       apply_verbosity(ls_o);
+      ls_o.terminal = ::isatty(STDOUT_FILENO) == 1;
       run_ls(ls_o, long_form, std::cout);
     } else if (*st) {
       apply_verbosity(stat_o);

@@ -14,6 +14,7 @@
 #include "client/errors.hpp"
 #include "client/fetch.hpp"
 #include "client/progress.hpp"
+#include "client/terminal_text.hpp"
 #include "common/digest.hpp"
 #include "common/log.hpp"
 
@@ -145,11 +146,14 @@ task<void> list_or_stat(request_engine& engine, connection& conn, const command_
   auto emit = [&](const protocol::list_entry& e) {
     if (o.json) {
       all.push_back(entry_json(e));
-    } else if (long_form) {
+      return;
+    }
+    const auto name = o.terminal ? quote_for_terminal(e.name) : e.name;
+    if (long_form) {
       fmt::print(out, "{} {:>12} {} {}\n", type_letter(e.type), e.size, format_mtime(e.mtime_ns),
-                 e.name);
+                 name);
     } else {
-      out << e.name << '\n';
+      out << name << '\n';
     }
   };
   auto listing = list_dir(engine, conn, o.path, timeout, emit);
@@ -224,7 +228,8 @@ void run_get(const command_options& o, const get_options& g, std::ostream& out) 
     fo.on_progress = [&](std::uint64_t done, std::uint64_t total) {
       if (!bar)
         bar =
-            std::make_unique<progress_bar>(std::filesystem::path{target}.filename().string(), done);
+            std::make_unique<progress_bar>(
+                quote_for_terminal(std::filesystem::path{target}.filename().string()), done);
       bar->update(done, total);
     };
   }

@@ -20,6 +20,7 @@ struct command_options {
   double timeout_s = 10;
   bool verbose = false;  // say what is going on, on stderr
   bool quiet = false;    // errors only: no progress bar, no warnings
+  bool terminal = false;  // the output is a terminal: names are quoted as GNU ls does
 };
 
 // Each command prints its result to `out` and returns normally, or throws failure.

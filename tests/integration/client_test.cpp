@@ -433,4 +433,27 @@ TEST_CASE("ls lists names bytewise in order and keeps every byte of a name") {
   CHECK(j[3].at("name_hex") == "fffe20726177");
 }
 
+TEST_CASE("ls quotes names on a terminal, as GNU ls does, and leaves other output alone") {
+  temp_dir root;
+  root.mkdir("d");
+  // A name that would retitle the window and clear the screen of whoever lists it.
+  const std::string hostile = "x\x1b]0;owned\x07\x1b[2J";
+  root.write("d/" + hostile, "boo");
+  root.write("d/plain", "p");
+  running_server srv{root.path()};
+  ferry::client::command_options o{srv.address(), "d", false, 5.0};
+  for (bool terminal : {true, false}) {
+    CAPTURE(terminal);
+    o.terminal = terminal;
+    std::ostringstream out;
+    ferry::client::run_ls(o, false, out);
+    if (terminal) {
+      CHECK(out.str() == "plain\n'x'$'\\033'']0;owned'$'\\a\\033''[2J'\n");
+      CHECK(out.str().find('\x1b') == std::string::npos);
+    } else {
+      CHECK(out.str() == "plain\n" + hostile + "\n");  // a pipe gets the bytes, as from ls
+    }
+  }
+}
+
 TEST_SUITE_END();
