@@ -21,7 +21,7 @@ constexpr const char* exit_codes_text =
     "  1  internal error\n"
     "  2  usage error\n"
     "  3  refused by the server (not found, not a regular file, outside the root, ...)\n"
-    "  4  network: no answer before the timeout, or the address does not resolve\n"
+    "  4  network: no answer before the timeout, a closed port, or no such address\n"
     "  5  integrity: digest mismatch, or the file kept changing during the transfer\n"
     "  6  local I/O: cannot write the output (disk full, permission, ...)\n"
     "  130  interrupted by SIGINT or SIGTERM; rerun the same command to resume\n";

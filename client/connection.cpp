@@ -101,6 +101,7 @@ int connection::start_polling() noexcept {
       socklen_t len = sizeof err;
       (void)::getsockopt(self.recv_fd_, SOL_SOCKET, SO_ERROR, &err, &len);
       if (self.start_polling() != 0) return;
+      self.on_socket_error(err);
     }
     self.on_readable();
   });
@@ -152,7 +153,10 @@ void connection::on_readable() noexcept {
     const int n = ::recvmmsg(recv_fd_, msgs, recv_batch, MSG_DONTWAIT, nullptr);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return;  // EAGAIN, or an ICMP error for an earlier send: the same as loss
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      // An ICMP error for an earlier send, which this call consumed: read on.
+      on_socket_error(errno);
+      continue;
     }
     for (int i = 0; i < n; ++i) {
       auto& h = msgs[i].msg_hdr;
@@ -166,6 +170,16 @@ void connection::on_readable() noexcept {
     if (batch_end_) batch_end_();
     flush();
     if (static_cast<unsigned>(n) < recv_batch) return;
+  }
+}
+
+void connection::on_socket_error(int err) noexcept {
+  if (err != ECONNREFUSED && err != EHOSTUNREACH && err != ENETUNREACH) return;
+  if (!unreachable_) return;
+  try {
+    unreachable_();
+  } catch (const std::exception& e) {
+    log::debug("unreachable handler failed: {}", e.what());
   }
 }
 

@@ -70,6 +70,10 @@ class connection {
   // Called after each batch of replies has gone to the handler, before the buffer they point
   // into is read into again: whatever keeps spans of them must be done with them then.
   void set_batch_end(std::function<void()> f) { batch_end_ = std::move(f); }
+  // Called when the kernel reports that the server's host refused a datagram (ICMP port or
+  // host unreachable): nothing listens there now. Datagrams may still be on their way to a
+  // server that is starting, so this is a hint for requests that had no answer at all.
+  void set_unreachable(std::function<void()> f) { unreachable_ = std::move(f); }
   [[nodiscard]] uv_loop_t* loop() noexcept { return loop_; }
   [[nodiscard]] const endpoint& server() const noexcept { return server_; }
   [[nodiscard]] rtt_estimator& rtt() noexcept { return rtt_; }
@@ -87,6 +91,8 @@ class connection {
   // Polls recv_fd_ for reading, and again after an error; returns libuv's result.
   int start_polling() noexcept;
   void deliver(std::span<const std::byte> datagram) noexcept;
+  // An error the socket reported: an ICMP refusal goes to unreachable_, the rest is loss.
+  void on_socket_error(int err) noexcept;
 
   uv_loop_t own_loop_{};
   uv_loop_t* loop_;
@@ -104,6 +110,7 @@ class connection {
   bool gso_ = true;  // false once the kernel refused UDP GSO
   reply_handler handler_;
   std::function<void()> batch_end_;
+  std::function<void()> unreachable_;
   rtt_estimator rtt_;
   std::uint64_t first_id_ = 0;
   std::uint64_t next_id_ = 0;

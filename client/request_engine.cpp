@@ -30,7 +30,10 @@ request_engine::request_engine(uv_loop_t* loop)
 }
 
 request_engine::~request_engine() {
-  for (auto* c : attached_) c->set_handler(nullptr);
+  for (auto* c : attached_) {
+    c->set_handler(nullptr);
+    c->set_unreachable(nullptr);
+  }
 }
 
 void request_engine::attach(connection& conn) {
@@ -38,6 +41,7 @@ void request_engine::attach(connection& conn) {
   if (conn.loop() != loop_)
     throw failure{exit_code::internal, "a connection on another loop than its request engine"};
   conn.set_handler([this, &conn](const codec::decoded_reply& r) { dispatch(conn, r); });
+  conn.set_unreachable([this, &conn] { on_unreachable(conn); });
   attached_.push_back(&conn);
 }
 
@@ -118,6 +122,7 @@ void request_engine::on_answer(std::uint64_t key, const codec::decoded_reply& r)
   auto& x = exchanges_.at(key);
   const auto now = clock::now();
   const bool latest = r.hdr.request_id == x.ids.back();
+  x.heard = true;
   if (latest && !x.answered) x.conn->rtt().sample(now - x.sent);
   if (latest) x.answered = true;
   if (std::holds_alternative<protocol::token_reply>(r.body)) {
@@ -176,6 +181,22 @@ void request_engine::on_timer() noexcept {
     transmit(key, x, now);
   }
   rearm();
+}
+
+void request_engine::on_unreachable(connection& conn) noexcept {
+  std::vector<std::uint64_t> silent;
+  for (const auto& [key, x] : exchanges_)
+    if (x.conn == &conn && !x.heard) silent.push_back(key);
+  const auto& server = conn.server();
+  try {
+    for (auto key : silent)
+      complete(key, failure{exit_code::network,
+                            fmt::format("{} refused the request (ICMP unreachable): nothing "
+                                        "listens on UDP port {} there; is ferryd running?",
+                                        to_string(server), server.port())});
+  } catch (const std::exception&) {
+    // Out of memory for the message: the timeout ends these requests instead.
+  }
 }
 
 void request_engine::rearm() noexcept {

@@ -74,6 +74,7 @@ class request_engine {
     clock::time_point started{}, sent{}, next_send{}, alive{};
     bool answered = false;  // the last transmission drew an answer that was not the outcome
     bool busy = false;      // the server said busy since the last sign of life
+    bool heard = false;     // any answer came, busy or token included
     int token_rounds = 0;
     clock::duration poll = std::chrono::milliseconds{2};
   };
@@ -84,6 +85,9 @@ class request_engine {
   void transmit(std::uint64_t key, exchange& x, clock::time_point now);
   void complete(std::uint64_t key, outcome o) noexcept;
   void on_timer() noexcept;
+  // The kernel says nothing listens at `conn`'s server: requests that never had an answer end
+  // now, as curl's do on "connection refused", rather than at the timeout.
+  void on_unreachable(connection& conn) noexcept;
   void rearm() noexcept;
 
   uv_loop_t* loop_;

@@ -112,6 +112,27 @@ TEST_CASE("a server that answers nothing fails the exchange within the timeout")
   CHECK(srv.requests() == 2);
 }
 
+TEST_CASE("a closed port ends the exchange at once, on the kernel's ICMP refusal") {
+  // A port that nothing is bound to: bound once to learn a free one, then closed.
+  ferry::endpoint closed;
+  {
+    scripted_server gone{[](const auto&, std::uint64_t) { return std::optional<proto::reply>{}; }};
+    closed = gone.endpoint();
+  }
+  connection conn{closed};
+  const auto start = clock::now();
+  std::optional<failure> got;
+  try {
+    (void)ask(conn, proto::stat_request{"f"}, {std::chrono::seconds{5}});
+  } catch (const failure& f) {
+    got = f;
+  }
+  REQUIRE(got);
+  CHECK(got->code() == exit_code::network);
+  CHECK(std::string{got->what()}.find("unreachable") != std::string::npos);
+  CHECK(clock::now() - start < milliseconds{1000});
+}
+
 TEST_CASE("a digest being computed is polled until ready, and a digest that never comes ends") {
   SUBCASE("ready after a few polls") {
     scripted_server srv{[](const auto&, std::uint64_t n) -> std::optional<proto::reply> {
