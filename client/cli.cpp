@@ -151,6 +151,7 @@ int main(int argc, char** argv) {
       run_get(get_o, g, std::cout);
     } else if (*sync) {
       apply_verbosity(sync_o);
+      sync_o.terminal = ::isatty(STDOUT_FILENO) == 1;
       run_sync(sync_o, so, std::cout);
     }
     std::cout.flush();

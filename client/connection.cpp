@@ -11,6 +11,7 @@
 #include <cstring>
 #include <optional>
 #include <random>
+#include <utility>
 
 #include "client/errors.hpp"
 #include "common/log.hpp"
@@ -173,11 +174,17 @@ void connection::on_readable() noexcept {
   }
 }
 
+bool connection::is_refusal(int err) noexcept {
+  // EACCES: an IPv6 "administratively prohibited", which IPv4 reports as EHOSTUNREACH.
+  return err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH || err == EACCES;
+}
+
+int connection::take_refusal() noexcept { return std::exchange(refusal_, 0); }
+
 void connection::on_socket_error(int err) noexcept {
-  if (err != ECONNREFUSED && err != EHOSTUNREACH && err != ENETUNREACH) return;
-  if (!unreachable_) return;
+  if (!is_refusal(err) || !unreachable_) return;
   try {
-    unreachable_();
+    unreachable_(err);
   } catch (const std::exception& e) {
     log::debug("unreachable handler failed: {}", e.what());
   }
@@ -190,6 +197,7 @@ void connection::deliver(std::span<const std::byte> datagram) noexcept {
     ++malformed_;  // corrupted on the way, or not from a ferry server: ask again later
     return;
   }
+  heard_ = true;
   if (auto* t = std::get_if<protocol::token_reply>(&decoded->body)) {
     // The handler sees it too: a request answered so must be sent again, with this token.
     token_ = t->token;
@@ -243,6 +251,7 @@ void connection::flush() noexcept {
   udp_gso::control ctrl[send_batch];
   std::size_t first[send_batch], count[send_batch];
   std::size_t next = 0;  // the first request not yet sent or given up
+  bool refusal_retried = false;
   while (next < send_len_.size()) {
     unsigned m = 0;
     for (std::size_t i = next; i < send_len_.size(); ++m) {
@@ -277,7 +286,14 @@ void connection::flush() noexcept {
       continue;
     }
     if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) break;
-    next = first[0] + count[0];  // an ICMP error reported for an earlier datagram: skip these
+    if (is_refusal(err) && !refusal_retried) {
+      // An ICMP error for an earlier datagram, which this call consumed: note it for the
+      // request engine to read once this send is over, and send these again.
+      refusal_ = err;
+      refusal_retried = true;
+      continue;
+    }
+    next = first[0] + count[0];  // another error for an earlier datagram: skip these
   }
   // Whatever did not go (a full socket buffer) is the same as loss: the caller asks again.
   send_len_.clear();

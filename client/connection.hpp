@@ -70,10 +70,15 @@ class connection {
   // Called after each batch of replies has gone to the handler, before the buffer they point
   // into is read into again: whatever keeps spans of them must be done with them then.
   void set_batch_end(std::function<void()> f) { batch_end_ = std::move(f); }
-  // Called when the kernel reports that the server's host refused a datagram (ICMP port or
-  // host unreachable): nothing listens there now. Datagrams may still be on their way to a
-  // server that is starting, so this is a hint for requests that had no answer at all.
-  void set_unreachable(std::function<void()> f) { unreachable_ = std::move(f); }
+  // Called with the errno when the kernel reports, from the poll, that the server's host
+  // refused a datagram (ICMP port, host or network unreachable, or prohibited).
+  void set_unreachable(std::function<void(int)> f) { unreachable_ = std::move(f); }
+  // The same report when a send, not the poll, took the error: read after sending, outside
+  // any handler, as 0 when there was none.
+  [[nodiscard]] int take_refusal() noexcept;
+  [[nodiscard]] static bool is_refusal(int err) noexcept;
+  // Whether any reply from the server has decoded on this connection: the server was there.
+  [[nodiscard]] bool heard() const noexcept { return heard_; }
   [[nodiscard]] uv_loop_t* loop() noexcept { return loop_; }
   [[nodiscard]] const endpoint& server() const noexcept { return server_; }
   [[nodiscard]] rtt_estimator& rtt() noexcept { return rtt_; }
@@ -110,7 +115,9 @@ class connection {
   bool gso_ = true;  // false once the kernel refused UDP GSO
   reply_handler handler_;
   std::function<void()> batch_end_;
-  std::function<void()> unreachable_;
+  std::function<void(int)> unreachable_;
+  int refusal_ = 0;     // a refusal a send took, for take_refusal()
+  bool heard_ = false;  // a reply has decoded
   rtt_estimator rtt_;
   std::uint64_t first_id_ = 0;
   std::uint64_t next_id_ = 0;

@@ -1,6 +1,8 @@
 #include "client/request_engine.hpp"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 
 #include "common/log.hpp"
 
@@ -41,7 +43,7 @@ void request_engine::attach(connection& conn) {
   if (conn.loop() != loop_)
     throw failure{exit_code::internal, "a connection on another loop than its request engine"};
   conn.set_handler([this, &conn](const codec::decoded_reply& r) { dispatch(conn, r); });
-  conn.set_unreachable([this, &conn] { on_unreachable(conn); });
+  conn.set_unreachable([this, &conn](int err) { on_unreachable(conn, err); });
   attached_.push_back(&conn);
 }
 
@@ -65,6 +67,7 @@ std::uint64_t request_engine::start(connection& conn, protocol::request req, ask
   x.started = x.alive = clock::now();
   transmit(key, x, x.started);
   rearm();
+  check_refusal(conn);
   return key;
 }
 
@@ -122,14 +125,16 @@ void request_engine::on_answer(std::uint64_t key, const codec::decoded_reply& r)
   auto& x = exchanges_.at(key);
   const auto now = clock::now();
   const bool latest = r.hdr.request_id == x.ids.back();
-  x.heard = true;
   if (latest && !x.answered) x.conn->rtt().sample(now - x.sent);
   if (latest) x.answered = true;
   if (std::holds_alternative<protocol::token_reply>(r.body)) {
     // Not an answer yet: the server wants its token echoed, which the connection now has.
     if (!latest || ++x.token_rounds > max_token_rounds) return;
     x.alive = now;
+    auto* conn = x.conn;
     transmit(key, x, now);
+    check_refusal(*conn);
+    return rearm();
   } else if (auto* e = std::get_if<protocol::error_reply>(&r.body); e && e->code == errc::busy) {
     x.busy = true;
     if (latest) x.next_send = now + busy_wait;
@@ -178,25 +183,36 @@ void request_engine::on_timer() noexcept {
                                                  to_string(server), secs, server.port())});
       continue;
     }
+    auto* conn = x.conn;
     transmit(key, x, now);
+    check_refusal(*conn);
   }
   rearm();
 }
 
-void request_engine::on_unreachable(connection& conn) noexcept {
+void request_engine::on_unreachable(connection& conn, int err) noexcept {
+  if (conn.heard()) return;
   std::vector<std::uint64_t> silent;
   for (const auto& [key, x] : exchanges_)
-    if (x.conn == &conn && !x.heard) silent.push_back(key);
+    if (x.conn == &conn) silent.push_back(key);
   const auto& server = conn.server();
   try {
-    for (auto key : silent)
-      complete(key, failure{exit_code::network,
-                            fmt::format("{} refused the request (ICMP unreachable): nothing "
-                                        "listens on UDP port {} there; is ferryd running?",
-                                        to_string(server), server.port())});
+    const auto why =
+        err == ECONNREFUSED
+            ? fmt::format("{} refused the request (ICMP port unreachable): nothing listens on "
+                          "UDP port {} there; is ferryd running?",
+                          to_string(server), server.port())
+            : fmt::format("{} cannot be reached: {} (an ICMP error; a router or firewall on "
+                          "the way says so)",
+                          to_string(server), std::strerror(err));
+    for (auto key : silent) complete(key, failure{exit_code::network, why});
   } catch (const std::exception&) {
     // Out of memory for the message: the timeout ends these requests instead.
   }
+}
+
+void request_engine::check_refusal(connection& conn) noexcept {
+  if (const int err = conn.take_refusal(); err != 0) on_unreachable(conn, err);
 }
 
 void request_engine::rearm() noexcept {

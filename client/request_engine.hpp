@@ -74,7 +74,6 @@ class request_engine {
     clock::time_point started{}, sent{}, next_send{}, alive{};
     bool answered = false;  // the last transmission drew an answer that was not the outcome
     bool busy = false;      // the server said busy since the last sign of life
-    bool heard = false;     // any answer came, busy or token included
     int token_rounds = 0;
     clock::duration poll = std::chrono::milliseconds{2};
   };
@@ -85,9 +84,13 @@ class request_engine {
   void transmit(std::uint64_t key, exchange& x, clock::time_point now);
   void complete(std::uint64_t key, outcome o) noexcept;
   void on_timer() noexcept;
-  // The kernel says nothing listens at `conn`'s server: requests that never had an answer end
-  // now, as curl's do on "connection refused", rather than at the timeout.
-  void on_unreachable(connection& conn) noexcept;
+  // The kernel says nothing listens at `conn`'s server (`err`, an ICMP refusal). While the
+  // server has never answered on this connection, its requests end now, as curl's do on
+  // "connection refused", rather than at the timeout; once it has, this is a restart or a
+  // late report, and only loss.
+  void on_unreachable(connection& conn, int err) noexcept;
+  // A refusal that a send took, read once the send is over.
+  void check_refusal(connection& conn) noexcept;
   void rearm() noexcept;
 
   uv_loop_t* loop_;

@@ -25,6 +25,7 @@
 #include "client/connection.hpp"
 #include "client/errors.hpp"
 #include "client/fetch.hpp"
+#include "client/terminal_text.hpp"
 #include "common/digest.hpp"
 #include "common/log.hpp"
 #include "common/path_safety.hpp"
@@ -35,6 +36,12 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 namespace {
+
+// A server's name in a message on stderr: quoted as GNU ls would when that is a terminal,
+// so that it cannot drive the terminal; as it is, in quotes, otherwise.
+std::string quoted_name(const std::string& name) {
+  return ::isatty(STDERR_FILENO) == 1 ? quote_for_terminal(name) : "'" + name + "'";
+}
 
 // A bound on the names one sync walks, so that a huge or hostile tree cannot exhaust memory.
 constexpr std::size_t max_sync_entries = 1'000'000;
@@ -246,11 +253,11 @@ class syncer {
       const auto& l = *found;
       switch (e.type) {
         case protocol::entry_type::symlink:
-          log::warn("skipping symlink '{}' on the server: links are never followed", r);
+          log::warn("skipping symlink {} on the server: links are never followed", quoted_name(r));
           symlinks_.push_back(r);
           break;
         case protocol::entry_type::other:
-          log::warn("skipping special file '{}' on the server", r);
+          log::warn("skipping special file {} on the server", quoted_name(r));
           specials_.push_back(r);
           break;
         case protocol::entry_type::file: {
@@ -439,7 +446,7 @@ class syncer {
   void item(std::string_view code, const std::string& name, const char* action, std::uint64_t size,
             std::uint64_t bytes, std::uint64_t resumed = 0) {
     if (!o_.json && !o_.quiet) {
-      fmt::print(out_, "{} {}\n", code, name);
+      fmt::print(out_, "{} {}\n", code, o_.terminal ? quote_for_terminal(name) : name);
       out_.flush();
     }
     json j{{"name", name}, {"action", action}};

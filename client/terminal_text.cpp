@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <cctype>
 #include <cstdint>
+#include <cstdlib>
 
 namespace ferry::client {
 
@@ -34,8 +36,9 @@ std::size_t utf8_length(std::string_view s) {
 
 bool is_control(unsigned char c) { return c < 0x20 || c == 0x7f; }
 
+// Characters that make GNU ls quote a name anywhere in it (gnulib's quotearg, shell style).
 bool is_shell_special(char c) {
-  static constexpr std::string_view special = " \t!\"$&'()*;<>?[\\]^`{|}";
+  static constexpr std::string_view special = " \t!\"$&'()*;<=>?[\\^`|";
   return special.find(c) != std::string_view::npos;
 }
 
@@ -54,37 +57,58 @@ std::string escape_byte(unsigned char c) {
 
 }  // namespace
 
-std::string quote_for_terminal(std::string_view name) {
-  bool special = !name.empty() && (name.front() == '#' || name.front() == '~');
-  bool unprintable = false;
-  for (std::size_t i = 0; i < name.size();) {
+bool terminal_is_utf8() {
+  // The terminal's character set as the locale variables name it, in their order of
+  // precedence; ferry itself runs in the C locale and does not change it.
+  for (const char* var : {"LC_ALL", "LC_CTYPE", "LANG"}) {
+    const char* v = std::getenv(var);
+    if (v == nullptr || *v == '\0') continue;
+    std::string lower{v};
+    for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    return lower.find("utf-8") != std::string::npos || lower.find("utf8") != std::string::npos;
+  }
+  return false;
+}
+
+std::string quote_for_terminal(std::string_view name, bool utf8) {
+  if (name.empty()) return "''";
+  // How long the printable character at `i` is, or 0 if the byte there must be escaped.
+  const auto printable = [&](std::size_t i) -> std::size_t {
     const auto c = static_cast<unsigned char>(name[i]);
-    const auto n = utf8_length(name.substr(i));
-    if (n == 0 || is_control(c)) {
+    if (is_control(c)) return 0;
+    if (c < 0x80) return 1;
+    return utf8 ? utf8_length(name.substr(i)) : 0;
+  };
+  bool special = name.front() == '#' || name.front() == '~' || name == "{" || name == "}";
+  bool unprintable = false, other_special = false;
+  for (std::size_t i = 0; i < name.size();) {
+    const auto n = printable(i);
+    if (n == 0) {
       unprintable = true;
       ++i;
       continue;
     }
-    if (n == 1 && is_shell_special(name[i])) special = true;
+    if (n == 1 && is_shell_special(name[i])) {
+      special = true;
+      if (name[i] != '\'') other_special = true;
+    }
     i += n;
   }
   if (!special && !unprintable) return std::string{name};
-  if (!unprintable) {
-    // As GNU ls: double quotes when that avoids escaping a single quote, and is safe.
-    if (name.find('\'') != std::string_view::npos &&
-        name.find_first_of("\"$`\\!") == std::string_view::npos)
-      return fmt::format("\"{}\"", name);
-  }
-  // Printable runs in single quotes ('\'' for a quote), the rest as $'...' escapes.
-  std::string out;
-  bool in_quotes = false, in_escape = false;
+  // As GNU ls: a name whose only special character is a single quote goes in double quotes.
+  if (!unprintable && !other_special && name.find('\'') != std::string_view::npos &&
+      name.front() != '#' && name.front() != '~')
+    return fmt::format("\"{}\"", name);
+  // Single quotes from the start ('\'' for a quote in it), and what cannot be printed as
+  // $'...' escapes between closed quotes: 'a'$'\n''b', ''$'\033''[2J'.
+  std::string out = "'";
+  bool in_quotes = true, in_escape = false;
   for (std::size_t i = 0; i < name.size();) {
-    const auto c = static_cast<unsigned char>(name[i]);
-    const auto n = utf8_length(name.substr(i));
-    if (n == 0 || is_control(c)) {
+    const auto n = printable(i);
+    if (n == 0) {
       if (in_quotes) out += '\'', in_quotes = false;
       if (!in_escape) out += "$'", in_escape = true;
-      out += escape_byte(c);
+      out += escape_byte(static_cast<unsigned char>(name[i]));
       ++i;
       continue;
     }
