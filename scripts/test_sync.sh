@@ -253,7 +253,10 @@ BIG=$((24 * 1024 * 1024))
 mkdir -p "$ROOT/big"
 gen_random "$ROOT/big/a-small.bin" 1000 51
 gen_random "$ROOT/big/large.bin" "$BIG" 52
-start_proxy "$SRV_ADDR" --rate 20M --seed 3 || fail "ferry_impair started"
+# 4 MB/s: the 24 MiB take 6 s, so the sync is surely still running when the state file, written
+# every half second, shows a tenth done. At 20 MB/s it took 1.3 s, and in one CI run (ASan) the
+# sync finished before the poll saw the state file and the kill came.
+start_proxy "$SRV_ADDR" --rate 4M --seed 3 || fail "ferry_impair started"
 start_bg 120 killed "$FERRY" sync "$PROXY_ADDR" big "$TMP/bigout" --jobs 1
 STATE=$TMP/bigout/large.bin.part.state
 want=$((BIG / 65024 / 10))
