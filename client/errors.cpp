@@ -53,4 +53,19 @@ void throw_refused(const std::string& path, protocol::errc e) {
                                               protocol::to_string(e), hint_for(e))};
 }
 
+failure no_answer(std::string_view who, double seconds, std::uint16_t port, bool only_busy,
+                  std::string_view then) {
+  const auto tail = then.empty() ? std::string{} : fmt::format("; {}", then);
+  if (only_busy)
+    return failure{exit_code::network,
+                   fmt::format("{} answered only \"busy\" for {:g} s; it is overloaded, try again "
+                               "later{}",
+                               who, seconds, tail)};
+  const auto port_text = port != 0 ? fmt::format("UDP port {}", port) : std::string{"the UDP port"};
+  return failure{exit_code::network,
+                 fmt::format("no answer from {} for {:g} s (is ferryd running there? is {} "
+                             "open?){}",
+                             who, seconds, port_text, tail)};
+}
+
 }  // namespace ferry::client

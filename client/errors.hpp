@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include "common/protocol.hpp"
 
@@ -31,6 +32,11 @@ class failure : public std::runtime_error {
 
 // The exit class for an error code a server sent.
 [[nodiscard]] exit_code exit_code_for(protocol::errc e) noexcept;
+
+// The failure for servers (`who`, one address or several) that gave no answer for `seconds`,
+// or only "busy"; `port` 0 names none; `then` is what to do about it, after a semicolon.
+[[nodiscard]] failure no_answer(std::string_view who, double seconds, std::uint16_t port,
+                                bool only_busy, std::string_view then = {});
 
 // Throws the failure for a server's refusal of `path`, with a hint at what to do about it.
 [[noreturn]] void throw_refused(const std::string& path, protocol::errc e);

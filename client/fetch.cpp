@@ -164,10 +164,8 @@ task<protocol::stat_reply> fetcher::establish() {
   if (ref == answers.size()) {
     std::string names;
     for (const auto& s : sources_) names += (names.empty() ? "" : ", ") + s.result.address;
-    throw failure{exit_code::network,
-                  fmt::format("no answer from {} for {:g} s (is ferryd running there? is the UDP "
-                              "port open?)",
-                              names, std::chrono::duration<double>(opt_.timeout).count())};
+    throw no_answer(names, std::chrono::duration<double>(opt_.timeout).count(),
+                    sources_.size() == 1 ? sources_[0].conn->server().port() : 0, false);
   }
   const auto refusal = [&](std::size_t i) {
     const auto& a = answers[i];

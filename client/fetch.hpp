@@ -130,9 +130,12 @@ class fetcher {
 
   task<outcome> transfer(part_file& part);
   void pump();
-  // Sends one request for `s`, if there is a block to ask for; `held` says it waits for room
-  // in the window to ask for a run.
-  bool pump_source(source& s, bool& held);
+  enum class pump_result {
+    sent,     // a request went out
+    waiting,  // it waits for room in the window to ask for a run
+    nothing   // no block left to ask this source for
+  };
+  pump_result pump_source(source& s);
   // Asks `s` for `count` blocks from `index` on, with one GET or GET-RUN.
   void send_blocks(source& s, std::uint64_t index, std::uint16_t count, bool retransmit);
   void on_reply(source& s, const codec::decoded_reply& r) noexcept;
@@ -142,7 +145,15 @@ class fetcher {
   void on_probe_reply(source& s, const protocol::reply& body);
   void on_tick();
   void trace(const source& s) const;  // the path model, at debug level
-  void declare_lost(source& s, const flight& f);
+  // Takes request `id` out of flight as lost, by order (RACK) or by a timeout, and tells
+  // congestion control.
+  void declare_lost(source& s, std::uint64_t id, bool by_order);
+  // The accounting of a request that left flight unanswered: its block is asked for again.
+  void release(source& s, const flight& f);
+  // Whether block `index` is neither done nor asked for anywhere.
+  [[nodiscard]] bool wanted(std::uint64_t index) const noexcept {
+    return !part_->is_done(index) && in_flight_[index] == 0;
+  }
   // The other blocks of a GET-RUN whose head drew a token or "malformed": the server queued
   // none of them, so they go to be asked again, and count as no loss.
   void retire_run(source& s, std::uint64_t head_id, std::uint16_t length);

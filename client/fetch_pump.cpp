@@ -60,16 +60,15 @@ bool fetcher::endgame_pick(const source& s, std::uint64_t& index) const {
   return true;
 }
 
-bool fetcher::pump_source(source& s, bool& held) {
-  held = false;
+fetcher::pump_result fetcher::pump_source(source& s) {
   while (!retransmit_.empty()) {
     const auto index = retransmit_.front();
     retransmit_.pop_front();
-    if (part_->is_done(index) || in_flight_[index] != 0) continue;
+    if (!wanted(index)) continue;
     send_blocks(s, index, 1, true);
-    return true;
+    return pump_result::sent;
   }
-  while (scan_ < part_->block_count() && (part_->is_done(scan_) || in_flight_[scan_] != 0)) ++scan_;
+  while (scan_ < part_->block_count() && !wanted(scan_)) ++scan_;
   if (scan_ < part_->block_count()) {
     // Blocks that follow each other and were never asked for go out as one GET-RUN, as many as
     // the pacing and the window let go now: a request datagram for several blocks, where the
@@ -80,9 +79,7 @@ bool fetcher::pump_source(source& s, bool& held) {
       const auto by_pace = static_cast<std::uint64_t>(std::max(s.pace_tokens, 0.0)) / block + 1;
       const auto by_window = (s.cc->cwnd() - s.in_flight_bytes + block - 1) / block;
       const auto most = std::min<std::uint64_t>({opt_.max_run, by_pace, by_window});
-      while (n < most && scan_ + n < part_->block_count() && !part_->is_done(scan_ + n) &&
-             in_flight_[scan_ + n] == 0)
-        ++n;
+      while (n < most && scan_ + n < part_->block_count() && wanted(scan_ + n)) ++n;
       // When the window, not the pacing, is what holds requests back (on a short path, where
       // each reply frees room for one block), wait for room for a millisecond's worth, as TCP
       // sizes its TSO bursts, rather than ask block by block: the window is several times
@@ -90,27 +87,25 @@ bool fetcher::pump_source(source& s, bool& held) {
       const auto quantum = std::clamp<std::uint64_t>(
           static_cast<std::uint64_t>(s.cc->pacing_rate() / 1000.0) / block, 1,
           std::min<std::uint64_t>(opt_.max_run, std::max<std::uint64_t>(1, s.cc->cwnd() / block / 4)));
-      if (n < quantum && n == by_window && by_window < by_pace && s.in_flight_bytes > 0) {
-        held = true;
-        return false;
-      }
+      if (n < quantum && n == by_window && by_window < by_pace && s.in_flight_bytes > 0)
+        return pump_result::waiting;
     }
     send_blocks(s, scan_, static_cast<std::uint16_t>(n), false);
     scan_ += n;
-    return true;
+    return pump_result::sent;
   }
   // Near the end, ask a second source for what the others still owe, so one slow server
   // cannot hold up the finish.
   std::uint64_t index = 0;
   if (sources_.size() > 1 && endgame_pick(s, index)) {
     send_blocks(s, index, 1, false);
-    return true;
+    return pump_result::sent;
   }
   if (tail_pick(s, index)) {
     send_blocks(s, index, 1, true);
-    return true;
+    return pump_result::sent;
   }
-  return false;
+  return pump_result::nothing;
 }
 
 bool fetcher::no_whole_block_done() const noexcept {
@@ -194,10 +189,10 @@ void fetcher::pump() {
     for (std::size_t k = 0; k < n; ++k) {
       auto& s = sources_[(next_source_ + k) % n];
       if (!may_send(s, now)) continue;
-      bool held = false;
-      if (pump_source(s, held)) {
+      const auto r = pump_source(s);
+      if (r == pump_result::sent) {
         sent = true;
-      } else if (!held && s.in_flight_bytes < s.cc->cwnd()) {
+      } else if (r == pump_result::nothing && s.in_flight_bytes < s.cc->cwnd()) {
         // Nothing left to ask although the window is open: the end of the file.
         s.cc->on_app_limited(s.in_flight_bytes);
       }
@@ -206,22 +201,29 @@ void fetcher::pump() {
   next_source_ = (next_source_ + 1) % n;
 }
 
+void fetcher::release(source& s, const flight& f) {
+  --in_flight_[f.index];
+  s.in_flight_bytes -= f.cc.bytes;
+  if (wanted(f.index)) retransmit_.push_back(f.index);
+}
+
 void fetcher::retire_run(source& s, std::uint64_t head_id, std::uint16_t length) {
   for (std::uint16_t i = 1; i < length; ++i) {
     const auto* f = s.flights.find(head_id + i);
     if (f == nullptr) continue;
-    const auto index = f->index;
-    --in_flight_[index];
-    s.in_flight_bytes -= f->cc.bytes;
+    const auto gone = *f;
     s.flights.erase(head_id + i);
-    if (!part_->is_done(index) && in_flight_[index] == 0) retransmit_.push_back(index);
+    release(s, gone);
   }
 }
 
-void fetcher::declare_lost(source& s, const flight& f) {
-  --in_flight_[f.index];
-  s.in_flight_bytes -= f.cc.bytes;
-  if (!part_->is_done(f.index) && in_flight_[f.index] == 0) retransmit_.push_back(f.index);
+void fetcher::declare_lost(source& s, std::uint64_t id, bool by_order) {
+  const auto f = *s.flights.find(id);
+  // Remembered, so that an answer after all can show the loss spurious (see handle_reply).
+  if (s.lost_by_order.size() >= max_remembered_losses) s.lost_by_order.clear();
+  s.lost_by_order.emplace(id, by_order);
+  s.flights.erase(id);
+  release(s, f);
   s.cc->on_loss(f.cc, clock::now());
 }
 
@@ -231,11 +233,7 @@ std::size_t fetcher::detect_losses(source& s, clock::time_point now) {
   std::uint64_t oldest_id = 0;
   while (const auto* oldest = s.flights.oldest(&oldest_id)) {
     if (!s.loss.lost(oldest->seq, oldest->cc.sent, now, window)) break;
-    const auto f = *oldest;
-    if (s.lost_by_order.size() >= max_remembered_losses) s.lost_by_order.clear();
-    s.lost_by_order.emplace(oldest_id, true);
-    s.flights.erase(oldest_id);
-    declare_lost(s, f);
+    declare_lost(s, oldest_id, true);
     ++n;
   }
   return n;

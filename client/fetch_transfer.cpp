@@ -114,8 +114,7 @@ std::size_t fetcher::usable_sources() const noexcept {
 void fetcher::set_aside(source& s, source_state state) {
   // Whatever it still owes goes to the others at once.
   s.flights.for_each([&](std::uint64_t, const flight& f) {
-    --in_flight_[f.index];
-    if (!part_->is_done(f.index) && in_flight_[f.index] == 0) retransmit_.push_back(f.index);
+    release(s, f);
     return true;
   });
   s.flights.clear();
@@ -234,7 +233,7 @@ void fetcher::handle_reply(source& s, const codec::decoded_reply& r) {
   // Whatever this reply turns out to be, a block it does not deliver must be asked for again,
   // or it would be neither done, nor in flight, nor queued, and the fetch would stall on it.
   const auto ask_again = [&](bool first) {
-    if (!matched || part_->is_done(acked_index) || in_flight_[acked_index] != 0) return;
+    if (!matched || !wanted(acked_index)) return;
     if (first)
       retransmit_.push_front(acked_index);
     else
@@ -336,17 +335,9 @@ void fetcher::on_tick() {
       for (const auto& s : sources_)
         if (s.state != source_state::dropped)
           names += (names.empty() ? "" : ", ") + s.result.address;
-      const auto port = sources_[0].conn->server().port();
-      const double secs = std::chrono::duration<double>(opt_.timeout).count();
-      if (busy_since_progress_)
-        throw failure{exit_code::network,
-                      fmt::format("{} answered only \"busy\" for {:g} s; it is overloaded, try "
-                                  "again later to resume",
-                                  names, secs)};
-      throw failure{exit_code::network,
-                    fmt::format("no answer from {} for {:g} s (is ferryd running there? is UDP "
-                                "port {} open?); rerun the same command to resume",
-                                names, secs, port)};
+      throw no_answer(names, std::chrono::duration<double>(opt_.timeout).count(),
+                      sources_[0].conn->server().port(), busy_since_progress_,
+                      "rerun the same command to resume");
     }
     const auto live = std::count_if(sources_.begin(), sources_.end(),
                                     [](auto& s) { return s.state == source_state::live; });
@@ -378,13 +369,9 @@ void fetcher::on_tick() {
       std::uint64_t oldest_id = 0;
       while (const auto* oldest = s.flights.oldest(&oldest_id)) {
         if (now - oldest->cc.sent < rto) break;
-        const auto f = *oldest;
-        if (s.lost_by_order.size() >= max_remembered_losses) s.lost_by_order.clear();
-        s.lost_by_order.emplace(oldest_id, false);
-        s.flights.erase(oldest_id);
-        declare_lost(s, f);
+        newest_lost = std::max(newest_lost, oldest->cc.sent);
+        declare_lost(s, oldest_id, false);
         timed_out = true;
-        newest_lost = std::max(newest_lost, f.cc.sent);
       }
       // Back off once per round of timeouts, not once per request that timed out in it; and
       // when nothing at all came back for that long, the path may be gone: send little until

@@ -17,11 +17,10 @@ constexpr int max_token_rounds = 4;
 constexpr auto busy_wait = std::chrono::milliseconds{20};
 constexpr auto max_poll = std::chrono::milliseconds{100};
 
-std::uint64_t ms_until(clock::time_point t, clock::time_point now) {
-  if (t <= now) return 0;
-  // Rounded up, so the timer never fires just before what it waits for.
-  return static_cast<std::uint64_t>(
-      std::chrono::ceil<std::chrono::milliseconds>(t - now).count());
+// A libuv timeout for `d`, rounded up so the timer never fires just before what it waits for.
+std::uint64_t timeout_ms(clock::duration d) {
+  if (d <= clock::duration::zero()) return 0;
+  return static_cast<std::uint64_t>(std::chrono::ceil<std::chrono::milliseconds>(d).count());
 }
 }  // namespace
 
@@ -173,14 +172,9 @@ void request_engine::on_timer() noexcept {
     auto& x = it->second;
     if (now - x.alive >= x.opt.timeout) {
       const auto& server = x.conn->server();
-      const double secs = std::chrono::duration<double>(x.opt.timeout).count();
-      complete(key, failure{exit_code::network,
-                            x.busy ? fmt::format("{} answered only \"busy\" for {:g} s; it is "
-                                                 "overloaded, try again later",
-                                                 to_string(server), secs)
-                                   : fmt::format("no answer from {} after {:g} s (is ferryd "
-                                                 "running there? is UDP port {} open?)",
-                                                 to_string(server), secs, server.port())});
+      complete(key, no_answer(to_string(server),
+                              std::chrono::duration<double>(x.opt.timeout).count(),
+                              server.port(), x.busy));
       continue;
     }
     auto* conn = x.conn;
@@ -225,7 +219,7 @@ void request_engine::rearm() noexcept {
     next = std::min({next, x.next_send, x.alive + x.opt.timeout});
   uv_timer_start(
       timer_.get(), [](uv_timer_t* t) { static_cast<request_engine*>(t->data)->on_timer(); },
-      ms_until(next, clock::now()), 0);
+      timeout_ms(next - clock::now()), 0);
 }
 
 void request_engine::resume_soon(std::coroutine_handle<> h) {
@@ -261,10 +255,6 @@ task<protocol::reply> request_engine::ask(connection& conn, protocol::request re
   co_return std::get<protocol::reply>(std::move(*got));
 }
 
-gate::~gate() {
-  if (timer_) timer_->close();
-}
-
 void gate::open() noexcept {
   opened_ = true;
   wake();
@@ -283,10 +273,9 @@ void gate::awaiter::await_suspend(std::coroutine_handle<> h) {
     g.timer_ = std::make_unique<uv_owned<uv_timer_t>>(g.engine_.loop(), uv_timer_init);
     g.timer_->get()->data = &g;
   }
-  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(std::max(limit, clock::duration{0}));
   uv_timer_start(
       g.timer_->get(), [](uv_timer_t* t) { static_cast<gate*>(t->data)->wake(); },
-      static_cast<std::uint64_t>(ms.count()), 0);
+      timeout_ms(limit), 0);
 }
 
 }  // namespace ferry::client

@@ -110,7 +110,6 @@ class request_engine {
 class gate {
  public:
   explicit gate(request_engine& engine) noexcept : engine_{engine} {}
-  ~gate();
   gate(const gate&) = delete;
   gate& operator=(const gate&) = delete;
 

@@ -491,8 +491,10 @@ void udp_server::handle_get(client_state& c, std::uint64_t id, const protocol::g
       stats_.dropped_queue_full += req.count - i;
       break;
     }
-    c.queue.push_back(pending_get{id + i, *rel, req.offset + std::uint64_t{i} * req.block_size,
-                                  block});
+    // The path is copied for all but the last, which takes it: a plain GET copies nothing.
+    const bool last = i + 1 == req.count;
+    c.queue.push_back(pending_get{id + i, last ? std::move(*rel) : *rel,
+                                  req.offset + std::uint64_t{i} * req.block_size, block});
     ++queued_total_;
     queued_bytes_ += cost;
   }

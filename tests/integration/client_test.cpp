@@ -23,6 +23,7 @@
 #include "client/fetch.hpp"
 #include "common/protocol.hpp"
 #include "support/fetch_once.hpp"
+#include "support/loopback.hpp"
 #include "support/running_server.hpp"
 #include "support/udp_relay.hpp"
 
@@ -81,15 +82,9 @@ std::uint64_t blocks_of(std::uint64_t size, std::uint32_t block) {
 ferry::endpoint dead_endpoint() {
   const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0);
-  sockaddr_storage bound{};
-  socklen_t len = sizeof bound;
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len) == 0);
+  const auto bound = bind_loopback(fd);
   ::close(fd);
-  return ferry::endpoint::from(reinterpret_cast<const sockaddr*>(&bound));
+  return bound;
 }
 
 // Fetches `remote` through a relay that stops delivering after `cut_blocks` data replies, so

@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <vector>
 
+#include "support/loopback.hpp"
+
 namespace ferry::test {
 
 scripted_server::scripted_server(script s) : script_{std::move(s)} {
@@ -17,14 +19,7 @@ scripted_server::scripted_server(script s) : script_{std::move(s)} {
   wake_ = ::eventfd(0, EFD_CLOEXEC);
   REQUIRE(fd_ >= 0);
   REQUIRE(wake_ >= 0);
-  sockaddr_in local{};
-  local.sin_family = AF_INET;
-  local.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd_, reinterpret_cast<const sockaddr*>(&local), sizeof local) == 0);
-  sockaddr_storage bound{};
-  socklen_t len = sizeof bound;
-  REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&bound), &len) == 0);
-  endpoint_ = ::ferry::endpoint::from(reinterpret_cast<const sockaddr*>(&bound));
+  endpoint_ = bind_loopback(fd_);
   thread_ = std::thread{[this] { run(); }};
 }
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/codec.hpp"
+#include "support/loopback.hpp"
 
 namespace ferry::test {
 
@@ -35,15 +36,7 @@ udp_relay::udp_relay(const ::ferry::endpoint& server) {
   REQUIRE(wake_ >= 0);
   grow_buffers(front_);
   grow_buffers(back_);
-  sockaddr_in local{};
-  local.sin_family = AF_INET;
-  local.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  local.sin_port = 0;
-  REQUIRE(::bind(front_, reinterpret_cast<const sockaddr*>(&local), sizeof local) == 0);
-  sockaddr_storage bound{};
-  socklen_t len = sizeof bound;
-  REQUIRE(::getsockname(front_, reinterpret_cast<sockaddr*>(&bound), &len) == 0);
-  front_endpoint_ = ::ferry::endpoint::from(reinterpret_cast<const sockaddr*>(&bound));
+  front_endpoint_ = bind_loopback(front_);
   REQUIRE(::connect(back_, server.addr(), server.length) == 0);
   thread_ = std::thread{[this] { run(); }};
 }

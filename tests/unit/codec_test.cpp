@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "common/protocol.hpp"
+#include "support/encode.hpp"
 
 namespace {
 
@@ -111,13 +112,7 @@ bytes normalised(std::span<const std::byte> w) {
   return out;
 }
 
-bytes encode_req(std::uint64_t id, const proto::request& body) {
-  bytes out(proto::max_datagram);
-  auto n = ferry::codec::encode_request(out, id, body);
-  REQUIRE(n);
-  out.resize(*n);
-  return out;
-}
+using ferry::test::encode_req;
 
 bytes encode_rep(std::uint64_t id, const proto::reply& body) {
   bytes out(proto::max_datagram);

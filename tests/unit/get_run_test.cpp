@@ -12,6 +12,7 @@
 
 #include "common/codec.hpp"
 #include "common/protocol.hpp"
+#include "support/encode.hpp"
 
 namespace {
 
@@ -20,13 +21,7 @@ using bytes = std::vector<std::byte>;
 using proto::errc;
 using proto::msg_type;
 
-bytes encode(std::uint64_t id, const proto::request& body) {
-  bytes out(proto::max_request_size);
-  auto n = ferry::codec::encode_request(out, id, body);
-  REQUIRE(n);
-  out.resize(*n);
-  return out;
-}
+using ferry::test::encode_req;
 
 // A GET-RUN written by hand, as PROTOCOL.md lays it out, with a valid checksum.
 bytes run_wire(std::uint64_t id, std::string_view path, std::uint64_t offset, std::uint32_t block,
@@ -54,7 +49,7 @@ bytes run_wire(std::uint64_t id, std::string_view path, std::uint64_t offset, st
 }  // namespace
 
 TEST_CASE("a GET-RUN round-trips with its count, under its own type") {
-  const auto wire = encode(9, proto::get_request{"big.bin", 1390 * 7, 1390, 32});
+  const auto wire = encode_req(9, proto::get_request{"big.bin", 1390 * 7, 1390, 32});
   CHECK(wire == run_wire(9, "big.bin", 1390 * 7, 1390, 32));
   auto r = ferry::codec::decode_request(wire);
   REQUIRE(r);
@@ -69,13 +64,13 @@ TEST_CASE("a GET-RUN round-trips with its count, under its own type") {
 }
 
 TEST_CASE("a GET of one block stays a GET, byte for byte") {
-  const auto one = encode(3, proto::get_request{"x", 512, 512, 1});
+  const auto one = encode_req(3, proto::get_request{"x", 512, 512, 1});
   CHECK(std::to_integer<std::uint8_t>(one[5]) == static_cast<std::uint8_t>(msg_type::get_request));
   auto r = ferry::codec::decode_request(one);
   REQUIRE(r);
   CHECK(std::get<proto::get_request>(r->body).count == 1);
   // Two bytes more for the count, nothing else.
-  CHECK(encode(3, proto::get_request{"x", 512, 512, 2}).size() == one.size() + 2);
+  CHECK(encode_req(3, proto::get_request{"x", 512, 512, 2}).size() == one.size() + 2);
 }
 
 TEST_CASE("counts and offsets out of range are refused both ways") {
