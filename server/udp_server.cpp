@@ -88,6 +88,7 @@ class pool_job {
   bool counts_as_digest = false;
   bool has_client = false;  // counts against a client's max_client_jobs
   udp_server::peer_key client;
+  std::size_t buffer_bytes = 0;  // of a block buffer it holds, for stats::held_peak
 };
 
 class get_job final : public pool_job {
@@ -497,6 +498,7 @@ void udp_server::handle_get(client_state& c, std::uint64_t id, const protocol::g
                                   req.offset + std::uint64_t{i} * req.block_size, block});
     ++queued_total_;
     queued_bytes_ += cost;
+    note_held();
   }
   if (c.queue.empty()) return;
   if (!c.ready) {
@@ -715,6 +717,7 @@ void udp_server::serve_get(client_state& c, const peer_key& key, pending_get& g)
   job->block = g.block;
   job->file = std::move(file);
   job->buffer = std::make_unique_for_overwrite<std::byte[]>(g.block);
+  job->buffer_bytes = g.block;
   job->has_client = true;
   job->client = key;
   // Charged now, not when the block goes out: the jobs admitted in one turn would otherwise
@@ -798,6 +801,7 @@ bool udp_server::submit(std::unique_ptr<pool_job> job) {
         std::unique_ptr<pool_job> j{static_cast<pool_job*>(w->data)};
         auto& s = *j->server;
         --s.jobs_in_flight_;
+        s.job_bytes_ -= j->buffer_bytes;
         if (j->counts_as_digest) --s.digest_jobs_;
         if (j->has_client && !s.stopping_) {
           if (auto it = s.clients_.find(j->client); it != s.clients_.end() && it->second.jobs > 0)
@@ -820,6 +824,8 @@ bool udp_server::submit(std::unique_ptr<pool_job> job) {
     return false;
   }
   ++jobs_in_flight_;
+  job_bytes_ += job->buffer_bytes;
+  note_held();
   if (job->counts_as_digest) ++digest_jobs_;
   if (owner != nullptr) ++owner->jobs;
   (void)job.release();
@@ -905,6 +911,7 @@ void udp_server::queue_datagram(const endpoint& peer, std::span<const iovec> buf
     }
     send_queue_.push_back(std::move(q));
     send_queued_ += total;
+    note_held();
     update_poll();
   } catch (...) {
     ++stats_.send_dropped;
@@ -1073,6 +1080,11 @@ void udp_server::flush_out() noexcept {
   }
   out_.clear();
   out_used_ = 0;
+}
+
+void udp_server::note_held() noexcept {
+  const std::uint64_t now = queued_bytes_ + job_bytes_ + send_queued_;
+  if (now > stats_.held_peak.load(std::memory_order_relaxed)) stats_.held_peak = now;
 }
 
 void udp_server::flush_send_queue() noexcept {
@@ -1276,6 +1288,7 @@ void log_counters(std::span<const udp_server* const> servers, bool force) noexce
                 {"gso_refused", n(&stats::gso_refused)},
                 {"digests", n(&stats::digests_computed)},
                 {"internal_errors", n(&stats::internal_errors)},
+                {"held_peak", n(&stats::held_peak)},
                 {"active_addresses", n(&stats::active_addresses)}},
                force);
   } catch (...) {

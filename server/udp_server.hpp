@@ -80,6 +80,9 @@ struct stats {
   // UDP GSO sends (each several datagrams), and refusals that made a client or all fall back.
   std::atomic<std::uint64_t> gso_sends{0}, gso_refused{0};
   std::atomic<std::uint64_t> internal_errors{0};
+  // The most bytes ever held at once for requests: waiting GETs, block buffers of pool jobs and
+  // datagrams waiting for the socket buffer. Each is bounded; this shows how near they came.
+  std::atomic<std::uint64_t> held_peak{0};
   // Error replies sent, by the code sent (protocol::errc values index it).
   std::array<std::atomic<std::uint64_t>, 16> refusals{};
   // active_addresses() as of its last publication (request_counters()).
@@ -280,6 +283,9 @@ class udp_server {
   void queue_datagram(const endpoint& peer, std::span<const iovec> bufs, std::size_t total) noexcept;
   std::size_t jobs_in_flight_ = 0;
   std::size_t digest_jobs_ = 0;
+  std::size_t job_bytes_ = 0;  // block buffers of the pool jobs in flight
+  // Raises stats::held_peak to what is held now, if that is more.
+  void note_held() noexcept;
 
   // Datagrams that met a full socket buffer, sent as soon as it drains. While any wait here,
   // no GET is served: reading blocks that cannot be sent would only grow this queue.
