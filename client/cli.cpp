@@ -80,6 +80,10 @@ int main(int argc, char** argv) {
   auto* ls = app.add_subcommand("ls", "List a directory on the server");
   add_common(*ls, ls_o, false);
   ls->add_flag("-l,--long", long_form, "Long form: type, size, mtime, name");
+  ls->add_option("--max-entries", ls_o.max_entries,
+                 "Stop with an error after this many names (a server could list for ever)")
+      ->capture_default_str()
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40));
   ls->footer(
       "Examples:\n"
       "  ferry ls 127.0.0.1:7070\n"

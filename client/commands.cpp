@@ -31,9 +31,9 @@ clock::duration timeout_of(const command_options& o) {
 
 // File names may hold any byte; invalid UTF-8 is replaced in JSON rather than failing, and the
 // exact bytes are given too as "name_hex" so a script loses nothing.
-void print_json(std::ostream& out, const json& j) {
-  out << j.dump(-1, ' ', false, json::error_handler_t::replace) << '\n';
-}
+std::string json_text(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+void print_json(std::ostream& out, const json& j) { out << json_text(j) << '\n'; }
 
 bool valid_utf8(const std::string& s) {
   try {
@@ -142,19 +142,29 @@ namespace {
 task<void> list_or_stat(request_engine& engine, connection& conn, const command_options& o,
                         bool long_form, std::ostream& out) {
   const auto timeout = timeout_of(o);
-  json all = json::array();
+  // Each name is printed as it comes, JSON too (as one array, written piece by piece), so
+  // memory does not grow with the listing; the cap ends a listing that would not end.
+  std::uint64_t printed = 0;
   auto emit = [&](const protocol::list_entry& e) {
+    if (printed == o.max_entries)
+      throw failure{exit_code::refused,
+                    fmt::format("{}: more than {} names; the listing stops there (--max-entries "
+                                "sets the limit)",
+                                o.path.empty() ? "/" : o.path, o.max_entries)};
     if (o.json) {
-      all.push_back(entry_json(e));
-      return;
-    }
-    const auto name = o.terminal ? quote_for_terminal(e.name) : e.name;
-    if (long_form) {
-      fmt::print(out, "{} {:>12} {} {}\n", type_letter(e.type), e.size, format_mtime(e.mtime_ns),
-                 name);
+      out << (printed == 0 ? "[" : ",");
+      out << json_text(entry_json(e));
     } else {
-      out << name << '\n';
+      const auto name = o.terminal ? quote_for_terminal(e.name) : e.name;
+      if (long_form)
+        fmt::print(out, "{} {:>12} {} {}\n", type_letter(e.type), e.size,
+                   format_mtime(e.mtime_ns), name);
+      else
+        out << name << '\n';
     }
+    ++printed;
+    // A reader that went away (ferry ls | head) ends the listing rather than the server.
+    if (!out) throw failure{exit_code::local_io, "cannot write the listing to standard output"};
   };
   auto listing = list_dir(engine, conn, o.path, timeout, emit);
   if (!co_await listing) {
@@ -164,7 +174,7 @@ task<void> list_or_stat(request_engine& engine, connection& conn, const command_
     const auto name = std::filesystem::path{o.path}.filename().string();
     emit({name.empty() ? o.path : name, st.type, st.size, st.mtime_ns});
   }
-  if (o.json) print_json(out, all);
+  if (o.json) out << (printed == 0 ? "[]\n" : "]\n");
 }
 
 }  // namespace

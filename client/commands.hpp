@@ -13,6 +13,9 @@
 
 namespace ferry::client {
 
+// Names a listing command takes from a server before it stops: a server could list for ever.
+inline constexpr std::uint64_t default_max_entries = 1'000'000;
+
 struct command_options {
   std::string address;  // "HOST[:PORT]" or "[V6]:PORT"
   std::string path;     // remote path, "" for the root
@@ -21,6 +24,7 @@ struct command_options {
   bool verbose = false;  // say what is going on, on stderr
   bool quiet = false;    // errors only: no progress bar, no warnings
   bool terminal = false;  // the output is a terminal: names are quoted as GNU ls does
+  std::uint64_t max_entries = default_max_entries;  // ls: names printed at most
 };
 
 // Each command prints its result to `out` and returns normally, or throws failure.

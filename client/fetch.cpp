@@ -20,6 +20,23 @@ double seconds_since(clock::time_point t) {
   return std::chrono::duration<double>(clock::now() - t).count();
 }
 
+// `block`, or a larger block if `size` bytes in blocks of `block` are more than the transfer
+// keeps state for: a size a server claims must not decide how much memory and disk we use.
+std::uint32_t bounded_block(const std::string& path, std::uint64_t size, std::uint32_t block,
+                            std::uint32_t cap) {
+  const auto b = part_file::blocks_for(size, block, cap);
+  if (b == 0)
+    throw failure{exit_code::refused,
+                  fmt::format("{}: the server gives its size as {} bytes, which in blocks of at "
+                              "most {} bytes (the largest it sends) is more than {} blocks, the "
+                              "most one transfer keeps track of",
+                              path, size, cap, part_file::max_blocks)};
+  if (b != block)
+    log::info("{}: {} bytes is more than {} blocks of {} bytes; using {}-byte blocks", path, size,
+              part_file::max_blocks, block, b);
+  return b;
+}
+
 }  // namespace
 
 std::uint32_t smaller_block(std::uint32_t block, int family) noexcept {
@@ -235,6 +252,8 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
   engine_ = &engine;
   done_.emplace(engine);
   const auto started = clock::now();
+  last_progress_ = started;
+  busy_since_progress_ = false;
   const bool multi = sources_.size() > 1;
   connection& primary = *sources_[0].conn;
   protocol::stat_reply st;
@@ -251,7 +270,8 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
       std::find_if(sources_.begin(), sources_.end(), [](auto& s) { return s.verified; });
   auto version = ref->version;
   const auto& ref_conn = *ref->conn;
-  auto block = choose_block_size(ref_conn, opt_.block_size, st.max_block);
+  auto block = bounded_block(path_, st.size, choose_block_size(ref_conn, opt_.block_size, st.max_block),
+                             st.max_block);
   log::debug("{}: {} bytes; block size {} (path MTU {}, server cap {})", path_, st.size, block,
              ref_conn.path_mtu(), st.max_block);
   part_file part{out_, version, block};
@@ -264,6 +284,11 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
   bool retried_digest = false;
 
   for (;;) {
+    // A transfer that a server's replies end at once may never see its own tick.
+    if (clock::now() - last_progress_ >= opt_.timeout) {
+      part.flush();
+      throw no_progress();
+    }
     const auto o = co_await transfer(part);
     if (o == outcome::complete) {
       part.flush();
@@ -309,12 +334,22 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
       // blocks already here are worth keeping for a rerun: this throws then.
       auto asking = engine.ask(*ref->conn, protocol::stat_request{path_}, {opt_.timeout});
       (void)co_await asking;
-      const auto smaller = smaller_block(part.block_size(), ref_conn.server().family());
+      const auto smaller = bounded_block(
+          path_, part.size(), smaller_block(part.block_size(), ref_conn.server().family()),
+          st.max_block);
+      if (smaller >= part.block_size())
+        throw failure{exit_code::network,
+                      fmt::format("{}: no block of {} bytes arrives, though the server answers: "
+                                  "the path drops datagrams that large, and a file this large "
+                                  "needs blocks at least that large",
+                                  path_, part.block_size())};
       log::warn("{}: no block of {} bytes arrives, though the server answers: the path drops "
                 "datagrams that large; going on with {}-byte blocks",
                 path_, part.block_size(), smaller);
       block = smaller;
       part.restart(version, smaller);
+      // A new block size is a new start, and it can happen only twice (smaller_block).
+      last_progress_ = clock::now();
       continue;
     } else if (multi) {
       // Every source was set aside, or the file changed: look at all of them again.
@@ -323,7 +358,7 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
       for (auto& s : sources_) s.state = source_state::live;
       const auto now = co_await establish();
       if (now.max_block < part.block_size()) {
-        block = std::min(block, now.max_block);
+        block = bounded_block(path_, now.size, std::min(block, now.max_block), now.max_block);
         version = now.version;
         part.restart(version, block);
         continue;
@@ -347,7 +382,7 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
       if (cur == nullptr || cur->type != protocol::entry_type::file)
         throw_refused(path_, errc::not_regular);
       if (o == outcome::block_cap_changed && cur->max_block < part.block_size()) {
-        block = std::min(block, cur->max_block);
+        block = bounded_block(path_, cur->size, std::min(block, cur->max_block), cur->max_block);
         part.restart(cur->version, block);
         version = cur->version;
         sources_[0].version = version;
@@ -364,7 +399,7 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
                     fmt::format("{}: the file changed {} times during the transfer; giving up",
                                 path_, stats_.restarts)};
     log::warn("{}: the file changed on the server; starting over", path_);
-    part.restart(version, part.block_size());
+    part.restart(version, bounded_block(path_, version.size, part.block_size(), st.max_block));
   }
   part.commit();
   stats_.size = part.size();

@@ -144,6 +144,8 @@ class fetcher {
   void probe(source& s, clock::time_point now);
   void on_probe_reply(source& s, const protocol::reply& body);
   void on_tick();
+  // The failure for --timeout passed without a block delivered.
+  [[nodiscard]] failure no_progress() const;
   void trace(const source& s) const;  // the path model, at debug level
   // Takes request `id` out of flight as lost, by order (RACK) or by a timeout, and tells
   // congestion control.

@@ -28,11 +28,12 @@ task<fetcher::outcome> fetcher::transfer(part_file& part) {
   scan_ = 0;
   outcome_ = part.done_blocks() == part.block_count() ? outcome::complete : outcome::running;
   error_ = nullptr;
-  last_progress_ = last_flush_ = clock::now();
-  busy_since_progress_ = false;
+  // last_progress_ is not reset here: a server whose blocks keep starting the transfer over
+  // (another version than its STAT names, shorter blocks than it says it sends) makes no
+  // progress, and --timeout must end that too.
+  last_flush_ = transfer_started_ = clock::now();
   full_block_seen_ = false;
   silent_timeouts_ = 0;
-  transfer_started_ = last_progress_;
   for (auto& s : sources_) {
     s.flights.clear();
     s.lost_by_order.clear();
@@ -43,7 +44,7 @@ task<fetcher::outcome> fetcher::transfer(part_file& part) {
     s.last_backoff = s.next_tail_probe = clock::time_point{};
     s.pace_tokens = 0;
     s.pace_at = clock::now();
-    s.last_heard = s.next_probe = last_progress_;
+    s.last_heard = s.next_probe = transfer_started_;
   }
   if (outcome_ == outcome::complete) co_return outcome_;
 
@@ -326,19 +327,29 @@ void fetcher::trace(const source& s) const {
       s.cc->pacing_rate() / 1e6, s.result.requests, s.result.retransmits, s.loss.multiplier(s.cc->round()));
 }
 
+failure fetcher::no_progress() const {
+  std::string names;
+  bool heard = false;
+  for (const auto& s : sources_) {
+    if (s.state != source_state::dropped) names += (names.empty() ? "" : ", ") + s.result.address;
+    heard = heard || s.last_heard > last_progress_;
+  }
+  const auto seconds = std::chrono::duration<double>(opt_.timeout).count();
+  if (heard && !busy_since_progress_)
+    return failure{exit_code::network,
+                   fmt::format("{} answered for {:g} s without sending a block of '{}' that "
+                               "fits what it said of the file (its version and size); rerun "
+                               "the same command to resume",
+                               names, seconds, path_)};
+  return no_answer(names, seconds, sources_[0].conn->server().port(), busy_since_progress_,
+                   "rerun the same command to resume");
+}
+
 void fetcher::on_tick() {
   if (outcome_ != outcome::running) return;
   const auto now = clock::now();
   try {
-    if (now - last_progress_ >= opt_.timeout) {
-      std::string names;
-      for (const auto& s : sources_)
-        if (s.state != source_state::dropped)
-          names += (names.empty() ? "" : ", ") + s.result.address;
-      throw no_answer(names, std::chrono::duration<double>(opt_.timeout).count(),
-                      sources_[0].conn->server().port(), busy_since_progress_,
-                      "rerun the same command to resume");
-    }
+    if (now - last_progress_ >= opt_.timeout) throw no_progress();
     const auto live = std::count_if(sources_.begin(), sources_.end(),
                                     [](auto& s) { return s.state == source_state::live; });
     for (auto& s : sources_) {

@@ -93,7 +93,7 @@ bool part_file::load_state(const protocol::file_version& version) {
   std::memcpy(&block, &header[48], 4);
   const auto blocks = get64(&header[56]);
   if (v != version || block == 0 || block > protocol::max_block_size) return false;
-  if (blocks != (version.size + block - 1) / block) return false;
+  if (blocks != (version.size + block - 1) / block || blocks > max_blocks) return false;
   const auto body = header_bytes + (blocks + 7) / 8;
   if (static_cast<std::uint64_t>(st.st_size) != body + 8) return false;
   if (static_cast<std::uint64_t>(data_st.st_size) != version.size) return false;
@@ -113,7 +113,17 @@ bool part_file::load_state(const protocol::file_version& version) {
   return true;
 }
 
+std::uint32_t part_file::blocks_for(std::uint64_t size, std::uint32_t wish,
+                                    std::uint32_t cap) noexcept {
+  const auto least = (size + max_blocks - 1) / max_blocks;
+  if (least <= wish) return wish;
+  return least <= cap ? static_cast<std::uint32_t>(least) : 0;
+}
+
 void part_file::start_fresh(const protocol::file_version& version, std::uint32_t block) {
+  if (block == 0 || (version.size + block - 1) / block > max_blocks)
+    throw failure{exit_code::internal, fmt::format("{} bytes in blocks of {} are too many blocks",
+                                                   version.size, block)};
   version_ = version;
   block_ = block;
   blocks_ = (version.size + block - 1) / block;
@@ -284,9 +294,20 @@ void part_file::save_state() {
   if (!dirty_) return;
   const auto body = image_.size() - 8;
   put64(image_.data() + body, XXH3_64bits(image_.data(), body));
-  if (::pwrite(state_.get(), image_.data(), image_.size(), 0) !=
-      static_cast<ssize_t>(image_.size()))
-    fail_io(state_path_, "write", errno == 0 ? EIO : errno);
+  // A short write is asked again for the rest, so that what stopped it (a full disk, most
+  // often) is what gets reported.
+  std::size_t written = 0;
+  while (written < image_.size()) {
+    const auto w = ::pwrite(state_.get(), image_.data() + written, image_.size() - written,
+                            static_cast<off_t>(written));
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) fail_io(state_path_, "write", errno);
+    if (w == 0)
+      throw failure{exit_code::local_io,
+                    fmt::format("cannot write '{}': only {} of {} bytes were written",
+                                state_path_.string(), written, image_.size())};
+    written += static_cast<std::size_t>(w);
+  }
   dirty_ = false;
 }
 

@@ -19,6 +19,17 @@ namespace ferry::client {
 
 class part_file {
  public:
+  // The most blocks one transfer keeps state for. The client holds about 1.1 bytes per block
+  // (a byte of requests in flight and a bit of the state file, which it keeps in memory) and
+  // the state file a bit, so a size a server claims costs at most 72 MiB of memory and 8 MiB
+  // on disk; a file with more blocks than this is fetched in larger ones (blocks_for).
+  static constexpr std::uint64_t max_blocks = std::uint64_t{1} << 26;
+
+  // The block size for a file of `size` bytes: `wish`, or the smallest larger one that keeps it
+  // within max_blocks; 0 if that is more than `cap`, the largest the server sends.
+  [[nodiscard]] static std::uint32_t blocks_for(std::uint64_t size, std::uint32_t wish,
+                                                std::uint32_t cap) noexcept;
+
   // Opens or creates the partial files for `out`. Resumes when the state file names the same
   // version; otherwise starts from nothing. `block` is used only when starting afresh.
   // Throws failure(local_io) on file-system errors.

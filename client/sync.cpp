@@ -44,7 +44,7 @@ std::string quoted_name(const std::string& name) {
 }
 
 // A bound on the names one sync walks, so that a huge or hostile tree cannot exhaust memory.
-constexpr std::size_t max_sync_entries = 1'000'000;
+constexpr std::size_t max_sync_entries = default_max_entries;
 constexpr unsigned max_jobs = 64;
 
 // Fetches one remote file into `out` through OUT.part, as `get` does, from every source at once.
