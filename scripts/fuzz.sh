@@ -2,7 +2,8 @@
 # Builds ferry's libFuzzer targets with clang (ASan + UBSan) and runs each for a while.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]   each TARGET for SECONDS (default 600); the targets
-#                                           are fuzz_decode and fuzz_server (default: both)
+#                                           are fuzz_decode, fuzz_server and fuzz_client
+#                                           (default: all three)
 #   scripts/fuzz.sh --regen-corpus          rewrites tests/fuzz/corpus/ with make_corpus
 #
 # It installs nothing: run scripts/install-deps.sh first (clang and libclang-rt-14-dev). The
@@ -16,13 +17,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build=${FERRY_FUZZ_BUILD:-build-fuzz}
-all_targets=(fuzz_decode fuzz_server)
+all_targets=(fuzz_decode fuzz_server fuzz_client)
 
 # corpus_of TARGET: the seed directory under tests/fuzz/corpus/.
 corpus_of() {
   case $1 in
     fuzz_decode) echo decode ;;
     fuzz_server) echo server ;;
+    fuzz_client) echo client ;;
     *) echo "fuzz: unknown target '$1' (known: ${all_targets[*]})" >&2; return 1 ;;
   esac
 }

@@ -19,6 +19,6 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
   run_suite build-asan -DFERRY_SANITIZE=address,undefined
 echo "=== fuzz"
 fuzz_started=$SECONDS
-bash scripts/fuzz.sh 30 fuzz_decode fuzz_server
+bash scripts/fuzz.sh 30 fuzz_decode fuzz_server fuzz_client
 echo "=== fuzz step took $((SECONDS - fuzz_started)) s"
 echo "=== all suites passed in $((SECONDS - started)) s"
