@@ -103,6 +103,10 @@ int main(int argc, char** argv) {
   get->add_option("--mirror", g.mirrors,
                   "Another server with the same file, used at the same time (repeatable)")
       ->type_name("ADDR");
+  get->add_flag("--no-clobber", g.no_clobber,
+                "Leave an existing output alone: fetch nothing, exit 0");
+  get->add_flag("!--no-mtime", g.keep_mtime,
+                "Leave the output's mtime at now (by default it gets the server's)");
   add_block_size(*get, g.block_size);
   get->footer(
       "Examples:\n"

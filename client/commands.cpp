@@ -227,12 +227,20 @@ std::string output_path_for(const std::string& remote, const std::optional<std::
 
 void run_get(const command_options& o, const get_options& g, std::ostream& out) {
   const auto target = output_path_for(o.path, g.output);
+  std::error_code ec;
+  if (g.no_clobber && std::filesystem::symlink_status(target, ec).type() !=
+                          std::filesystem::file_type::not_found) {
+    log::warn("'{}' exists; not fetched (--no-clobber)", target);
+    return;
+  }
   std::vector<endpoint> servers{resolve_address(o.address)};
   for (const auto& m : g.mirrors) servers.push_back(resolve_address(m));
   connection_group group{servers};
   fetch_options fo;
   fo.block_size = g.block_size;
   fo.timeout = timeout_of(o);
+  fo.keep_mtime = g.keep_mtime;
+  fo.replace = !g.no_clobber;
   std::unique_ptr<progress_bar> bar;
   if (g.progress) {
     fo.on_progress = [&](std::uint64_t done, std::uint64_t total) {

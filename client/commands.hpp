@@ -46,6 +46,8 @@ struct get_options {
   std::uint32_t block_size = 0;
   bool progress = false;             // draw a progress bar on stderr
   std::vector<std::string> mirrors;  // more servers with the same tree, used at once
+  bool no_clobber = false;           // leave an existing output alone
+  bool keep_mtime = true;            // give the output the server's mtime
 };
 void run_get(const command_options& o, const get_options& g, std::ostream& out);
 

@@ -401,7 +401,7 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
     log::warn("{}: the file changed on the server; starting over", path_);
     part.restart(version, bounded_block(path_, version.size, part.block_size(), st.max_block));
   }
-  part.commit();
+  part.commit(opt_.keep_mtime, opt_.replace);
   stats_.size = part.size();
   stats_.block_size = part.block_size();
   stats_.seconds = seconds_since(started);

@@ -30,6 +30,8 @@ struct fetch_options {
   std::uint16_t max_run = protocol::max_run_blocks;
   std::uint32_t max_window = 0;  // blocks in flight at most per server; 0: congestion control's
                                  // own cap (128 MiB)
+  bool keep_mtime = true;  // the output gets the remote file's mtime
+  bool replace = true;     // an existing output is replaced; false: it fails at the end instead
   // Called about five times a second with (bytes done, total bytes); may be empty.
   std::function<void(std::uint64_t, std::uint64_t)> on_progress;
 };

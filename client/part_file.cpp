@@ -317,11 +317,34 @@ protocol::digest128 part_file::digest() {
   return hash_->finish();
 }
 
-void part_file::commit() {
+void part_file::commit(bool keep_mtime, bool replace) {
   flush();
+  if (keep_mtime) {
+    // Set before the rename, so the file appears under its name with the server's time.
+    auto sec = version_.mtime_ns / 1'000'000'000, nsec = version_.mtime_ns % 1'000'000'000;
+    if (nsec < 0) {
+      sec -= 1;
+      nsec += 1'000'000'000;
+    }
+    const timespec times[2] = {{0, UTIME_OMIT},
+                               {static_cast<time_t>(sec), static_cast<long>(nsec)}};
+    if (::futimens(data_.get(), times) != 0) fail_io(data_path_, "set the mtime of", errno);
+  }
+  if (!replace) {
+    if (::renameat2(AT_FDCWD, data_path_.c_str(), AT_FDCWD, out_.c_str(), RENAME_NOREPLACE) != 0) {
+      if (errno == EEXIST)
+        throw failure{exit_code::local_io,
+                      fmt::format("'{}' appeared during the transfer and is not replaced "
+                                  "(--no-clobber); the file is in '{}'",
+                                  out_.string(), data_path_.string())};
+      fail_io(out_, "rename into", errno);
+    }
+  } else {
+    std::error_code ec;
+    std::filesystem::rename(data_path_, out_, ec);
+    if (ec) fail_io(out_, "rename into", ec.value());
+  }
   std::error_code ec;
-  std::filesystem::rename(data_path_, out_, ec);
-  if (ec) fail_io(out_, "rename into", ec.value());
   data_.reset();
   state_.reset();
   std::filesystem::remove(state_path_, ec);

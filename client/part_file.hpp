@@ -59,8 +59,9 @@ class part_file {
   // XXH3-128 of the whole file. Blocks are hashed as they arrive in order, so only those that
   // came out of order (or were there before this run) are read back.
   [[nodiscard]] protocol::digest128 digest();
-  // Renames OUT.part to OUT atomically and removes the state file.
-  void commit();
+  // Gives OUT.part the remote file's mtime (if `keep_mtime`), renames it to OUT atomically
+  // (failing if OUT exists, unless `replace`) and removes the state file.
+  void commit(bool keep_mtime = true, bool replace = true);
 
   [[nodiscard]] const std::filesystem::path& data_path() const noexcept { return data_path_; }
 

@@ -351,6 +351,53 @@ TEST_CASE("an output that cannot be written gives exit_code::local_io") {
   CHECK_FALSE(present(dest / "no_such_dir"));
 }
 
+TEST_CASE("get gives the output the server's mtime, unless told not to") {
+  temp_dir root, dest;
+  root.write("f.txt", "content");
+  const auto when = fs::file_time_type::clock::now() - std::chrono::hours{24 * 400};
+  fs::last_write_time(root / "f.txt", when);
+  running_server srv{root.path()};
+  fetch_options opt;
+  opt.timeout = 5s;
+  (void)fetch(srv.endpoint(), "f.txt", dest / "kept.txt", opt);
+  CHECK(fs::last_write_time(dest / "kept.txt") == when);
+  opt.keep_mtime = false;
+  (void)fetch(srv.endpoint(), "f.txt", dest / "now.txt", opt);
+  CHECK(fs::last_write_time(dest / "now.txt") > when + std::chrono::hours{24 * 399});
+}
+
+TEST_CASE("get --no-clobber leaves an existing output alone") {
+  temp_dir root, dest;
+  root.write("f.txt", "new content");
+  dest.write("f.txt", "mine");
+  running_server srv{root.path()};
+  ferry::client::command_options o;
+  o.address = to_string(srv.endpoint());
+  o.path = "f.txt";
+  o.timeout_s = 5;
+  ferry::client::get_options g;
+  g.output = (dest / "f.txt").string();
+  g.no_clobber = true;
+  std::ostringstream out;
+  ferry::client::run_get(o, g, out);
+  CHECK(read_file(dest / "f.txt") == "mine");
+  CHECK_FALSE(present(dest / "f.txt.part"));
+
+  SUBCASE("and one that appears during the transfer is not replaced either") {
+    fetch_options opt;
+    opt.timeout = 5s;
+    opt.replace = false;
+    CHECK(fetch_failure(srv.endpoint(), "f.txt", dest / "f.txt", opt) == exit_code::local_io);
+    CHECK(read_file(dest / "f.txt") == "mine");
+    CHECK(read_file(dest / "f.txt.part") == "new content");
+  }
+  SUBCASE("without it, the output is replaced") {
+    g.no_clobber = false;
+    ferry::client::run_get(o, g, out);
+    CHECK(read_file(dest / "f.txt") == "new content");
+  }
+}
+
 TEST_CASE("a closed port gives exit_code::network at once, not at the timeout") {
   temp_dir dest;
   const auto nobody = dead_endpoint();
