@@ -103,7 +103,7 @@ failure fetcher::mismatch(const source& s, const protocol::stat_reply& st,
   return failure{
       exit_code::integrity,
       fmt::format("{} serves another version of '{}' ({} bytes, digest {}) than {} ({} bytes, "
-                  "digest {}); every source must serve the same file, so leave it out or update it",
+                  "digest {})",
                   s.result.address, path_, st.size, to_string(st.digest), ref.result.address,
                   expected_size_, expected_digest_ ? to_string(*expected_digest_) : "?")};
 }
@@ -173,11 +173,20 @@ task<protocol::stat_reply> fetcher::establish() {
   // probed during the transfer, and used once they prove to serve the same file.
   auto asking = stat_all(*engine_, conns, path_, opt_.timeout, std::chrono::milliseconds{300});
   const auto answers = co_await asking;
-  // The primary is the reference when it answered; otherwise the first source that did.
-  std::size_t ref = answers.size();
-  for (std::size_t i = 0; i < answers.size() && ref == answers.size(); ++i)
-    if (answers[i].what != stat_answer::kind::none && sources_[i].state != source_state::dropped)
-      ref = i;
+  const auto is_file = [&](std::size_t i) {
+    return answers[i].what == stat_answer::kind::file &&
+           answers[i].st.type == protocol::entry_type::file;
+  };
+  // The primary is the reference when it has the file; otherwise the first source that does,
+  // or, if none does, the first that answered, whose refusal is then the outcome.
+  std::size_t ref = answers.size(), answered = answers.size();
+  for (std::size_t i = 0; i < answers.size(); ++i) {
+    if (answers[i].what == stat_answer::kind::none || sources_[i].state == source_state::dropped)
+      continue;
+    if (answered == answers.size()) answered = i;
+    if (ref == answers.size() && is_file(i)) ref = i;
+  }
+  if (ref == answers.size()) ref = answered;
   if (ref == answers.size()) {
     std::string names;
     for (const auto& s : sources_) names += (names.empty() ? "" : ", ") + s.result.address;
@@ -192,10 +201,6 @@ task<protocol::stat_reply> fetcher::establish() {
     } catch (const failure& f) {
       return failure{f.code(), fmt::format("{}: {}", sources_[i].result.address, f.what())};
     }
-  };
-  const auto is_file = [&](std::size_t i) {
-    return answers[i].what == stat_answer::kind::file &&
-           answers[i].st.type == protocol::entry_type::file;
   };
   if (!is_file(ref)) throw refusal(ref);
   auto reference = answers[ref].st;
@@ -218,9 +223,11 @@ task<protocol::stat_reply> fetcher::establish() {
       problem = refusal(i);
     else if (st.size != expected_size_ || st.digest != *expected_digest_)
       problem = mismatch(s, st, sources_[ref]);
-    if (problem && first_time) throw *problem;
     if (problem) {
-      log::warn("{}; no longer using it", problem->what());
+      // A mirror that lacks the file, or has another version of it, is no use for this file;
+      // the others can still deliver it.
+      log::warn("{}; {}", problem->what(),
+                first_time ? "fetching it from the others" : "no longer using it");
       s.state = source_state::dropped;
       continue;
     }

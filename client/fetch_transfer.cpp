@@ -146,11 +146,12 @@ void fetcher::on_probe_reply(source& s, const protocol::reply& body) {
     if (st->type == protocol::entry_type::file && !st->digest_ready) return;  // probe again
     if (st->type != protocol::entry_type::file || st->size != expected_size_ ||
         st->digest != *expected_digest_) {
-      // Its first answer: a mirror that never served this file is refused, as at the start.
+      // Its first answer: a mirror that never served this file is set aside, as at the start.
       const auto ref =
           std::find_if(sources_.begin(), sources_.end(), [](auto& o) { return o.verified; });
-      error_ = std::make_exception_ptr(mismatch(s, *st, *ref));
-      return finish(outcome::failed);
+      log::warn("{}; fetching it from the others", mismatch(s, *st, *ref).what());
+      s.state = source_state::dropped;
+      return;
     }
     s.version = st->version;
     s.verified = true;

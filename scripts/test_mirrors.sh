@@ -2,7 +2,8 @@
 # Multi-source get (issue 5): three ferryd instances at --max-rate 16M serve copies of one
 # 96 MiB file. Fetching from all three must be at least 2.5 times as fast as from one, and
 # bit-identical; killing two of them mid-transfer must not stop it; a mirror that serves another
-# version is refused by name; a mirror that is down at the start is used once it comes up.
+# version, or lacks the file, is set aside by name and the others deliver it (the primary
+# included); a mirror that is down at the start is used once it comes up.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -99,14 +100,28 @@ b=$(source_field "$LOGS/late-client.out" 1 bytes)
 say "FIGURE: the late mirror delivered $b bytes"
 check_int "the late mirror delivered blocks" "$b" -gt 0
 
-section "a mirror with another version is refused by name"
+section "a mirror with another version is set aside by name; the others deliver the file"
 printf 'changed' | dd of="$TMP/r3/big.bin" bs=1 seek=1000 conv=notrunc status=none
 run_ferry get "${ADDRS[1]}" big.bin -o "$DL/mixed.bin" --mirror "${ADDRS[2]}" \
+  --mirror "${ADDRS[3]}" --json
+check_rc "the get succeeds from the two that agree" 0
+check "the warning names the mirror that differs" \
+  grep -q "${ADDRS[3]} serves another version of 'big.bin'.*fetching it from the others" "$RUN_ERR"
+check "the copy is the primary's file" cmp -s "$TMP/r1/big.bin" "$DL/mixed.bin"
+check_eq "the mirror that differs delivered nothing" 0 "$(source_field "$RUN_OUT" 2 bytes)"
+
+section "a mirror that lacks the file is set aside, even when it is the primary"
+printf 'only on two' >"$TMP/r2/two.txt"
+printf 'only on two' >"$TMP/r3/two.txt"
+run_ferry get "${ADDRS[1]}" two.txt -o "$DL/two.txt" --mirror "${ADDRS[2]}" \
   --mirror "${ADDRS[3]}"
-check_rc "the get is refused with the integrity code" 5
-check "the error names the mirror that differs" \
-  grep -q "${ADDRS[3]} serves another version of 'big.bin'" "$RUN_ERR"
-check "no file appears under the final name" test ! -e "$DL/mixed.bin"
+check_rc "the get succeeds from the mirrors that have it" 0
+check "the warning names the server that lacks it" \
+  grep -q "${ADDRS[1]}: two.txt: no such file or directory.*fetching it from the others" "$RUN_ERR"
+check_eq "the copy is whole" "only on two" "$(cat "$DL/two.txt")"
+run_ferry get "${ADDRS[1]}" nowhere.txt -o "$DL/nowhere.txt" --mirror "${ADDRS[2]}"
+check_rc "a file no server has is refused" 3
+check "no file appears under the final name" test ! -e "$DL/nowhere.txt"
 
 section "bad --mirror"
 run_ferry get "${ADDRS[1]}" big.bin -o "$DL/bad.bin" --mirror "not an address:x"
