@@ -4,7 +4,10 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
 #include <iostream>
+#include <thread>
 
 #include "client/commands.hpp"
 #include "client/errors.hpp"
@@ -46,6 +49,32 @@ void add_common(CLI::App& cmd, command_options& o, bool path_required,
 void add_block_size(CLI::App& cmd, std::uint32_t& block_size) {
   cmd.add_option("--block-size", block_size, "Bytes per block (default: largest unfragmented)")
       ->check(CLI::Range(1u, protocol::max_block_size));
+}
+
+void add_retry(CLI::App& cmd, int& retries) {
+  cmd.add_option("--retry", retries,
+                 "Run again up to N times after a network failure (exit 4), waiting 1, 2, 4 ... "
+                 "60 s between; a get resumes")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000));
+}
+
+// Runs `command`, and again after a network failure (no answer, only "busy", a closed port,
+// a name that does not resolve), at most `retries` times, as curl --retry does. Other
+// failures are not transient and end it at once.
+template <typename F>
+void with_retries(int retries, F&& command) {
+  for (int attempt = 0;; ++attempt) {
+    try {
+      command();
+      return;
+    } catch (const failure& f) {
+      if (f.code() != exit_code::network || attempt >= retries) throw;
+      const int wait = std::min(60, 1 << std::min(attempt, 6));
+      log::warn("{}; trying again in {} s (retry {} of {})", f.what(), wait, attempt + 1, retries);
+      std::this_thread::sleep_for(std::chrono::seconds{wait});
+    }
+  }
 }
 
 // -q: errors only; default: warnings and errors; -v: everything.
@@ -92,6 +121,7 @@ int main(int argc, char** argv) {
 
   auto* st = app.add_subcommand("stat", "Show a remote file's type, size, mtime and digest");
   add_common(*st, stat_o, true);
+  add_retry(*st, stat_o.retries);
   st->footer(
       "Examples:\n"
       "  ferry stat 127.0.0.1:7070 sub/file.iso\n"
@@ -108,6 +138,7 @@ int main(int argc, char** argv) {
   get->add_flag("!--no-mtime", g.keep_mtime,
                 "Leave the output's mtime at now (by default it gets the server's)");
   add_block_size(*get, g.block_size);
+  add_retry(*get, get_o.retries);
   get->footer(
       "Examples:\n"
       "  ferry get 127.0.0.1:7070 sub/file.iso              writes ./file.iso\n"
@@ -128,6 +159,7 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1u, 64u));
   add_block_size(*sync, so.block_size);
+  add_retry(*sync, sync_o.retries);
   sync->footer(
       "Examples:\n"
       "  ferry sync 127.0.0.1:7070 . mirror/                 the whole served tree\n"
@@ -151,16 +183,16 @@ int main(int argc, char** argv) {
       run_ls(ls_o, long_form, std::cout);
     } else if (*st) {
       apply_verbosity(stat_o);
-      run_stat(stat_o, std::cout);
+      with_retries(stat_o.retries, [&] { run_stat(stat_o, std::cout); });
     } else if (*get) {
       apply_verbosity(get_o);
       if (!out_path.empty()) g.output = out_path;
       g.progress = ::isatty(STDERR_FILENO) == 1 && !get_o.json && !get_o.quiet;
-      run_get(get_o, g, std::cout);
+      with_retries(get_o.retries, [&] { run_get(get_o, g, std::cout); });
     } else if (*sync) {
       apply_verbosity(sync_o);
       sync_o.terminal = ::isatty(STDOUT_FILENO) == 1;
-      run_sync(sync_o, so, std::cout);
+      with_retries(sync_o.retries, [&] { run_sync(sync_o, so, std::cout); });
     }
     std::cout.flush();
     return 0;

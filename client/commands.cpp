@@ -14,6 +14,7 @@
 #include "client/errors.hpp"
 #include "client/fetch.hpp"
 #include "client/progress.hpp"
+#include "client/server_address.hpp"
 #include "client/terminal_text.hpp"
 #include "common/digest.hpp"
 #include "common/log.hpp"
@@ -83,21 +84,6 @@ T expect_reply(protocol::reply r, const std::string& path) {
 }
 
 }  // namespace
-
-endpoint resolve_address(const std::string& text) {
-  std::string why;
-  auto hp = parse_host_port(text, why);
-  log::debug("server {}", text);
-  if (!hp)
-    throw failure{
-        exit_code::usage,
-        fmt::format("bad address '{}': {} (write HOST[:PORT], e.g. 127.0.0.1:7070 or [::1]:7070)",
-                    text, why)};
-  auto ep = resolve(*hp, why);
-  if (!ep) throw failure{exit_code::network, why};
-  log::debug("resolved {} to {}", text, to_string(*ep));
-  return *ep;
-}
 
 std::string format_mtime(std::int64_t mtime_ns) {
   const std::time_t t = static_cast<std::time_t>(mtime_ns / 1'000'000'000);
@@ -180,13 +166,13 @@ task<void> list_or_stat(request_engine& engine, connection& conn, const command_
 }  // namespace
 
 void run_ls(const command_options& o, bool long_form, std::ostream& out) {
-  connection conn{resolve_address(o.address)};
+  connection conn{resolve_address(o.address, timeout_of(o))};
   request_engine engine{conn.loop()};
   list_or_stat(engine, conn, o, long_form, out).run_on(conn.loop());
 }
 
 void run_stat(const command_options& o, std::ostream& out) {
-  connection conn{resolve_address(o.address)};
+  connection conn{resolve_address(o.address, timeout_of(o))};
   const auto st = stat_with_digest(conn, o.path, timeout_of(o));
   const bool file = st.type == protocol::entry_type::file;
   if (o.json) {
@@ -233,8 +219,8 @@ void run_get(const command_options& o, const get_options& g, std::ostream& out) 
     log::warn("'{}' exists; not fetched (--no-clobber)", target);
     return;
   }
-  std::vector<endpoint> servers{resolve_address(o.address)};
-  for (const auto& m : g.mirrors) servers.push_back(resolve_address(m));
+  std::vector<endpoint> servers{resolve_address(o.address, timeout_of(o))};
+  for (const auto& m : g.mirrors) servers.push_back(resolve_address(m, timeout_of(o)));
   connection_group group{servers};
   fetch_options fo;
   fo.block_size = g.block_size;

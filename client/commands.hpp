@@ -25,6 +25,7 @@ struct command_options {
   bool quiet = false;    // errors only: no progress bar, no warnings
   bool terminal = false;  // the output is a terminal: names are quoted as GNU ls does
   std::uint64_t max_entries = default_max_entries;  // ls: names printed at most
+  int retries = 0;  // stat, get, sync: runs again after a network failure (--retry)
 };
 
 // Each command prints its result to `out` and returns normally, or throws failure.
@@ -55,10 +56,6 @@ void run_get(const command_options& o, const get_options& g, std::ostream& out);
 // the last component of the remote path in the current directory. Throws failure(usage).
 [[nodiscard]] std::string output_path_for(const std::string& remote,
                                           const std::optional<std::string>& o);
-
-// Resolves the user's "HOST[:PORT]". Throws failure(usage) on bad syntax, failure(network) if
-// the name does not resolve.
-[[nodiscard]] endpoint resolve_address(const std::string& text);
 
 // "2026-11-22 07:57" in local time.
 [[nodiscard]] std::string format_mtime(std::int64_t mtime_ns);

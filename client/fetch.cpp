@@ -129,13 +129,7 @@ task<std::vector<stat_answer>> stat_all(request_engine& engine, std::vector<conn
   std::optional<clock::time_point> first_answer;
   gate g{engine};
   // Whatever is still asked when this ends, by return or by destruction, is forgotten.
-  struct canceller {
-    request_engine& e;
-    std::vector<std::uint64_t>& keys;
-    ~canceller() {
-      for (auto k : keys) e.cancel(k);
-    }
-  } cancel_on_exit{engine, keys};
+  const cancel_on_exit forget{engine, keys};
   for (std::size_t i = 0; i < conns.size(); ++i) {
     keys[i] = engine.start(
         *conns[i], protocol::stat_request{path}, {timeout, 30 * timeout},

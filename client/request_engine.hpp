@@ -105,6 +105,24 @@ class request_engine {
   std::vector<connection*> attached_;
 };
 
+// Forgets the exchanges in `keys` when it goes out of scope: for a coroutine that starts
+// several and may return, or be destroyed, before all of them have answered. Declare it after
+// whatever their completions refer to, so it goes first.
+class cancel_on_exit {
+ public:
+  cancel_on_exit(request_engine& engine, const std::vector<std::uint64_t>& keys) noexcept
+      : engine_{engine}, keys_{keys} {}
+  ~cancel_on_exit() {
+    for (auto k : keys_) engine_.cancel(k);
+  }
+  cancel_on_exit(const cancel_on_exit&) = delete;
+  cancel_on_exit& operator=(const cancel_on_exit&) = delete;
+
+ private:
+  request_engine& engine_;
+  const std::vector<std::uint64_t>& keys_;
+};
+
 // A point where one coroutine waits until something opens it or a time limit passes. Opening
 // a gate nobody waits at lets the next wait pass at once.
 class gate {

@@ -25,6 +25,7 @@
 #include "client/connection.hpp"
 #include "client/errors.hpp"
 #include "client/fetch.hpp"
+#include "client/server_address.hpp"
 #include "client/terminal_text.hpp"
 #include "common/digest.hpp"
 #include "common/log.hpp"
@@ -181,7 +182,7 @@ class syncer {
     std::vector<endpoint> servers;
     std::vector<std::string> names{o_.address};
     names.insert(names.end(), s_.mirrors.begin(), s_.mirrors.end());
-    for (const auto& n : names) servers.push_back(resolve_address(n));
+    for (const auto& n : names) servers.push_back(resolve_address(n, timeout_));
     servers_.emplace(std::move(servers), std::move(names));
     bytes_by_source_.assign(servers_->servers().size(), 0);
     prepare_local_root();

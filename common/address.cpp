@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <netdb.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 
@@ -106,7 +107,7 @@ bool operator==(const endpoint& a, const endpoint& b) noexcept {
   return false;
 }
 
-std::optional<endpoint> resolve(const host_port& hp, std::string& why) {
+std::vector<endpoint> resolve_all(const host_port& hp, std::string& why) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_DGRAM;
@@ -115,11 +116,22 @@ std::optional<endpoint> resolve(const host_port& hp, std::string& why) {
   const auto port = std::to_string(hp.port);
   if (int rc = ::getaddrinfo(hp.host.c_str(), port.c_str(), &hints, &res); rc != 0) {
     why = fmt::format("cannot resolve '{}': {}", hp.host, ::gai_strerror(rc));
-    return std::nullopt;
+    return {};
   }
-  endpoint ep = endpoint::from(res->ai_addr);
+  std::vector<endpoint> all;
+  for (const auto* ai = res; ai != nullptr; ai = ai->ai_next) {
+    const auto ep = endpoint::from(ai->ai_addr);
+    if (ep.length != 0 && std::find(all.begin(), all.end(), ep) == all.end()) all.push_back(ep);
+  }
   ::freeaddrinfo(res);
-  return ep;
+  if (all.empty()) why = fmt::format("'{}' has no IPv4 or IPv6 address", hp.host);
+  return all;
+}
+
+std::optional<endpoint> resolve(const host_port& hp, std::string& why) {
+  auto all = resolve_all(hp, why);
+  if (all.empty()) return std::nullopt;
+  return all.front();
 }
 
 std::size_t address_key_of(const sockaddr* sa, address_key& out) noexcept {

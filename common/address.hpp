@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 #include <string_view>
 
 namespace ferry {
@@ -39,6 +40,9 @@ struct endpoint {
 
 // Resolves with getaddrinfo (blocking: call it before the loop runs). Sets `why` on failure.
 [[nodiscard]] std::optional<endpoint> resolve(const host_port& hp, std::string& why);
+// Every address of the name, in the resolver's order of preference, each once; empty and `why`
+// set on failure.
+[[nodiscard]] std::vector<endpoint> resolve_all(const host_port& hp, std::string& why);
 
 // The bytes that identify a peer: family (4 or 6), address and port, as they are in `sa`.
 inline constexpr std::size_t address_key_size = 19;
