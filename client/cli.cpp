@@ -4,10 +4,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <algorithm>
-#include <chrono>
 #include <iostream>
-#include <thread>
 
 #include "client/commands.hpp"
 #include "client/errors.hpp"
@@ -31,11 +28,13 @@ constexpr const char* exit_codes_text =
 
 void add_common(CLI::App& cmd, command_options& o, bool path_required,
                 const char* path_name = "PATH",
-                const char* path_help = "Path under the served directory") {
+                const char* path_help = "Path under the served directory",
+                std::vector<std::string>* paths = nullptr) {
   cmd.add_option("ADDR", o.address,
                  "Server address: HOST[:PORT] or [IPV6]:PORT (port 7070 by default)")
       ->required();
-  auto* p = cmd.add_option(path_name, o.path, path_help);
+  auto* p = paths != nullptr ? cmd.add_option(path_name, *paths, path_help)
+                             : cmd.add_option(path_name, o.path, path_help);
   if (path_required) p->required();
   cmd.add_option("--timeout", o.timeout_s, "Give up after this many seconds without an answer")
       ->capture_default_str()
@@ -57,24 +56,6 @@ void add_retry(CLI::App& cmd, int& retries) {
                  "60 s between; a get resumes")
       ->capture_default_str()
       ->check(CLI::Range(0, 1000));
-}
-
-// Runs `command`, and again after a network failure (no answer, only "busy", a closed port,
-// a name that does not resolve), at most `retries` times, as curl --retry does. Other
-// failures are not transient and end it at once.
-template <typename F>
-void with_retries(int retries, F&& command) {
-  for (int attempt = 0;; ++attempt) {
-    try {
-      command();
-      return;
-    } catch (const failure& f) {
-      if (f.code() != exit_code::network || attempt >= retries) throw;
-      const int wait = std::min(60, 1 << std::min(attempt, 6));
-      log::warn("{}; trying again in {} s (retry {} of {})", f.what(), wait, attempt + 1, retries);
-      std::this_thread::sleep_for(std::chrono::seconds{wait});
-    }
-  }
 }
 
 // -q: errors only; default: warnings and errors; -v: everything.
@@ -128,7 +109,9 @@ int main(int argc, char** argv) {
       "  ferry stat 127.0.0.1:7070 sub/file.iso --json\n");
 
   auto* get = app.add_subcommand("get", "Fetch a file block by block, resuming a partial one");
-  add_common(*get, get_o, true);
+  std::vector<std::string> get_paths;
+  add_common(*get, get_o, true, "PATH",
+             "Path under the served directory; several go into the directory -o names", &get_paths);
   get->add_option("-o,--output", out_path, "Write here (a directory keeps the remote name)");
   get->add_option("--mirror", g.mirrors,
                   "Another server with the same file, used at the same time (repeatable)")
@@ -145,6 +128,7 @@ int main(int argc, char** argv) {
       "  ferry get 127.0.0.1:7070 sub/file.iso -o /tmp/x.iso\n"
       "  ferry get 127.0.0.1:7070 -- -name-with-dash\n"
       "  ferry get host1 big.iso --mirror host2 --mirror host3   from all three at once\n"
+      "  ferry get 127.0.0.1:7070 a.iso b/c.iso -o dl/          both into dl/, as scp does\n"
       "An interrupted get leaves OUT.part and OUT.part.state; rerun the same command to resume.\n");
 
   auto* sync = app.add_subcommand("sync", "Mirror a remote directory tree into a local directory");
@@ -188,7 +172,7 @@ int main(int argc, char** argv) {
       apply_verbosity(get_o);
       if (!out_path.empty()) g.output = out_path;
       g.progress = ::isatty(STDERR_FILENO) == 1 && !get_o.json && !get_o.quiet;
-      with_retries(get_o.retries, [&] { run_get(get_o, g, std::cout); });
+      run_get_all(get_o, get_paths, g, std::cout);
     } else if (*sync) {
       apply_verbosity(sync_o);
       sync_o.terminal = ::isatty(STDOUT_FILENO) == 1;

@@ -4,12 +4,15 @@
 #include <fmt/ostream.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <ostream>
+#include <set>
+#include <thread>
 
 #include "client/errors.hpp"
 #include "client/fetch.hpp"
@@ -286,6 +289,62 @@ void run_get(const command_options& o, const get_options& g, std::ostream& out) 
                          {"digest", to_string(r.digest)},
                          {"sources", sources}});
   }
+}
+
+void with_retries(int retries, const std::function<void()>& command) {
+  for (int attempt = 0;; ++attempt) {
+    try {
+      command();
+      return;
+    } catch (const failure& f) {
+      if (f.code() != exit_code::network || attempt >= retries) throw;
+      const int wait = std::min(60, 1 << std::min(attempt, 6));
+      log::warn("{}; trying again in {} s (retry {} of {})", f.what(), wait, attempt + 1, retries);
+      std::this_thread::sleep_for(std::chrono::seconds{wait});
+    }
+  }
+}
+
+void run_get_all(const command_options& o, const std::vector<std::string>& paths,
+                 const get_options& g, std::ostream& out) {
+  auto one = o;
+  if (paths.size() == 1) {
+    one.path = paths.front();
+    return with_retries(o.retries, [&] { run_get(one, g, out); });
+  }
+  const std::string dir = g.output.value_or(".");
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec))
+    throw failure{exit_code::usage,
+                  fmt::format("with several PATHs, -o names the directory they go into, and "
+                              "'{}' is not one",
+                              dir)};
+  std::set<std::string> names;
+  for (const auto& p : paths) {
+    const auto target = output_path_for(p, dir);
+    if (!names.insert(target).second)
+      throw failure{exit_code::usage,
+                    fmt::format("two PATHs would both be written to '{}'", target)};
+  }
+  auto each = g;
+  each.output = dir;
+  std::optional<failure> first;
+  std::size_t failed = 0;
+  for (const auto& p : paths) {
+    one.path = p;
+    try {
+      with_retries(o.retries, [&] { run_get(one, each, out); });
+    } catch (const failure& f) {
+      if (f.code() == exit_code::interrupted) throw;
+      log::error("{}", f.what());
+      ++failed;
+      if (!first) first = f;
+    }
+  }
+  if (first)
+    throw failure{first->code(), fmt::format("{} of {} files failed (each is named above); the "
+                                             "others were fetched",
+                                             failed, paths.size())};
 }
 
 }  // namespace ferry::client

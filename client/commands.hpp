@@ -51,6 +51,16 @@ struct get_options {
   bool keep_mtime = true;            // give the output the server's mtime
 };
 void run_get(const command_options& o, const get_options& g, std::ostream& out);
+// Fetches each of `paths` as run_get does; several go into the directory g.output names (the
+// current one by default), each under its own name, and one that fails does not stop the
+// others (as scp). Throws the first failure, after all have been tried.
+void run_get_all(const command_options& o, const std::vector<std::string>& paths,
+                 const get_options& g, std::ostream& out);
+
+// Runs `command`, and again after a network failure (no answer, only "busy", a closed port,
+// a name that does not resolve), at most `retries` times, waiting 1, 2, 4 ... 60 s between,
+// as curl --retry does. Other failures are not transient and end it at once.
+void with_retries(int retries, const std::function<void()>& command);
 
 // The local name `get` writes to: -o if given (inside it, if it is a directory), otherwise
 // the last component of the remote path in the current directory. Throws failure(usage).

@@ -398,6 +398,44 @@ TEST_CASE("get --no-clobber leaves an existing output alone") {
   }
 }
 
+TEST_CASE("get with several paths fetches each into the directory, as scp does") {
+  temp_dir root, dest;
+  root.write("a.txt", "first");
+  fs::create_directory(root / "sub");
+  root.write("sub/b.txt", "second");
+  running_server srv{root.path()};
+  ferry::client::command_options o;
+  o.address = to_string(srv.endpoint());
+  o.timeout_s = 5;
+  ferry::client::get_options g;
+  g.output = dest.path().string();
+  std::ostringstream out;
+  const auto code_of = [&](const std::vector<std::string>& paths) {
+    try {
+      ferry::client::run_get_all(o, paths, g, out);
+    } catch (const ferry::client::failure& f) {
+      INFO(f.what());
+      return f.code();
+    }
+    return exit_code::ok;
+  };
+  CHECK(code_of({"a.txt", "sub/b.txt"}) == exit_code::ok);
+  CHECK(read_file(dest / "a.txt") == "first");
+  CHECK(read_file(dest / "b.txt") == "second");
+
+  SUBCASE("one that fails does not stop the others, and its code is the exit code") {
+    fs::remove(dest / "a.txt");
+    fs::remove(dest / "b.txt");
+    CHECK(code_of({"missing.txt", "a.txt"}) == exit_code::refused);
+    CHECK(read_file(dest / "a.txt") == "first");
+  }
+  SUBCASE("two paths with one name, or an output that is not a directory, are usage errors") {
+    CHECK(code_of({"a.txt", "other/a.txt"}) == exit_code::usage);
+    g.output = (dest / "a.txt").string();
+    CHECK(code_of({"a.txt", "sub/b.txt"}) == exit_code::usage);
+  }
+}
+
 TEST_CASE("a closed port gives exit_code::network at once, not at the timeout") {
   temp_dir dest;
   const auto nobody = dead_endpoint();
