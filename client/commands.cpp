@@ -215,9 +215,13 @@ std::string output_path_for(const std::string& remote, const std::optional<std::
 }
 
 void run_get(const command_options& o, const get_options& g, std::ostream& out) {
-  const auto target = output_path_for(o.path, g.output);
+  // -o -: the file goes to standard output, as it arrives, in order.
+  const bool to_stdout = g.output && *g.output == "-";
+  if (to_stdout && o.json)
+    throw failure{exit_code::usage, "-o - writes the file to standard output; --json cannot"};
+  const auto target = to_stdout ? std::string{"standard output"} : output_path_for(o.path, g.output);
   std::error_code ec;
-  if (g.no_clobber && std::filesystem::symlink_status(target, ec).type() !=
+  if (!to_stdout && g.no_clobber && std::filesystem::symlink_status(target, ec).type() !=
                           std::filesystem::file_type::not_found) {
     log::warn("'{}' exists; not fetched (--no-clobber)", target);
     return;
@@ -230,13 +234,12 @@ void run_get(const command_options& o, const get_options& g, std::ostream& out) 
   fo.timeout = timeout_of(o);
   fo.keep_mtime = g.keep_mtime;
   fo.replace = !g.no_clobber;
+  if (to_stdout) fo.stream_fd = STDOUT_FILENO;
   std::unique_ptr<progress_bar> bar;
   if (g.progress) {
-    fo.on_progress = [&](std::uint64_t done, std::uint64_t total) {
-      if (!bar)
-        bar =
-            std::make_unique<progress_bar>(
-                quote_for_terminal(std::filesystem::path{target}.filename().string()), done);
+    fo.on_progress = [&, name = std::filesystem::path{to_stdout ? o.path : target}.filename().string()](
+                         std::uint64_t done, std::uint64_t total) {
+      if (!bar) bar = std::make_unique<progress_bar>(quote_for_terminal(name), done);
       bar->update(done, total);
     };
   }
@@ -308,6 +311,11 @@ void with_retries(int retries, const std::function<void()>& command) {
 void run_get_all(const command_options& o, const std::vector<std::string>& paths,
                  const get_options& g, std::ostream& out) {
   auto one = o;
+  if (g.output && *g.output == "-") {
+    if (paths.size() > 1) throw failure{exit_code::usage, "-o - takes one PATH"};
+    // What went to standard output cannot be taken back, so a rerun would repeat it.
+    if (o.retries > 0) throw failure{exit_code::usage, "--retry cannot be used with -o -"};
+  }
   if (paths.size() == 1) {
     one.path = paths.front();
     return with_retries(o.retries, [&] { run_get(one, g, out); });

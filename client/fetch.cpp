@@ -1,8 +1,13 @@
 #include "client/fetch.hpp"
 
+#include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <optional>
 
 #include "client/errors.hpp"
 #include "client/fetch_tuning.hpp"
@@ -243,6 +248,44 @@ task<protocol::stat_reply> fetcher::stat_primary() {
   co_return *got;
 }
 
+void fetcher::restart_part(part_file& part, const protocol::file_version& version,
+                           std::uint32_t block, bool data_bad) {
+  if (opt_.stream_fd >= 0 && streamed_ > 0 && (data_bad || version != part.version()))
+    throw failure{exit_code::integrity,
+                  fmt::format("{}: {} after {} bytes of it were written to standard output, "
+                              "which cannot be taken back; run the command again",
+                              path_,
+                              data_bad ? "the digest did not match" : "the file changed on the server",
+                              streamed_)};
+  part.restart(version, block);
+}
+
+void fetcher::stream_out() {
+  const auto ready = part_->in_order_bytes();
+  while (streamed_ < ready) {
+    stream_buf_.resize(static_cast<std::size_t>(std::min<std::uint64_t>(ready - streamed_, 1 << 20)));
+    part_->read(streamed_, stream_buf_);
+    std::size_t at = 0;
+    while (at < stream_buf_.size()) {
+      const auto n = ::write(opt_.stream_fd, stream_buf_.data() + at, stream_buf_.size() - at);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        // Standard output may be non-blocking (a shell's choice): wait for room.
+        pollfd p{opt_.stream_fd, POLLOUT, 0};
+        (void)::poll(&p, 1, -1);
+        continue;
+      }
+      if (n <= 0)
+        throw failure{exit_code::local_io,
+                      fmt::format("cannot write to standard output: {}",
+                                  std::strerror(n < 0 ? errno : EIO))};
+      at += static_cast<std::size_t>(n);
+    }
+    streamed_ += stream_buf_.size();
+  }
+  part_->discard_before(streamed_);
+}
+
 fetch_result fetcher::run() {
   uv_loop_t* loop = sources_[0].conn->loop();
   request_engine engine{loop};
@@ -275,7 +318,12 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
                              st.max_block);
   log::debug("{}: {} bytes; block size {} (path MTU {}, server cap {})", path_, st.size, block,
              ref_conn.path_mtu(), st.max_block);
-  part_file part{out_, version, block};
+  std::optional<part_file> holder;
+  if (opt_.stream_fd >= 0)
+    holder.emplace(part_file::temporary{std::filesystem::temp_directory_path()}, version, block);
+  else
+    holder.emplace(out_, version, block);
+  part_file& part = *holder;
   if (part.resumed())
     log::info("{}: resuming, {} of {} blocks already in {}", path_, part.done_blocks(),
               part.block_count(), part.data_path().string());
@@ -316,12 +364,13 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
       }
       if (want && *want == local) {
         stats_.digest = local;
+        if (opt_.stream_fd >= 0) stream_out();
         break;
       }
       if (want && !retried_digest) {
         log::warn("{}: digest mismatch, fetching the whole file again", path_);
         retried_digest = true;
-        part.restart(version, part.block_size());
+        restart_part(part, version, part.block_size(), true);
         continue;
       }
       if (want) {
@@ -348,7 +397,7 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
                 "datagrams that large; going on with {}-byte blocks",
                 path_, part.block_size(), smaller);
       block = smaller;
-      part.restart(version, smaller);
+      restart_part(part, version, smaller);
       // A new block size is a new start, and it can happen only twice (smaller_block).
       last_progress_ = clock::now();
       continue;
@@ -361,7 +410,7 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
       if (now.max_block < part.block_size()) {
         block = bounded_block(path_, now.size, std::min(block, now.max_block), now.max_block);
         version = now.version;
-        part.restart(version, block);
+        restart_part(part, version, block);
         continue;
       }
       if (now.size == old_size && now.digest == old_digest) {
@@ -384,7 +433,7 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
         throw_refused(path_, errc::not_regular);
       if (o == outcome::block_cap_changed && cur->max_block < part.block_size()) {
         block = bounded_block(path_, cur->size, std::min(block, cur->max_block), cur->max_block);
-        part.restart(cur->version, block);
+        restart_part(part, cur->version, block);
         version = cur->version;
         sources_[0].version = version;
         continue;
@@ -400,9 +449,9 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
                     fmt::format("{}: the file changed {} times during the transfer; giving up",
                                 path_, stats_.restarts)};
     log::warn("{}: the file changed on the server; starting over", path_);
-    part.restart(version, bounded_block(path_, version.size, part.block_size(), st.max_block));
+    restart_part(part, version, bounded_block(path_, version.size, part.block_size(), st.max_block));
   }
-  part.commit(opt_.keep_mtime, opt_.replace);
+  if (opt_.stream_fd < 0) part.commit(opt_.keep_mtime, opt_.replace);
   stats_.size = part.size();
   stats_.block_size = part.block_size();
   stats_.seconds = seconds_since(started);

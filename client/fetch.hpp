@@ -30,6 +30,9 @@ struct fetch_options {
   std::uint16_t max_run = protocol::max_run_blocks;
   std::uint32_t max_window = 0;  // blocks in flight at most per server; 0: congestion control's
                                  // own cap (128 MiB)
+  // >= 0: the file goes to this descriptor (standard output) in order as it arrives, through a
+  // temporary part file whose written part is given back; nothing is kept for a rerun.
+  int stream_fd = -1;
   bool keep_mtime = true;  // the output gets the remote file's mtime
   bool replace = true;     // an existing output is replaced; false: it fails at the end instead
   // Called about five times a second with (bytes done, total bytes); may be empty.
@@ -176,6 +179,13 @@ class fetcher {
   void finish(outcome o);
   // Writes the blocks stored from the last batch of replies; a failure ends the transfer.
   void write_blocks() noexcept;
+  // Writes to opt_.stream_fd what has arrived in order since the last call. Throws
+  // failure(local_io) if it cannot.
+  void stream_out();
+  // part.restart(), unless the file goes to a stream that already holds bytes of the old
+  // version (or, if `data_bad`, bad bytes): that cannot be taken back, so it throws.
+  void restart_part(part_file& part, const protocol::file_version& version, std::uint32_t block,
+                    bool data_bad = false);
   // Sends the GETs that pump() queued.
   void flush_requests() noexcept;
 
@@ -204,6 +214,8 @@ class fetcher {
   std::deque<std::uint64_t> retransmit_;                // block indexes to ask for again
   std::vector<protocol::file_version> stale_;           // versions given up on
   std::uint64_t scan_ = 0;                              // next block never asked for
+  std::uint64_t streamed_ = 0;                          // bytes written to opt_.stream_fd
+  std::vector<std::byte> stream_buf_;
   std::size_t next_source_ = 0;                         // where pump() starts, for fairness
   clock::time_point last_progress_{}, last_flush_{}, last_report_{}, last_trace_{};
   outcome outcome_ = outcome::running;

@@ -92,6 +92,7 @@ task<fetcher::outcome> fetcher::transfer(part_file& part) {
 void fetcher::write_blocks() noexcept {
   try {
     part_->write_pending();
+    if (opt_.stream_fd >= 0) stream_out();
   } catch (...) {
     if (!error_) error_ = std::current_exception();
     finish(outcome::failed);

@@ -74,6 +74,19 @@ part_file::part_file(const std::filesystem::path& out, const protocol::file_vers
   start_fresh(version, block);
 }
 
+part_file::part_file(const temporary& where, const protocol::file_version& version,
+                     std::uint32_t block)
+    : data_path_{where.dir / "ferry-stream.XXXXXX"} {
+  std::string name = data_path_.string();
+  const int fd = ::mkostemp(name.data(), O_CLOEXEC);
+  if (fd < 0) fail_io(where.dir, "create a temporary file in", errno);
+  data_.reset(fd);
+  // Unnamed at once: nothing is left behind, however ferry ends.
+  (void)::unlink(name.c_str());
+  data_path_ = "a temporary file in " + where.dir.string();
+  start_fresh(version, block);
+}
+
 bool part_file::load_state(const protocol::file_version& version) {
   struct stat st {};
   if (::fstat(state_.get(), &st) != 0 || st.st_size < static_cast<off_t>(header_bytes + 8))
@@ -144,8 +157,9 @@ void part_file::start_fresh(const protocol::file_version& version, std::uint32_t
   put64(&image_[40], static_cast<std::uint64_t>(version.ctime_ns));
   std::memcpy(&image_[48], &block, 4);
   put64(&image_[56], blocks_);
-  if (::ftruncate(state_.get(), 0) != 0) fail_io(state_path_, "truncate", errno);
+  if (state_ && ::ftruncate(state_.get(), 0) != 0) fail_io(state_path_, "truncate", errno);
   dirty_ = true;
+  discarded_ = 0;
   flush();
 }
 
@@ -272,17 +286,37 @@ void part_file::hash_done_blocks() {
     const auto length = static_cast<std::size_t>(
         std::min<std::uint64_t>(end * block_, version_.size) - offset);
     if (read_back_.size() < length) read_back_.resize(length);
-    std::size_t at = 0;
-    while (at < length) {
-      const ssize_t n = ::pread(data_.get(), read_back_.data() + at, length - at,
-                                static_cast<off_t>(offset + at));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) fail_io(data_path_, "read back", n < 0 ? errno : EIO);
-      at += static_cast<std::size_t>(n);
-    }
+    read(offset, {read_back_.data(), length});
     hash_->update({read_back_.data(), length});
     hashed_ = end;
   }
+}
+
+std::uint64_t part_file::in_order_bytes() const noexcept {
+  return std::min<std::uint64_t>(hashed_ * block_, version_.size);
+}
+
+void part_file::read(std::uint64_t offset, std::span<std::byte> out) {
+  std::size_t at = 0;
+  while (at < out.size()) {
+    const ssize_t n = ::pread(data_.get(), out.data() + at, out.size() - at,
+                              static_cast<off_t>(offset + at));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) fail_io(data_path_, "read back", n < 0 ? errno : EIO);
+    at += static_cast<std::size_t>(n);
+  }
+}
+
+void part_file::discard_before(std::uint64_t offset) {
+  // In steps of 1 MiB, so the file system frees whole extents and this costs little.
+  constexpr std::uint64_t step = 1 << 20;
+  const auto end = std::min(offset, in_order_bytes()) / step * step;
+  if (state_ || end <= discarded_) return;
+  // Holes read as zeros, which nothing reads again; a file system that cannot punch them
+  // keeps the bytes, and only the space is not given back.
+  (void)::fallocate(data_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                    static_cast<off_t>(discarded_), static_cast<off_t>(end - discarded_));
+  discarded_ = end;
 }
 
 void part_file::flush() {
@@ -291,6 +325,7 @@ void part_file::flush() {
 }
 
 void part_file::save_state() {
+  if (!state_) dirty_ = false;  // a temporary part file keeps no state
   if (!dirty_) return;
   const auto body = image_.size() - 8;
   put64(image_.data() + body, XXH3_64bits(image_.data(), body));
@@ -318,6 +353,7 @@ protocol::digest128 part_file::digest() {
 }
 
 void part_file::commit(bool keep_mtime, bool replace) {
+  if (!state_) throw failure{exit_code::internal, "a temporary part file has no name to commit"};
   flush();
   if (keep_mtime) {
     // Set before the rename, so the file appears under its name with the server's time.

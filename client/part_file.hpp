@@ -35,6 +35,12 @@ class part_file {
   // Throws failure(local_io) on file-system errors.
   part_file(const std::filesystem::path& out, const protocol::file_version& version,
             std::uint32_t block);
+  // A part file without a name or a state file, in the directory `dir`, gone when it is
+  // closed: for a transfer to standard output, which cannot be resumed. Never commit()ed.
+  struct temporary {
+    std::filesystem::path dir;
+  };
+  part_file(const temporary& where, const protocol::file_version& version, std::uint32_t block);
 
   [[nodiscard]] std::uint32_t block_size() const noexcept { return block_; }
   [[nodiscard]] std::uint64_t block_count() const noexcept { return blocks_; }
@@ -44,6 +50,16 @@ class part_file {
   [[nodiscard]] std::uint64_t done_blocks() const noexcept { return done_; }
   [[nodiscard]] std::uint64_t done_bytes() const noexcept;
   [[nodiscard]] std::uint64_t block_length(std::uint64_t index) const noexcept;
+  [[nodiscard]] const protocol::file_version& version() const noexcept { return version_; }
+  // Bytes from the start of the file that are all done and written: what may be read back in
+  // order, and what digest() has already hashed.
+  [[nodiscard]] std::uint64_t in_order_bytes() const noexcept;
+  // Reads `out.size()` bytes at `offset`, which must lie within in_order_bytes(); throws
+  // failure(local_io).
+  void read(std::uint64_t offset, std::span<std::byte> out);
+  // Gives back the disk space of the bytes before `offset` (within in_order_bytes()), which are
+  // hashed already and will not be read again; a temporary part file only.
+  void discard_before(std::uint64_t offset);
 
   // Takes one block and marks it done. Its bytes are written at write_pending(), so they must
   // stay valid until then; blocks that follow each other go out in one system call.
@@ -93,6 +109,7 @@ class part_file {
   std::unique_ptr<digest_state> hash_;  // over blocks [0, hashed_)
   std::vector<std::byte> read_back_;    // for blocks hashed after they were written
   std::uint64_t hashed_ = 0;
+  std::uint64_t discarded_ = 0;  // bytes at the start given back by discard_before()
 };
 
 }  // namespace ferry::client

@@ -138,6 +138,38 @@ run_ferry get "$ADDR" -o "$TMP/outdir" -- -dash.txt
 check_rc "get -o DIR -- -dash.txt" 0
 check "-o DIR with a dash name writes DIR/-dash.txt" cmp -s "$TMP/outdir/-dash.txt" "$ROOT/-dash.txt"
 
+section "-o -: the file to standard output, in order"
+gen_random "$ROOT/stream.bin" $((8 * 1024 * 1024)) 37
+export TMPDIR=$TMP/streamtmp
+mkdir -p "$TMPDIR"
+run_ferry get "$ADDR" stream.bin -o -
+check_rc "get -o -" 0
+check "standard output holds the file" cmp -s "$RUN_OUT" "$ROOT/stream.bin"
+check "no .part files, no file named -" test ! -e ./- -a ! -e stream.bin.part
+check_eq "the temporary file is gone from TMPDIR" "" "$(ls -A "$TMPDIR")"
+if [[ -n "$FERRY_IMPAIR" ]]; then
+  # Reordered and lost replies: blocks arrive out of order, and still leave in order.
+  start_proxy "$ADDR" --loss 0.02 --reorder 0.1 --seed 5 || fail "ferry_impair started"
+  run_ferry get "$PROXY_ADDR" stream.bin -o - -v
+  check_rc "get -o - through loss and reordering" 0
+  check "standard output holds the file, in order" cmp -s "$RUN_OUT" "$ROOT/stream.bin"
+  check "blocks were asked for again on the way" grep -Eq "[1-9][0-9]* retransmits" "$RUN_ERR"
+  stop_pid "$PROXY_PID"
+fi
+# A reader that stops early: ferry stops too, with the local I/O code, at once.
+run_bounded 60 bash -c '"$1" get "$2" stream.bin -o - | head -c 1000 >/dev/null; exit "${PIPESTATUS[0]}"' \
+  _ "$FERRY" "$ADDR"
+check_rc "get -o - into a reader that goes away" 6
+check "it says standard output could not be written" grep -q "cannot write to standard output" "$RUN_ERR"
+run_ferry get "$ADDR" stream.bin -o - --json
+check_rc "-o - with --json is a usage error" 2
+run_ferry get "$ADDR" stream.bin data.bin -o -
+check_rc "-o - with two paths is a usage error" 2
+run_ferry get "$ADDR" stream.bin -o - --retry 2
+check_rc "-o - with --retry is a usage error" 2
+unset TMPDIR
+rm -f "$ROOT/stream.bin"
+
 section "replacing an existing output"
 OUT=$TMP/replace/data.bin
 mkdir -p "$TMP/replace"
