@@ -358,10 +358,10 @@ protocol::list_reply stat_page(int dir_fd, const std::vector<protocol::list_entr
 
 }  // namespace
 
-dir_cache::snapshot_ptr dir_cache::find(const std::string& rel, const protocol::file_version& key,
+dir_cache::snapshot_ptr dir_cache::find(const protocol::file_version& key,
                                         bool allow_provisional) {
   std::lock_guard lock{mutex_};
-  auto it = map_.find(rel);
+  auto it = map_.find({key.dev, key.ino});
   if (it == map_.end()) return nullptr;
   const auto& s = *it->second.snap;
   const bool stale =
@@ -373,33 +373,44 @@ dir_cache::snapshot_ptr dir_cache::find(const std::string& rel, const protocol::
   return it->second.snap;
 }
 
-void dir_cache::insert(const std::string& rel, snapshot_ptr s) {
+void dir_cache::insert(snapshot_ptr s) {
   std::lock_guard lock{mutex_};
-  if (auto it = map_.find(rel); it != map_.end()) {
-    total_ -= it->second.snap->entries.size();
+  const dir_id id{s->key.dev, s->key.ino};
+  if (auto it = map_.find(id); it != map_.end()) {
+    total_bytes_ -= it->second.snap->bytes;
     lru_.erase(it->second.pos);
     map_.erase(it);
   }
-  total_ += s->entries.size();
-  lru_.push_front(rel);
-  map_.emplace(rel, slot{std::move(s), lru_.begin()});
+  total_bytes_ += s->bytes;
+  lru_.push_front(id);
+  map_.emplace(id, slot{std::move(s), lru_.begin()});
   // Evict least recently used snapshots, but keep the newest even if it alone is over budget.
-  while (total_ > max_total_ && lru_.size() > 1) {
+  while (total_bytes_ > max_bytes_ && lru_.size() > 1) {
     auto victim = map_.find(lru_.back());
-    total_ -= victim->second.snap->entries.size();
+    total_bytes_ -= victim->second.snap->bytes;
     map_.erase(victim);
     lru_.pop_back();
   }
 }
 
-bool dir_cache::begin_reading(const std::string& rel) {
+std::size_t dir_cache::cached_dirs() {
   std::lock_guard lock{mutex_};
-  return reading_.insert(rel).second;
+  return map_.size();
 }
 
-void dir_cache::end_reading(const std::string& rel) noexcept {
+std::size_t dir_cache::cached_bytes() {
   std::lock_guard lock{mutex_};
-  reading_.erase(rel);
+  return total_bytes_;
+}
+
+bool dir_cache::begin_reading(const dir_id& d) {
+  std::lock_guard lock{mutex_};
+  return reading_.insert(d).second;
+}
+
+void dir_cache::end_reading(const dir_id& d) noexcept {
+  std::lock_guard lock{mutex_};
+  reading_.erase(d);
 }
 
 result<protocol::list_reply> dir_cache::list_page(int root_fd, const std::string& rel,
@@ -416,14 +427,15 @@ result<protocol::list_reply> dir_cache::list_page(int root_fd, const std::string
     // same timestamp tick as its reading would otherwise stay invisible until it expires.
     // Later pages of a listing may reuse it, as entries changed during a listing may or may
     // not appear.
-    auto snap = find(rel, key, !cursor.empty());
+    auto snap = find(key, !cursor.empty());
     if (!snap) {
-      if (!begin_reading(rel)) return errc::busy;
+      const dir_id id{key.dev, key.ino};
+      if (!begin_reading(id)) return errc::busy;
       struct reading_guard {
         dir_cache& cache;
-        const std::string& rel;
-        ~reading_guard() { cache.end_reading(rel); }
-      } guard{*this, rel};
+        const dir_id& id;
+        ~reading_guard() { cache.end_reading(id); }
+      } guard{*this, id};
       const auto now = std::chrono::steady_clock::now();
       auto entries = read_directory(fd->get());
       if (!entries) return entries.error();
@@ -435,8 +447,10 @@ result<protocol::list_reply> dir_cache::list_page(int root_fd, const std::string
                                std::chrono::nanoseconds{std::max(key.mtime_ns, key.ctime_ns)} <
                            settle_time;
       fresh->entries = std::move(*entries);
+      fresh->bytes = sizeof(snapshot) + fresh->entries.capacity() * sizeof(protocol::list_entry);
+      for (const auto& e : fresh->entries) fresh->bytes += e.name.capacity();
       snap = fresh;
-      insert(rel, snap);
+      insert(snap);
     }
     return stat_page(fd->get(), snap->entries, cursor, budget);
   } catch (...) {

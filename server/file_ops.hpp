@@ -118,11 +118,17 @@ class file_mapping {
 // correct even when the directory changes between pages.
 class dir_cache {
  public:
-  explicit dir_cache(std::size_t max_entries_total = 1'000'000) : max_total_{max_entries_total} {}
+  // Snapshots are kept by what the directory is (device and inode), not by the path that
+  // reached it, so that the paths a symbolic link loop makes up (sub/up/sub/up/...) share one;
+  // together they hold about `max_bytes` at most (the newest is kept even if it alone is more).
+  explicit dir_cache(std::size_t max_bytes = std::size_t{64} << 20) : max_bytes_{max_bytes} {}
 
   [[nodiscard]] result<protocol::list_reply> list_page(int root_fd, const std::string& rel,
                                                        std::string_view cursor,
                                                        std::size_t budget) noexcept;
+  // Directories cached, and the bytes their snapshots hold.
+  [[nodiscard]] std::size_t cached_dirs();
+  [[nodiscard]] std::size_t cached_bytes();
 
  private:
   struct snapshot {
@@ -130,27 +136,33 @@ class dir_cache {
     std::chrono::steady_clock::time_point built;
     bool provisional = false;  // read soon after a change, so the key may miss a later one
     std::vector<protocol::list_entry> entries;  // names and types only
+    std::size_t bytes = 0;                      // what entries hold, roughly
   };
   using snapshot_ptr = std::shared_ptr<const snapshot>;
+  using dir_id = std::pair<std::uint64_t, std::uint64_t>;  // device, inode
+  struct dir_id_hash {
+    std::size_t operator()(const dir_id& d) const noexcept {
+      return std::hash<std::uint64_t>{}(d.first * 0x9e3779b97f4a7c15ULL ^ d.second);
+    }
+  };
 
-  [[nodiscard]] snapshot_ptr find(const std::string& rel, const protocol::file_version& key,
-                                  bool allow_provisional);
-  void insert(const std::string& rel, snapshot_ptr s);
+  [[nodiscard]] snapshot_ptr find(const protocol::file_version& key, bool allow_provisional);
+  void insert(snapshot_ptr s);
   // One reading of a directory at a time: a second request for it while it is being read is
   // answered busy, so retransmissions cannot multiply the work and the memory of a big one.
-  [[nodiscard]] bool begin_reading(const std::string& rel);
-  void end_reading(const std::string& rel) noexcept;
-  std::set<std::string> reading_;
+  [[nodiscard]] bool begin_reading(const dir_id& d);
+  void end_reading(const dir_id& d) noexcept;
+  std::set<dir_id> reading_;
 
   std::mutex mutex_;
-  std::list<std::string> lru_;  // most recently used first
+  std::list<dir_id> lru_;  // most recently used first
   struct slot {
     snapshot_ptr snap;
-    std::list<std::string>::iterator pos;
+    std::list<dir_id>::iterator pos;
   };
-  std::unordered_map<std::string, slot> map_;
-  std::size_t total_ = 0;
-  std::size_t max_total_;
+  std::unordered_map<dir_id, slot, dir_id_hash> map_;
+  std::size_t total_bytes_ = 0;
+  std::size_t max_bytes_;
 };
 
 }  // namespace ferry::server
