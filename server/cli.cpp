@@ -72,6 +72,11 @@ int main(int argc, char** argv) {
               "no limit");
   rate_option("--max-client-rate", cfg.max_client_rate,
               "Bytes per second sent to one client address and port; default: no limit");
+  app.add_option("--max-clients-per-prefix", cfg.max_clients_per_prefix,
+                 "Client addresses (address and port) kept at once from one /24 or /56; beyond, "
+                 "new ones from it are not served")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, cfg.max_clients));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

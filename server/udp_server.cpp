@@ -46,9 +46,8 @@ constexpr std::size_t shared_turn = 16;
 // Bytes of waiting GETs across all clients, paths included: a path may be 4096 bytes, so a
 // count alone would let queues of long paths outgrow the server's memory budget.
 constexpr std::size_t max_queued_bytes = 4u << 20;
-// Client entries older than this do not count as active; the table is pruned past max_clients.
+// Client entries older than this do not count as active.
 constexpr std::uint64_t client_active_ms = 60'000;
-constexpr std::size_t max_clients = 65'536;
 // A client with nothing queued or running is forgotten after this long, keeping only when it
 // was last heard from: every run of a command-line client comes from a new port, and their
 // queues and buckets must not pile up.
@@ -319,6 +318,8 @@ void udp_server::stop() noexcept {
   send_queue_.clear();
   send_queued_ = 0;
   clients_.clear();
+  by_recency_.clear();
+  per_prefix_.clear();
   ready_.clear();
   queued_total_ = 0;
   queued_bytes_ = 0;
@@ -1163,23 +1164,61 @@ std::size_t udp_server::peer_key_hash::operator()(const peer_key& k) const noexc
   return static_cast<std::size_t>(h);
 }
 
+namespace {
+// The network a client address belongs to, for max_clients_per_prefix: family and the first
+// 3 bytes of an IPv4 address (/24) or 7 of an IPv6 one (/56).
+std::uint64_t prefix_of(const address_key& k) noexcept {
+  const std::size_t n = std::to_integer<int>(k[0]) == 4 ? 3 : 7;
+  std::uint64_t p = std::to_integer<std::uint64_t>(k[0]);
+  for (std::size_t i = 1; i <= n; ++i) p = p << 8 | std::to_integer<std::uint64_t>(k[i]);
+  return p;
+}
+}  // namespace
+
 udp_server::client_state* udp_server::client_for(const endpoint& peer) noexcept {
   const auto key = peer_key::of(peer.addr());
-  if (auto it = clients_.find(key); it != clients_.end()) return &it->second;
+  if (auto it = clients_.find(key); it != clients_.end()) {
+    by_recency_.splice(by_recency_.begin(), by_recency_, it->second.recency);
+    return &it->second;
+  }
   const auto now = uv_now(loop_);
   try {
-    if (clients_.size() >= max_clients) {
-      prune_clients();
-      if (clients_.size() >= max_clients) return nullptr;
+    const auto prefix = prefix_of(key.bytes);
+    if (auto p = per_prefix_.find(prefix);
+        p != per_prefix_.end() && p->second >= cfg_.max_clients_per_prefix) {
+      ++stats_.prefix_full;
+      return nullptr;
+    }
+    // Full: the client heard from least recently makes room, so a new one is always served;
+    // one that comes back is asked for a token no more than any other.
+    while (clients_.size() >= cfg_.max_clients && !by_recency_.empty()) {
+      forget_client(clients_.find(by_recency_.back()));
+      ++stats_.clients_evicted;
     }
     auto& c = clients_[key];
     c.peer = peer;
     c.key = key;
     c.rate = token_bucket{cfg_.max_client_rate, now};
+    by_recency_.push_front(key);
+    c.recency = by_recency_.begin();
+    ++per_prefix_[prefix];
     return &c;
   } catch (...) {
     return nullptr;
   }
+}
+
+void udp_server::forget_client(
+    std::unordered_map<peer_key, client_state, peer_key_hash>::iterator it) noexcept {
+  if (it == clients_.end()) return;
+  auto& c = it->second;
+  for (const auto& g : c.queue) queued_bytes_ -= sizeof(pending_get) + g.rel.size();
+  queued_total_ -= c.queue.size();
+  by_recency_.erase(c.recency);
+  if (auto p = per_prefix_.find(prefix_of(c.key.bytes)); p != per_prefix_.end() && --p->second == 0)
+    per_prefix_.erase(p);
+  // Its key may still wait in ready_ or name a pool job: both look it up and find nothing.
+  clients_.erase(it);
 }
 
 void udp_server::check_root() noexcept {
@@ -1206,13 +1245,15 @@ void udp_server::prune_clients() noexcept {
   const auto now = uv_now(loop_);
   try {
     std::erase_if(seen_, [&](const auto& s) { return now - s.second > client_active_ms; });
-    std::erase_if(clients_, [&](const auto& c) {
-      const auto& s = c.second;
-      if (!s.queue.empty() || s.jobs != 0 || s.ready || now - s.last_seen_ms <= client_idle_ms)
-        return false;
-      if (seen_.size() < max_clients) seen_[c.first] = s.last_seen_ms;
-      return true;
-    });
+    for (auto it = clients_.begin(); it != clients_.end();) {
+      const auto& c = it->second;
+      if (!c.queue.empty() || c.jobs != 0 || c.ready || now - c.last_seen_ms <= client_idle_ms) {
+        ++it;
+        continue;
+      }
+      if (seen_.size() < cfg_.max_clients) seen_[it->first] = c.last_seen_ms;
+      forget_client(it++);
+    }
   } catch (...) {
     seen_.clear();
   }
@@ -1288,6 +1329,8 @@ void log_counters(std::span<const udp_server* const> servers, bool force) noexce
                 {"gso_refused", n(&stats::gso_refused)},
                 {"digests", n(&stats::digests_computed)},
                 {"internal_errors", n(&stats::internal_errors)},
+                {"prefix_full", n(&stats::prefix_full)},
+                {"clients_evicted", n(&stats::clients_evicted)},
                 {"held_peak", n(&stats::held_peak)},
                 {"active_addresses", n(&stats::active_addresses)}},
                force);

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <list>
 #include <functional>
 #include <limits>
 #include <map>
@@ -55,6 +56,11 @@ struct config {
   std::uint64_t max_client_rate = 0;      // bytes per second to one client address; 0: no limit
   std::size_t max_client_queue = 256;     // GETs waiting per client address; beyond: dropped
   std::size_t max_client_jobs = 32;       // file-system jobs per client address; beyond: busy
+  // Validated client addresses (address and port) kept at once; when full, the one heard from
+  // least recently makes room. At most max_clients_per_prefix of them share a /24 (IPv4) or a
+  // /56 (IPv6), so one host or network cannot fill the table to shut others out.
+  std::size_t max_clients = 65'536;
+  std::size_t max_clients_per_prefix = 4'096;
   // Off only for the fuzz harness, which cannot echo tokens: every request is then served
   // whatever its source, as if validated.
   bool validate_addresses = true;
@@ -80,6 +86,9 @@ struct stats {
   // UDP GSO sends (each several datagrams), and refusals that made a client or all fall back.
   std::atomic<std::uint64_t> gso_sends{0}, gso_refused{0};
   std::atomic<std::uint64_t> internal_errors{0};
+  // Clients refused a place because their prefix had max_clients_per_prefix, and clients
+  // forgotten to make room for a newer one.
+  std::atomic<std::uint64_t> prefix_full{0}, clients_evicted{0};
   // The most bytes ever held at once for requests: waiting GETs, block buffers of pool jobs and
   // datagrams waiting for the socket buffer. Each is bounded; this shows how near they came.
   std::atomic<std::uint64_t> held_peak{0};
@@ -177,6 +186,7 @@ class udp_server {
     std::size_t served_in_turn = 0;    // GETs served to it in that turn
     bool ready = false;                // in ready_
     bool gso = true;                   // false once the kernel refused UDP GSO towards it
+    std::list<peer_key>::iterator recency;  // its place in by_recency_
   };
 
   static constexpr std::size_t no_limit = std::numeric_limits<std::size_t>::max();
@@ -299,6 +309,10 @@ class udp_server {
   shared_token_bucket& total_rate_;  // in shared_
 
   std::unordered_map<peer_key, client_state, peer_key_hash> clients_;
+  std::list<peer_key> by_recency_;  // clients_, most recently heard from first
+  std::unordered_map<std::uint64_t, std::size_t> per_prefix_;  // clients_ by prefix_of()
+  // Forgets a client: its queue, its place in by_recency_ and in per_prefix_.
+  void forget_client(std::unordered_map<peer_key, client_state, peer_key_hash>::iterator it) noexcept;
   std::deque<peer_key> ready_;  // clients with queued GETs, in round-robin order
   // When forgotten clients were last heard from, for active_addresses(); a minute at most.
   std::unordered_map<peer_key, std::uint64_t, peer_key_hash> seen_;

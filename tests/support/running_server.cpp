@@ -133,6 +133,8 @@ counter_values counter_values::of(const server::stats& s) noexcept {
   v.send_errors = s.send_errors.load();
   v.send_dropped = s.send_dropped.load();
   v.internal_errors = s.internal_errors.load();
+  v.prefix_full = s.prefix_full.load();
+  v.clients_evicted = s.clients_evicted.load();
   return v;
 }
 
