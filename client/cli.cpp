@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <iostream>
+#include <string>
 
 #include "client/commands.hpp"
 #include "client/errors.hpp"
@@ -38,7 +39,22 @@ void add_common(CLI::App& cmd, command_options& o, bool path_required,
   if (path_required) p->required();
   cmd.add_option("--timeout", o.timeout_s, "Give up after this many seconds without an answer")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Validator(
+          [](const std::string& text) -> std::string {
+            // CLI11's PositiveNumber prints its range as 300 digits of DBL_MAX.
+            double v = 0;
+            std::size_t used = 0;
+            try {
+              v = std::stod(text, &used);
+            } catch (const std::exception&) {
+              used = 0;
+            }
+            if (used != text.size() || !(v > 0 && v <= 86'400))
+              return "'" + text + "' is not a number of seconds above 0 and at most 86400 "
+                     "(such as 10 or 2.5)";
+            return {};
+          },
+          "SECONDS"));
   cmd.add_flag("--json", o.json, "Print JSON");
   auto* v = cmd.add_flag("-v,--verbose", o.verbose, "Say what is going on, on stderr");
   cmd.add_flag("-q,--quiet", o.quiet, "Print only errors: no progress bar, no warnings")

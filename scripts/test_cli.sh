@@ -115,6 +115,13 @@ check_eq "get without --json and without a terminal prints nothing on stdout" ""
 check_eq "get without a terminal prints nothing on stderr when all goes well" "" "$(cat "$RUN_ERR")"
 cd "$TMP"
 
+section "bad --timeout values"
+for v in 0 -1 abc 1e999 2.5x; do
+  run_ferry ls "$ADDR" --timeout "$v"
+  check_rc "--timeout $v is a usage error" 2
+  check_int "its message is one short line (bytes)" "$(head -c 1000 "$RUN_ERR" | head -n 1 | wc -c)" -lt 160
+done
+
 section "plain ls"
 run_ferry ls "$ADDR"
 check_rc "ls" 0
