@@ -252,6 +252,7 @@ ROOT=$TMP/root
 mkdir -p "$ROOT/sub/deeper" "$ROOT/sub/with space"
 printf 'x' >"$ROOT/sub/file.txt"
 printf 'x' >"$ROOT/solo.txt"
+printf 'x' >"$ROOT/sub/with space/inner file.txt"
 if start_server "$ROOT"; then
   pass "ferryd started on $SRV_ADDR"
   complete_line "$COMPLETION_FERRY" _ferry "$FERRY" ls "$SRV_ADDR" s
@@ -259,6 +260,12 @@ if start_server "$ROOT"; then
   complete_line "$COMPLETION_FERRY" _ferry "$FERRY" get "$SRV_ADDR" sub/
   check_eq "ferry get ADDR sub/<TAB> lists sub/, directories with a slash" \
     'sub/deeper/ sub/file.txt sub/with\ space/' "$(candidates)"
+  complete_line "$COMPLETION_FERRY" _ferry "$FERRY" get "$SRV_ADDR" 'sub/with\ space/'
+  check_eq "inside a directory with a space (typed with a backslash)" \
+    'sub/with\ space/inner\ file.txt' "$(candidates)"
+  complete_line "$COMPLETION_FERRY" _ferry "$FERRY" get "$SRV_ADDR" "'sub/with space/in"
+  check_eq "inside a directory with a space (typed in quotes)" \
+    'sub/with\ space/inner\ file.txt' "$(candidates)"
   complete_line "$COMPLETION_FERRY" _ferry "$FERRY" stat --timeout 5 "$SRV_ADDR" sub/f
   check_eq "ferry stat --timeout 5 ADDR sub/f<TAB> skips the option's value" "sub/file.txt" \
     "$(candidates)"
