@@ -185,7 +185,6 @@ class syncer {
     for (const auto& n : names) servers.push_back(resolve_address(n, timeout_));
     servers_.emplace(std::move(servers), std::move(names));
     bytes_by_source_.assign(servers_->servers().size(), 0);
-    prepare_local_root();
     {
       failover::connections conns;
       const auto base_depth =
@@ -236,9 +235,12 @@ class syncer {
       });
       entries_seen_ += entries.size();
     } catch (const failure& f) {
+      // The remote directory itself: nothing to sync, and nothing is created for it here.
+      if (rel.empty()) throw;
       record_error(shown, f.code(), f.what());
       return;
     }
+    if (rel.empty()) prepare_local_root();
     std::set<std::string> names, files;
     for (const auto& e : entries) {
       if (!safe_entry_name(e.name)) {

@@ -127,6 +127,13 @@ run_ferry sync "$SRV_ADDR" tree/d0/s0/f021.bin "$OUT"
 check_rc "a REMOTE_DIR that is a file is refused" 3
 run_ferry sync "$SRV_ADDR" tree "$OUT/d0/s0/f021.bin"
 check_rc "a LOCAL_DIR that is a file is a usage error" 2
+run_ferry sync "$SRV_ADDR" no-such-dir "$TMP/never-made"
+check_rc "a REMOTE_DIR that does not exist is refused" 3
+check "the refusal names it" grep -q "no-such-dir/\?: no such file or directory" "$RUN_ERR"
+check "and nothing is created for it" test ! -e "$TMP/never-made"
+run_ferry sync "$SRV_ADDR" tree/d0/s0/f021.bin "$TMP/never-made"
+check_rc "a REMOTE_DIR that is a file is refused" 3
+check "and nothing is created for it either" test ! -e "$TMP/never-made"
 
 section "changes on the server"
 T=$ROOT/tree
