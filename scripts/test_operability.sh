@@ -75,6 +75,20 @@ run_bounded 10 "$FERRYD" --root "$ROOT" --log-level chatty
 check_rc "an unknown --log-level is a usage error" 2
 check "it is explained in key=value form" grep -q 'msg="unknown --log-level' "$RUN_ERR"
 
+section "--log-level debug: one line a request, and one a refusal"
+start_server "$ROOT" --log-level debug || fail "ferryd started"
+ERRLOG=$SRV_LOG.err
+run_ferry get "$SRV_ADDR" a.txt -o got-a3.txt
+check_rc "get a.txt" 0
+run_ferry stat "$SRV_ADDR" missing.txt
+check_rc "stat missing.txt" 3
+stop_server "$SRV_PID"
+check "a stat request is logged with its client and path" \
+  grep -Eq 'msg=request client=127\.0\.0\.1:[0-9]+ id=[0-9]+ type=stat path=a\.txt' "$ERRLOG"
+check "a get request is logged with its offset, block and count" \
+  grep -Eq 'msg=request .* type=get(_run)? path=a\.txt offset=0 block=[0-9]+ count=[0-9]+' "$ERRLOG"
+check "the refusal is logged with its code" grep -Eq 'msg=refused .* code=not_found' "$ERRLOG"
+
 section "ferry --quiet prints nothing but errors; --verbose says what happens"
 start_server "$ROOT" || fail "ferryd started"
 run_ferry get "$SRV_ADDR" b.bin -o quiet.bin -q

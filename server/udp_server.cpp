@@ -466,6 +466,7 @@ void udp_server::handle_datagram(std::span<const std::byte> bytes, const endpoin
     return;
   }
   client->last_seen_ms = now;
+  if (log::current_level() == log::level::debug) log_request(peer, id, decoded->body);
   std::visit(
       [&](const auto& req) {
         using T = std::decay_t<decltype(req)>;
@@ -1121,9 +1122,41 @@ void udp_server::send_reply(const endpoint& peer, std::uint64_t id, const protoc
   send(peer, {&iov, 1});
 }
 
+void udp_server::log_request(const endpoint& peer, std::uint64_t id,
+                             const protocol::request& req) noexcept {
+  // One line a validated request, at debug only: a busy server takes a hundred thousand a
+  // second, which is a debugging aid, not an access log.
+  try {
+    const auto client = to_string(peer);
+    const auto rid = std::to_string(id);
+    if (const auto* g = std::get_if<protocol::get_request>(&req)) {
+      log::write(log::level::debug, "request",
+                 {{"client", client}, {"id", rid}, {"type", g->count > 1 ? "get_run" : "get"},
+                  {"path", g->path}, {"offset", std::to_string(g->offset)},
+                  {"block", std::to_string(g->block_size)}, {"count", std::to_string(g->count)}});
+    } else if (const auto* st = std::get_if<protocol::stat_request>(&req)) {
+      log::write(log::level::debug, "request",
+                 {{"client", client}, {"id", rid}, {"type", "stat"}, {"path", st->path}});
+    } else if (const auto* l = std::get_if<protocol::list_request>(&req)) {
+      log::write(log::level::debug, "request",
+                 {{"client", client}, {"id", rid}, {"type", "list"}, {"path", l->path},
+                  {"cursor", l->cursor}});
+    }
+  } catch (...) {
+  }
+}
+
 void udp_server::send_error(const endpoint& peer, std::uint64_t id, errc code,
                             std::size_t limit) noexcept {
   ++stats_.errors_sent;
+  if (log::current_level() == log::level::debug) {
+    try {
+      log::write(log::level::debug, "refused",
+                 {{"client", to_string(peer)}, {"id", std::to_string(id)},
+                  {"code", std::string{protocol::code_name(code)}}});
+    } catch (...) {
+    }
+  }
   ++stats_.refusals[static_cast<std::size_t>(code) % stats_.refusals.size()];
   try {
     protocol::error_reply e{code, std::string{protocol::to_string(code)}};

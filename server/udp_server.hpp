@@ -198,6 +198,8 @@ class udp_server {
   // Starts the idle handle that runs serve_turn() once per turn of the loop, after I/O.
   void schedule_serving() noexcept;
   void serve_turn() noexcept;
+  // A debug line for a validated request.
+  void log_request(const endpoint& peer, std::uint64_t id, const protocol::request& req) noexcept;
   void serve_get(client_state& c, const peer_key& key, pending_get& g);
   // Serves consecutive GETs of one file, reading the cached ones with a single preadv2.
   void serve_run(client_state& c, const peer_key& key, std::span<pending_get> run);
