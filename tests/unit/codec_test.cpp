@@ -9,6 +9,7 @@
 #include "common/codec.hpp"
 
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -669,8 +670,7 @@ TEST_CASE("every datagram carries the checksum PROTOCOL.md defines") {
     // Nothing in it can be verified, so it counts as damaged, like any checksum failure.
     for (std::size_t extra = 0; extra < proto::checksum_size; ++extra) {
       CAPTURE(extra);
-      auto w = wire_builder{msg_type::list_reply}.unsealed();
-      w.resize(w.size() + extra);
+      auto w = wire_builder{msg_type::list_reply}.raw(std::string(extra, '\0')).unsealed();
       CHECK(decode_reply(w).error() == errc::corrupt);
       w[5] = std::byte{static_cast<std::uint8_t>(msg_type::stat_request)};
       CHECK(decode_request(w).error() == errc::corrupt);
@@ -827,7 +827,7 @@ TEST_CASE("oversized length tags are rejected before anything is allocated") {
     auto build = [](std::size_t count) {
       wire_builder w{msg_type::list_reply};
       w.u64(count);
-      for (std::size_t i = 0; i < count; ++i) w.str("e" + std::to_string(i)).u8(0).u64(i).i64(0);
+      for (std::size_t i = 0; i < count; ++i) w.str(fmt::format("e{}", i)).u8(0).u64(i).i64(0);
       return w.u8(1).get();
     };
     auto ok = decode_reply(build(proto::max_list_entries));
@@ -1705,7 +1705,7 @@ TEST_CASE("encoders reject input over the limits the decoder enforces") {
   SUBCASE("more than max_list_entries entries") {
     proto::list_reply m;
     for (std::size_t i = 0; i < proto::max_list_entries; ++i)
-      m.entries.push_back({"e" + std::to_string(i), proto::entry_type::file, i, 0});
+      m.entries.push_back({fmt::format("e{}", i), proto::entry_type::file, i, 0});
     CHECK(encode_reply(out, 1, m));
     m.entries.push_back({"one-more", proto::entry_type::file, 0, 0});
     CHECK(encode_reply(out, 1, m).error() == errc::bad_request);
