@@ -135,8 +135,10 @@ Settings are in /etc/default/ferryd.")
 # libubsan1, and libxxhash0 too, because -fsanitize links with --no-as-needed.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 
-# Maintainer scripts and conffiles. postinst and postrm only make a running systemd reread its
-# units; prerm stops the service when the package is removed. Nothing starts or enables it.
+# Maintainer scripts and conffiles. The scripts handle ferryd.service as dh_installsystemd
+# --no-enable --no-start writes them (deb-systemd-helper, deb-systemd-invoke): nothing enables or
+# starts it, an upgrade restarts it only if it runs, removal stops it, and purge removes the
+# links that `systemctl enable` made. postinst also makes /srv/ferry, the default root.
 set(FERRY_DEB_CONTROL_DIR ${CMAKE_BINARY_DIR}/packaging/deb)
 file(MAKE_DIRECTORY ${FERRY_DEB_CONTROL_DIR})
 # The package's prefix is /usr, for which SYSCONFDIR is /etc (see cmake/install_service.cmake).
