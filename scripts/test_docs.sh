@@ -170,6 +170,7 @@ readme_advice=$(awk '/^```ini$/ { f = 1; next } f && /^```$/ { exit } f' "$READM
 check_eq "the README gives the unit's ReadOnlyPaths= drop-in for another root" \
   "$unit_advice" "$readme_advice"
 check "the unit mounts /srv/ferry read-only" grep -qx 'ReadOnlyPaths=/srv/ferry' "$UNIT_IN"
+# shellcheck disable=SC2016  # backquotes, not an expansion
 check "the README says so" grep -qF '`ReadOnlyPaths=/srv/ferry`' "$README"
 defaults=$(grep -E '^FERRYD_(ROOT|BIND|PORT)=' "$DEFAULTS" | tr '\n' ' ' | sed 's/ $//')
 check_eq "the defaults file sets root, address and port" \

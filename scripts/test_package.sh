@@ -72,6 +72,7 @@ README=$SRC/README.md
 # readme_section TITLE: the lines of the README's "## TITLE" section.
 readme_section() { awk -v t="## $1" '$0 == t { f = 1; next } f && /^## / { exit } f' "$README"; }
 # The absolute paths that the Install section names, each alone in backquotes.
+# shellcheck disable=SC2016  # backquotes, not an expansion
 mapfile -t README_PATHS < <(readme_section Install | grep -oE '`/[^` ]+`' | tr -d '`' | sort -u)
 
 # Files that must exist for the checks to mean anything: a build that is out of date would
@@ -142,6 +143,7 @@ STUBS=$TMP/stubs
 SIM=$TMP/simulated
 mkdir -p "$STUBS" "$SIM/run/systemd/system" "$SIM/root"
 for stub in deb-systemd-helper deb-systemd-invoke systemctl; do
+  # shellcheck disable=SC2016  # the stand-in's text
   {
     printf '#!/bin/sh\necho "%s $*" >>"%s"\n' "$stub" "$SIM/calls"
     printf 'case "%s $1" in\n' "$stub"
