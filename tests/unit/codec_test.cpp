@@ -630,7 +630,8 @@ TEST_CASE("every datagram carries the checksum PROTOCOL.md defines") {
   const corpus c;
   SUBCASE("every message but a data reply ends with XXH3-64 of all the bytes before it") {
     for (const auto& [wire, request] : c.sealed()) {
-      CAPTURE(std::to_integer<int>((*wire)[5]));
+      const int type = std::to_integer<int>((*wire)[5]);
+      CAPTURE(type);
       REQUIRE(wire->size() >= min_sealed_size);
       const auto n = wire->size() - proto::checksum_size;
       CHECK(get_le64(*wire, n) == trailing_checksum(std::span<const std::byte>{*wire}.first(n)));
@@ -647,7 +648,8 @@ TEST_CASE("every datagram carries the checksum PROTOCOL.md defines") {
   }
   SUBCASE("a wrong checksum is corrupt, and only the checksum differs") {
     for (const auto& [wire, request] : c.sealed()) {
-      CAPTURE(std::to_integer<int>((*wire)[5]));
+      const int type = std::to_integer<int>((*wire)[5]);
+      CAPTURE(type);
       auto bad = *wire;
       bad.back() ^= std::byte{0x80};
       CHECK(decode_code(bad, request) == errc::corrupt);
@@ -749,7 +751,9 @@ TEST_CASE("the data checksum changes when the request id, any field or any paylo
   }
 
   std::set<std::uint64_t> distinct{base};
-  for (const auto& [what, sum] : variants) {
+  for (const auto& variant : variants) {
+    const std::string& what = variant.first;
+    const std::uint64_t sum = variant.second;
     CAPTURE(what);
     CHECK(sum != base);
     distinct.insert(sum);
@@ -761,8 +765,9 @@ TEST_CASE("truncation at every offset fails cleanly") {
   const corpus c;
   for (const auto& [wire, request] : c.sealed()) {
     REQUIRE(decode_code(*wire, request) == errc::ok);
-    for (std::size_t len = 0; len < wire->size(); ++len) {
-      CAPTURE(wire->size());
+    const std::size_t size = wire->size();
+    for (std::size_t len = 0; len < size; ++len) {
+      CAPTURE(size);
       CAPTURE(len);
       std::span<const std::byte> prefix{wire->data(), len};
       errc code = errc::ok;
@@ -887,10 +892,11 @@ TEST_CASE("trailing bytes after a valid body are rejected") {
   SUBCASE("appended to a whole datagram") {
     for (const auto& [wire, request] : c.sealed()) {
       REQUIRE(decode_code(*wire, request) == errc::ok);
+      const std::size_t size = wire->size();
       for (std::byte extra : {std::byte{0}, std::byte{0xff}}) {
         auto longer = *wire;
         longer.push_back(extra);
-        CAPTURE(wire->size());
+        CAPTURE(size);
         const auto code = decode_code(longer, request);
         CHECK(in(code, {errc::malformed, errc::corrupt}));
         // The last eight bytes are no longer the checksum of the rest.
@@ -915,7 +921,8 @@ TEST_CASE("trailing bytes after a valid body are rejected") {
       for (std::byte extra : {std::byte{0}, std::byte{1}, std::byte{0xff}}) {
         auto longer = *wire;
         longer.insert(longer.end() - proto::checksum_size, extra);
-        CAPTURE(std::to_integer<int>((*wire)[5]));
+        const int type = std::to_integer<int>((*wire)[5]);
+        CAPTURE(type);
         CAPTURE(std::to_integer<int>(extra));
         CHECK(decode_code(resealed(longer), request) == errc::malformed);
       }
@@ -1355,8 +1362,10 @@ TEST_CASE("every single-bit flip in every other message is rejected") {
         ++flips;
 
         if (code != expected(*good, i, bit, request)) {
-          CAPTURE(std::to_integer<int>((*good)[5]));
-          CAPTURE(good->size());
+          const int type = std::to_integer<int>((*good)[5]);
+          const std::size_t size = good->size();
+          CAPTURE(type);
+          CAPTURE(size);
           CAPTURE(i);
           CAPTURE(bit);
           CHECK(code == expected(*good, i, bit, request));
@@ -1371,8 +1380,9 @@ TEST_CASE("every single-bit flip in every other message is rejected") {
 TEST_CASE("a flipped endianness byte in a message that ends with its checksum is corrupt") {
   const corpus c;
   for (const auto& [good, request] : c.sealed()) {
+    const int type = std::to_integer<int>((*good)[5]);
     for (int bit = 0; bit < 8; ++bit) {
-      CAPTURE(std::to_integer<int>((*good)[5]));
+      CAPTURE(type);
       CAPTURE(bit);
       auto bad = *good;
       bad[proto::header_size] ^= std::byte(1u << bit);
