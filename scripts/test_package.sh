@@ -306,7 +306,16 @@ else
   run_bounded 300 lintian --show-overrides --fail-on none "$DEB"
   sed 's/^/  /' "$RUN_OUT"
   check_rc "lintian runs" 0
-  check_eq "lintian: no errors or warnings" "" "$(grep -E '^[EW]: ' "$RUN_OUT" || true)"
+  # A sanitizer build's package keeps its symbols on purpose (cmake/packaging.cmake does not strip
+  # it, so that the reports name functions), which lintian reports for the two programs; it is
+  # a test build, never one to hand out. Nothing else may show.
+  unstripped=""
+  if ((SANITIZED)); then
+    unstripped="E: ferry: unstripped-binary-or-object [usr/bin/ferry]"
+    unstripped+=$'\n'"E: ferry: unstripped-binary-or-object [usr/sbin/ferryd]"
+  fi
+  check_eq "lintian: no errors or warnings (but for a sanitizer build's symbols)" "$unstripped" \
+    "$(grep -E '^[EW]: ' "$RUN_OUT" | sort || true)"
   check_eq "lintian: the only override is the one explained" \
     "O: ferry: initial-upload-closes-no-bugs [usr/share/doc/ferry/changelog.Debian.gz:1]" \
     "$(grep '^O: ' "$RUN_OUT" || true)"
