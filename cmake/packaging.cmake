@@ -2,13 +2,16 @@
 #
 #   cmake --install build [--prefix /usr/local]    ferryd in sbin, ferry in bin, man pages,
 #                                                  bash completion, systemd unit, defaults file
-#   cpack --config build/CPackConfig.cmake -G DEB   ferry_VERSION-1_ARCH.deb, installed under /usr
+#   cpack --config build/CPackConfig.cmake -G DEB   ferry_0.1.0-1_amd64.deb, installed under /usr
 #   ninja -C build package                          the same, into the build directory
 #
 # Paths that depend on the prefix (the unit's directory and its ExecStart=, the defaults file
 # under SYSCONFDIR) are decided when installing, not when configuring, because cpack installs
 # into /usr (CPACK_PACKAGING_INSTALL_PREFIX) whatever CMAKE_INSTALL_PREFIX the build has, and
-# `cmake --install --prefix` may name yet another prefix.
+# `cmake --install --prefix` may name yet another prefix. The prefix /usr gets Debian's layout:
+# the defaults file in /etc/default, and the Debian changelog and lintian overrides, which
+# belong to the package alone; any other prefix keeps everything under it (see
+# cmake/install_service.cmake and the README's Install section).
 #
 # Contract with docs/man/CMakeLists.txt (owned by whoever writes the man pages):
 #   - The top-level CMakeLists.txt adds it with add_subdirectory(docs/man), before or after this
@@ -24,6 +27,20 @@
 #     Debian policy asks) into ${CMAKE_BINARY_DIR}/man-gz when the ALL target builds.
 
 include(GNUInstallDirs)
+
+# ferry_gzip(INPUT OUTPUT): OUTPUT is INPUT compressed as Debian policy asks (gzip -9n: no name
+# or time stamp, so the package is reproducible), made when the ALL target builds.
+find_program(FERRY_GZIP gzip REQUIRED)
+function(ferry_gzip input output)
+  get_filename_component(name "${output}" NAME)
+  get_filename_component(dir "${output}" DIRECTORY)
+  add_custom_command(OUTPUT ${output}
+    COMMAND ${CMAKE_COMMAND} -E make_directory ${dir}
+    COMMAND sh -c "\"$1\" -9n -c \"$2\" > \"$3\"" sh ${FERRY_GZIP} ${input} ${output}
+    DEPENDS ${input}
+    COMMENT "Compressing ${name}"
+    VERBATIM)
+endfunction()
 
 install(TARGETS ferryd RUNTIME DESTINATION ${CMAKE_INSTALL_SBINDIR})
 install(TARGETS ferry RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
@@ -70,7 +87,6 @@ function(ferry_install_man_pages)
     message(STATUS "ferry: no man pages to install yet (no ferry_man, FERRY_MAN_PAGES is empty)")
     return()
   endif()
-  find_program(FERRY_GZIP gzip REQUIRED)
   set(compressed)
   foreach(page IN LISTS pages)
     get_filename_component(name "${page}" NAME)
@@ -79,12 +95,7 @@ function(ferry_install_man_pages)
     endif()
     set(section ${CMAKE_MATCH_1})
     set(gz ${CMAKE_BINARY_DIR}/man-gz/${name}.gz)
-    add_custom_command(OUTPUT ${gz}
-      COMMAND ${CMAKE_COMMAND} -E make_directory ${CMAKE_BINARY_DIR}/man-gz
-      COMMAND sh -c "\"$1\" -9n -c \"$2\" > \"$3\"" sh ${FERRY_GZIP} ${page} ${gz}
-      DEPENDS ${page}
-      COMMENT "Compressing man page ${name}"
-      VERBATIM)
+    ferry_gzip(${page} ${gz})
     list(APPEND compressed ${gz})
     install(FILES ${gz} DESTINATION ${CMAKE_INSTALL_MANDIR}/man${section})
   endforeach()
@@ -98,9 +109,24 @@ cmake_language(DEFER DIRECTORY ${PROJECT_SOURCE_DIR} CALL ferry_install_man_page
 
 # --- Debian package -----------------------------------------------------------------------------
 
+# The Maintainer: field, and the signature of the Debian changelog. Whoever builds a package to
+# hand to others sets their own contact: -DFERRY_PACKAGE_MAINTAINER="Name <address>". The project
+# has no address of its own, and a default that merely looks real could not be checked, so the
+# default is a role name at GitHub's no-reply domain: a well-formed address on a real domain
+# (which lintian's bogus-mail-host asks for, where @localhost failed) that reaches no one's
+# private mailbox and that nobody would mistake for a contact.
 set(FERRY_PACKAGE_MAINTAINER
-  "ferry maintainers <ferry@localhost>"
-  CACHE STRING "Maintainer field of the Debian package")
+  "ferry maintainers <ferry-maintainers@users.noreply.github.com>"
+  CACHE STRING "Maintainer field of the Debian package and its changelog: Name <address>")
+# A build tree configured before keeps the former default in its cache; it is replaced.
+if(FERRY_PACKAGE_MAINTAINER STREQUAL "ferry maintainers <ferry@localhost>")
+  set_property(CACHE FERRY_PACKAGE_MAINTAINER PROPERTY VALUE
+    "ferry maintainers <ferry-maintainers@users.noreply.github.com>")
+endif()
+if(NOT FERRY_PACKAGE_MAINTAINER MATCHES "^[^<>]+ <[^<>@ ]+@[^<>@ ]+>$")
+  message(FATAL_ERROR "FERRY_PACKAGE_MAINTAINER must read 'Name <address>', "
+    "not '${FERRY_PACKAGE_MAINTAINER}'")
+endif()
 
 set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGE_NAME ferry)
@@ -135,8 +161,10 @@ Settings are in /etc/default/ferryd.")
 # libubsan1, and libxxhash0 too, because -fsanitize links with --no-as-needed.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 
-# Maintainer scripts and conffiles. postinst and postrm only make a running systemd reread its
-# units; prerm stops the service when the package is removed. Nothing starts or enables it.
+# Maintainer scripts and conffiles. The scripts handle ferryd.service as dh_installsystemd
+# --no-enable --no-start writes them (deb-systemd-helper, deb-systemd-invoke): nothing enables or
+# starts it, an upgrade restarts it only if it runs, removal stops it, and purge removes the
+# links that `systemctl enable` made. postinst also makes /srv/ferry, the default root.
 set(FERRY_DEB_CONTROL_DIR ${CMAKE_BINARY_DIR}/packaging/deb)
 file(MAKE_DIRECTORY ${FERRY_DEB_CONTROL_DIR})
 # The package's prefix is /usr, for which SYSCONFDIR is /etc (see cmake/install_service.cmake).
@@ -158,6 +186,48 @@ set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
   ${FERRY_DEB_CONTROL_DIR}/prerm
   ${FERRY_DEB_CONTROL_DIR}/postrm)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
+
+# --- copyright and changelog in /usr/share/doc/ferry ---------------------------------------------
+
+# The copyright file in Debian's machine-readable format (DEP-5), with ferry's notice and licence
+# taken from LICENSE, so that there is one copy of the text. Installed for every prefix, since it
+# is the licence of an installation from source as well.
+set(FERRY_DOC_BUILD_DIR ${CMAKE_BINARY_DIR}/packaging/doc)
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/LICENSE)
+file(READ ${PROJECT_SOURCE_DIR}/LICENSE license)
+if(NOT license MATCHES "Copyright \\(c\\) ([^\n]+)\n\n(.*[^\n])\n*$")
+  message(FATAL_ERROR "LICENSE: no 'Copyright (c) ...' line followed by the terms")
+endif()
+set(FERRY_COPYRIGHT "${CMAKE_MATCH_1}")
+# The text of a DEP-5 License: paragraph: every line indented by a space, an empty one as " .".
+string(REPLACE "\n\n" "\n.\n" terms "${CMAKE_MATCH_2}")
+string(REPLACE "\n" "\n " terms " ${terms}")
+set(FERRY_EXPAT_TERMS "${terms}")
+configure_file(${CMAKE_CURRENT_LIST_DIR}/deb/copyright.in ${FERRY_DOC_BUILD_DIR}/copyright @ONLY)
+install(FILES ${FERRY_DOC_BUILD_DIR}/copyright DESTINATION ${CMAKE_INSTALL_DOCDIR})
+
+# The Debian changelog, signed by the maintainer above, compressed as policy asks, and lintian's
+# overrides (one, explained in the file). They belong to the package, so they are installed only
+# with the prefix /usr (the package, or Debian's layout).
+set(FERRY_DEB_VERSION "${PROJECT_VERSION}-${CPACK_DEBIAN_PACKAGE_RELEASE}")
+configure_file(${CMAKE_CURRENT_LIST_DIR}/deb/changelog.in ${FERRY_DOC_BUILD_DIR}/changelog.Debian
+  @ONLY)
+ferry_gzip(${FERRY_DOC_BUILD_DIR}/changelog.Debian ${FERRY_DOC_BUILD_DIR}/changelog.Debian.gz)
+add_custom_target(ferry_deb_changelog ALL DEPENDS ${FERRY_DOC_BUILD_DIR}/changelog.Debian.gz)
+if(IS_ABSOLUTE "${CMAKE_INSTALL_DOCDIR}")
+  set(docdir "${CMAKE_INSTALL_DOCDIR}")
+else()
+  set(docdir "\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_DOCDIR}")
+endif()
+install(CODE "
+if(CMAKE_INSTALL_PREFIX MATCHES [[^/usr/*$]])
+  file(INSTALL [==[${FERRY_DOC_BUILD_DIR}/changelog.Debian.gz]==] DESTINATION \"${docdir}\"
+    PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
+  file(INSTALL [==[${CMAKE_CURRENT_LIST_DIR}/deb/lintian-overrides]==]
+    DESTINATION \"\${CMAKE_INSTALL_PREFIX}/share/lintian/overrides\" RENAME ferry
+    PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
+endif()
+")
 
 set(CPACK_SOURCE_GENERATOR TGZ)
 set(CPACK_SOURCE_IGNORE_FILES "/\\\\.git/" "/build[^/]*/" "/\\\\.cache/")

@@ -30,10 +30,11 @@ corpus_of() {
 }
 
 configure_and_build() {
-  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  local target targets=()
+  for target in "$@"; do targets+=(--target "$target"); done
+  bash scripts/build.sh "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
-    -DFERRY_FUZZ=ON -DFERRY_BUILD_TESTS=OFF >/dev/null
-  cmake --build "$build" -j "$(nproc)" --target "$@"
+    -DFERRY_FUZZ=ON -DFERRY_BUILD_TESTS=OFF "${targets[@]}"
 }
 
 if [[ "${1:-}" == "--regen-corpus" ]]; then

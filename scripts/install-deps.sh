@@ -9,7 +9,7 @@ packages=(
   python3 procps iproute2
   nftables ethtool iputils-ping  # scripts/netpath.sh: the real-path test
   scdoc mandoc bash-completion
-  dpkg-dev systemd strace
+  dpkg-dev systemd strace lintian  # scripts/test_package.sh: the package
   clang libclang-rt-14-dev  # scripts/fuzz.sh; libFuzzer is in libclang-rt-14-dev
   "$@"
 )

@@ -9,7 +9,11 @@
 #     so the pages cannot silently fall behind the code; every --help shows examples;
 #   - the completion files parse, and, with bash-completion loaded, complete subcommands,
 #     options (every one that --help prints), local files after -o, and remote paths from a
-#     running ferryd, and give up quickly and silently on a server that does not answer.
+#     running ferryd, and give up quickly and silently on a server that does not answer;
+#   - the README, the unit and the defaults file give the same root, ReadOnlyPaths= advice and
+#     settings; scripts/demo.sh builds only ferryd and ferry; scripts/build.sh keeps the
+#     generator of a tree configured before and turns FERRY_WERROR on (scripts/test_package.sh
+#     checks the README's Install section against the package and `cmake --install`).
 #
 # ctest runs it with FERRYD and FERRY set; the pages are looked for in BUILD/man, with BUILD the
 # directory above the one holding ferryd.
@@ -155,6 +159,48 @@ done
 for sec in NAME SYNOPSIS DESCRIPTION "EXIT STATUS" SIGNALS FILES SECURITY EXAMPLES "SEE ALSO"; do
   check "ferry(1) has a $sec section" grep -qx "\.SH \"\?$sec\"\?" "$FERRY_PAGE"
 done
+
+section "the README, the unit and the defaults file agree"
+README=$SRC/README.md
+UNIT_IN=$SRC/server/systemd/ferryd.service.in
+DEFAULTS=$SRC/server/systemd/ferryd.default
+# The drop-in the unit's comments give for another root, and the README's ```ini block.
+unit_advice=$(sed -n '/put this in it:$/,/^# (the empty/p' "$UNIT_IN" | sed -n 's/^#   //p')
+readme_advice=$(awk '/^```ini$/ { f = 1; next } f && /^```$/ { exit } f' "$README")
+check_eq "the README gives the unit's ReadOnlyPaths= drop-in for another root" \
+  "$unit_advice" "$readme_advice"
+check "the unit mounts /srv/ferry read-only" grep -qx 'ReadOnlyPaths=/srv/ferry' "$UNIT_IN"
+# shellcheck disable=SC2016  # backquotes, not an expansion
+check "the README says so" grep -qF '`ReadOnlyPaths=/srv/ferry`' "$README"
+defaults=$(grep -E '^FERRYD_(ROOT|BIND|PORT)=' "$DEFAULTS" | tr '\n' ' ' | sed 's/ $//')
+check_eq "the defaults file sets root, address and port" \
+  "FERRYD_ROOT=/srv/ferry FERRYD_BIND=127.0.0.1 FERRYD_PORT=7070" "$defaults"
+check "the README's sudoedit line shows the defaults file's values" \
+  grep -qE "^sudoedit /etc/default/ferryd +# $defaults\$" "$README"
+
+section "scripts/demo.sh and scripts/build.sh"
+demo_build=$(grep -E '^bash scripts/build.sh ' "$SRC/scripts/demo.sh" || true)
+check_eq "demo.sh builds ferryd and ferry only" \
+  "bash scripts/build.sh build --target ferryd --target ferry" "$demo_build"
+# build.sh on a tree configured before with another generator than the Ninja it picks for a
+# new one: it keeps the tree's generator, and turns warnings into errors.
+TREE=$TMP/tree-make
+run_bounded 300 cmake -S "$SRC" -B "$TREE" -G "Unix Makefiles" -DFERRY_BUILD_TESTS=OFF
+check_rc "a tree configured with Unix Makefiles" 0
+run_bounded 300 bash "$SRC/scripts/build.sh" "$TREE" --target ferry_man
+check_rc "build.sh builds a target in it" 0
+check "it is still a Unix Makefiles tree" grep -qx 'CMAKE_GENERATOR:INTERNAL=Unix Makefiles' \
+  "$TREE/CMakeCache.txt"
+check "build.sh turned FERRY_WERROR on" grep -qx 'FERRY_WERROR:BOOL=ON' "$TREE/CMakeCache.txt"
+check "FERRY_WERROR is off in CMakeLists.txt unless asked for" \
+  grep -q '^option(FERRY_WERROR "[^"]*" OFF)$' "$SRC/CMakeLists.txt"
+if command -v ninja >/dev/null; then
+  TREE=$TMP/tree-new
+  run_bounded 300 bash "$SRC/scripts/build.sh" "$TREE" -DFERRY_BUILD_TESTS=OFF --target ferry_man
+  check_rc "build.sh makes a new tree" 0
+  check "a new tree uses Ninja" grep -qx 'CMAKE_GENERATOR:INTERNAL=Ninja' "$TREE/CMakeCache.txt"
+fi
+rm -rf "$TMP/tree-make" "$TMP/tree-new"
 
 section "protocol version"
 PROTOCOL_VERSION=$(sed -nE 's/.*constexpr std::uint8_t version = ([0-9]+);.*/\1/p' \

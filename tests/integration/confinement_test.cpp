@@ -357,15 +357,18 @@ TEST_CASE("confinement: a file swapped for a symlink to outside is never read th
   CHECK(get_codes[errc::outside_root] > 0);
   // A GET is served (base.txt), refused as leaving the root, or refused as not_regular when
   // the swap falls between the server's two opens; nothing else.
-  for (const auto& [code, count] : get_codes) {
+  for (const auto& code_count : get_codes) {
+    const errc code = code_count.first;
     CAPTURE(code);
     CHECK((code == errc::ok || code == errc::outside_root || code == errc::not_regular));
   }
-  for (const auto& [code, count] : stat_codes) {
+  for (const auto& code_count : stat_codes) {
+    const errc code = code_count.first;
     CAPTURE(code);
     CHECK((code == errc::ok || code == errc::outside_root || code == errc::not_regular));
   }
-  for (const auto& [code, count] : list_codes) {
+  for (const auto& code_count : list_codes) {
+    const errc code = code_count.first;
     CAPTURE(code);
     CHECK((code == errc::ok || code == errc::outside_root || code == errc::not_directory));
   }

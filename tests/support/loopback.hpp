@@ -1,10 +1,15 @@
 #pragma once
 
-// Test sockets on 127.0.0.1 at a port the kernel picks.
+// Test sockets on 127.0.0.1 at a port the kernel picks, and the wake-up of the threads that
+// serve them.
 
 #include <doctest/doctest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdlib>
 
 #include "common/address.hpp"
 
@@ -20,6 +25,13 @@ inline ::ferry::endpoint bind_loopback(int fd) {
   socklen_t len = sizeof bound;
   REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len) == 0);
   return ::ferry::endpoint::from(reinterpret_cast<const sockaddr*>(&bound));
+}
+
+// Adds one to the eventfd `fd`, which wakes the thread polling it so that it stops. If the write
+// failed, that thread, and the destructor joining it, would wait forever: abort instead.
+inline void wake(int fd) noexcept {
+  const std::uint64_t one = 1;
+  if (::write(fd, &one, sizeof one) != static_cast<ssize_t>(sizeof one)) std::abort();
 }
 
 }  // namespace ferry::test

@@ -24,8 +24,7 @@ scripted_server::scripted_server(script s) : script_{std::move(s)} {
 }
 
 scripted_server::~scripted_server() {
-  const std::uint64_t one = 1;
-  (void)::write(wake_, &one, sizeof one);
+  wake(wake_);
   if (thread_.joinable()) thread_.join();
   ::close(fd_);
   ::close(wake_);

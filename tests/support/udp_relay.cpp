@@ -42,8 +42,7 @@ udp_relay::udp_relay(const ::ferry::endpoint& server) {
 }
 
 udp_relay::~udp_relay() {
-  const std::uint64_t one = 1;
-  (void)::write(wake_, &one, sizeof one);
+  wake(wake_);
   if (thread_.joinable()) thread_.join();
   ::close(front_);
   ::close(back_);

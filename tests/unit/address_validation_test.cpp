@@ -45,9 +45,10 @@ TEST_SUITE("address validation") {
     };
     std::vector<std::byte> msg(64);
     for (std::size_t i = 0; i < msg.size(); ++i) msg[i] = std::byte(i);
-    for (const auto& [length, expected] : vectors) {
+    for (const auto& vector : vectors) {
+      const std::size_t length = vector.first;
       CAPTURE(length);
-      CHECK(ferry::server::siphash24(key, {msg.data(), length}) == expected);
+      CHECK(ferry::server::siphash24(key, {msg.data(), length}) == vector.second);
     }
   }
 

@@ -9,6 +9,7 @@
 #include "common/codec.hpp"
 
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -629,7 +630,8 @@ TEST_CASE("every datagram carries the checksum PROTOCOL.md defines") {
   const corpus c;
   SUBCASE("every message but a data reply ends with XXH3-64 of all the bytes before it") {
     for (const auto& [wire, request] : c.sealed()) {
-      CAPTURE(std::to_integer<int>((*wire)[5]));
+      const int type = std::to_integer<int>((*wire)[5]);
+      CAPTURE(type);
       REQUIRE(wire->size() >= min_sealed_size);
       const auto n = wire->size() - proto::checksum_size;
       CHECK(get_le64(*wire, n) == trailing_checksum(std::span<const std::byte>{*wire}.first(n)));
@@ -646,7 +648,8 @@ TEST_CASE("every datagram carries the checksum PROTOCOL.md defines") {
   }
   SUBCASE("a wrong checksum is corrupt, and only the checksum differs") {
     for (const auto& [wire, request] : c.sealed()) {
-      CAPTURE(std::to_integer<int>((*wire)[5]));
+      const int type = std::to_integer<int>((*wire)[5]);
+      CAPTURE(type);
       auto bad = *wire;
       bad.back() ^= std::byte{0x80};
       CHECK(decode_code(bad, request) == errc::corrupt);
@@ -669,8 +672,7 @@ TEST_CASE("every datagram carries the checksum PROTOCOL.md defines") {
     // Nothing in it can be verified, so it counts as damaged, like any checksum failure.
     for (std::size_t extra = 0; extra < proto::checksum_size; ++extra) {
       CAPTURE(extra);
-      auto w = wire_builder{msg_type::list_reply}.unsealed();
-      w.resize(w.size() + extra);
+      auto w = wire_builder{msg_type::list_reply}.raw(std::string(extra, '\0')).unsealed();
       CHECK(decode_reply(w).error() == errc::corrupt);
       w[5] = std::byte{static_cast<std::uint8_t>(msg_type::stat_request)};
       CHECK(decode_request(w).error() == errc::corrupt);
@@ -749,7 +751,9 @@ TEST_CASE("the data checksum changes when the request id, any field or any paylo
   }
 
   std::set<std::uint64_t> distinct{base};
-  for (const auto& [what, sum] : variants) {
+  for (const auto& variant : variants) {
+    const std::string& what = variant.first;
+    const std::uint64_t sum = variant.second;
     CAPTURE(what);
     CHECK(sum != base);
     distinct.insert(sum);
@@ -761,8 +765,9 @@ TEST_CASE("truncation at every offset fails cleanly") {
   const corpus c;
   for (const auto& [wire, request] : c.sealed()) {
     REQUIRE(decode_code(*wire, request) == errc::ok);
-    for (std::size_t len = 0; len < wire->size(); ++len) {
-      CAPTURE(wire->size());
+    const std::size_t size = wire->size();
+    for (std::size_t len = 0; len < size; ++len) {
+      CAPTURE(size);
       CAPTURE(len);
       std::span<const std::byte> prefix{wire->data(), len};
       errc code = errc::ok;
@@ -827,7 +832,7 @@ TEST_CASE("oversized length tags are rejected before anything is allocated") {
     auto build = [](std::size_t count) {
       wire_builder w{msg_type::list_reply};
       w.u64(count);
-      for (std::size_t i = 0; i < count; ++i) w.str("e" + std::to_string(i)).u8(0).u64(i).i64(0);
+      for (std::size_t i = 0; i < count; ++i) w.str(fmt::format("e{}", i)).u8(0).u64(i).i64(0);
       return w.u8(1).get();
     };
     auto ok = decode_reply(build(proto::max_list_entries));
@@ -887,10 +892,11 @@ TEST_CASE("trailing bytes after a valid body are rejected") {
   SUBCASE("appended to a whole datagram") {
     for (const auto& [wire, request] : c.sealed()) {
       REQUIRE(decode_code(*wire, request) == errc::ok);
+      const std::size_t size = wire->size();
       for (std::byte extra : {std::byte{0}, std::byte{0xff}}) {
         auto longer = *wire;
         longer.push_back(extra);
-        CAPTURE(wire->size());
+        CAPTURE(size);
         const auto code = decode_code(longer, request);
         CHECK(in(code, {errc::malformed, errc::corrupt}));
         // The last eight bytes are no longer the checksum of the rest.
@@ -915,7 +921,8 @@ TEST_CASE("trailing bytes after a valid body are rejected") {
       for (std::byte extra : {std::byte{0}, std::byte{1}, std::byte{0xff}}) {
         auto longer = *wire;
         longer.insert(longer.end() - proto::checksum_size, extra);
-        CAPTURE(std::to_integer<int>((*wire)[5]));
+        const int type = std::to_integer<int>((*wire)[5]);
+        CAPTURE(type);
         CAPTURE(std::to_integer<int>(extra));
         CHECK(decode_code(resealed(longer), request) == errc::malformed);
       }
@@ -1355,8 +1362,10 @@ TEST_CASE("every single-bit flip in every other message is rejected") {
         ++flips;
 
         if (code != expected(*good, i, bit, request)) {
-          CAPTURE(std::to_integer<int>((*good)[5]));
-          CAPTURE(good->size());
+          const int type = std::to_integer<int>((*good)[5]);
+          const std::size_t size = good->size();
+          CAPTURE(type);
+          CAPTURE(size);
           CAPTURE(i);
           CAPTURE(bit);
           CHECK(code == expected(*good, i, bit, request));
@@ -1371,8 +1380,9 @@ TEST_CASE("every single-bit flip in every other message is rejected") {
 TEST_CASE("a flipped endianness byte in a message that ends with its checksum is corrupt") {
   const corpus c;
   for (const auto& [good, request] : c.sealed()) {
+    const int type = std::to_integer<int>((*good)[5]);
     for (int bit = 0; bit < 8; ++bit) {
-      CAPTURE(std::to_integer<int>((*good)[5]));
+      CAPTURE(type);
       CAPTURE(bit);
       auto bad = *good;
       bad[proto::header_size] ^= std::byte(1u << bit);
@@ -1705,7 +1715,7 @@ TEST_CASE("encoders reject input over the limits the decoder enforces") {
   SUBCASE("more than max_list_entries entries") {
     proto::list_reply m;
     for (std::size_t i = 0; i < proto::max_list_entries; ++i)
-      m.entries.push_back({"e" + std::to_string(i), proto::entry_type::file, i, 0});
+      m.entries.push_back({fmt::format("e{}", i), proto::entry_type::file, i, 0});
     CHECK(encode_reply(out, 1, m));
     m.entries.push_back({"one-more", proto::entry_type::file, 0, 0});
     CHECK(encode_reply(out, 1, m).error() == errc::bad_request);

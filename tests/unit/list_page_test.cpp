@@ -2,6 +2,7 @@
 // resumes strictly after a name, and paging stays correct while the directory changes.
 
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <random>
@@ -109,7 +110,7 @@ TEST_CASE("no page holds more than max_list_entries, however large the budget") 
 TEST_CASE("names present throughout appear exactly once while the directory changes") {
   std::mt19937_64 rng{7};
   std::set<std::string> dir;
-  for (int i = 0; i < 3000; ++i) dir.insert("f" + std::to_string(rng() % 100000));
+  for (int i = 0; i < 3000; ++i) dir.insert(fmt::format("f{}", rng() % 100000));
   const std::set<std::string> stable_at_start = dir;
   std::set<std::string> removed;
   std::vector<std::string> seen;
@@ -125,7 +126,7 @@ TEST_CASE("names present throughout appear exactly once while the directory chan
     if (page.end) break;
     cursor = page.entries.back().name;
     // Between pages: add a few names anywhere and remove a few.
-    for (int k = 0; k < 3; ++k) dir.insert("f" + std::to_string(rng() % 100000));
+    for (int k = 0; k < 3; ++k) dir.insert(fmt::format("f{}", rng() % 100000));
     for (int k = 0; k < 2 && !dir.empty(); ++k) {
       auto it = dir.begin();
       std::advance(it, static_cast<long>(rng() % dir.size()));
