@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 
@@ -23,6 +24,13 @@ namespace {
 
 double seconds_since(clock::time_point t) {
   return std::chrono::duration<double>(clock::now() - t).count();
+}
+
+// $TMPDIR, or /tmp, as given: part_file says clearly if it is not there, where
+// std::filesystem::temp_directory_path() would throw a bare "not a directory".
+std::filesystem::path temp_dir_for_stream() {
+  const char* t = std::getenv("TMPDIR");
+  return t != nullptr && *t != '\0' ? t : "/tmp";
 }
 
 // `block`, or a larger block if `size` bytes in blocks of `block` are more than the transfer
@@ -250,17 +258,37 @@ task<protocol::stat_reply> fetcher::stat_primary() {
 
 void fetcher::restart_part(part_file& part, const protocol::file_version& version,
                            std::uint32_t block, bool data_bad) {
-  if (opt_.stream_fd >= 0 && streamed_ > 0 && (data_bad || version != part.version()))
+  // Whatever the reason, the digest of a new start covers only what is fetched again, not the
+  // bytes already written out.
+  if (opt_.stream_fd >= 0 && streamed_ > 0)
     throw failure{exit_code::integrity,
                   fmt::format("{}: {} after {} bytes of it were written to standard output, "
                               "which cannot be taken back; run the command again",
                               path_,
-                              data_bad ? "the digest did not match" : "the file changed on the server",
+                              data_bad                        ? "the digest did not match"
+                              : version != part.version()     ? "the file changed on the server"
+                                                              : "the transfer had to start over",
                               streamed_)};
   part.restart(version, block);
 }
 
+void fetcher::mark_progress() noexcept {
+  last_progress_ = clock::now();
+  busy_since_progress_ = false;
+  heard_since_progress_ = false;
+}
+
 void fetcher::stream_out() {
+  const auto started = clock::now();
+  // A reader that pauses holds this up; that time is not the server's silence.
+  struct credit {
+    clock::time_point& progress;
+    clock::time_point since;
+    ~credit() {
+      const auto spent = clock::now() - since;
+      if (spent > std::chrono::milliseconds{10}) progress += spent;
+    }
+  } waited{last_progress_, started};
   const auto ready = part_->in_order_bytes();
   while (streamed_ < ready) {
     stream_buf_.resize(static_cast<std::size_t>(std::min<std::uint64_t>(ready - streamed_, 1 << 20)));
@@ -296,8 +324,6 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
   engine_ = &engine;
   done_.emplace(engine);
   const auto started = clock::now();
-  last_progress_ = started;
-  busy_since_progress_ = false;
   const bool multi = sources_.size() > 1;
   connection& primary = *sources_[0].conn;
   protocol::stat_reply st;
@@ -308,6 +334,9 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
     sources_[0].version = st.version;
     sources_[0].verified = true;
   }
+  // The clock of --timeout without progress starts once the file is known: a STAT may wait
+  // longer, for a digest the server is computing, and has its own bound.
+  mark_progress();
 
   // The part file is keyed by the primary's version when it answered, so a rerun resumes.
   const auto ref =
@@ -320,7 +349,7 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
              ref_conn.path_mtu(), st.max_block);
   std::optional<part_file> holder;
   if (opt_.stream_fd >= 0)
-    holder.emplace(part_file::temporary{std::filesystem::temp_directory_path()}, version, block);
+    holder.emplace(part_file::temporary{temp_dir_for_stream()}, version, block);
   else
     holder.emplace(out_, version, block);
   part_file& part = *holder;
@@ -371,6 +400,7 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
         log::warn("{}: digest mismatch, fetching the whole file again", path_);
         retried_digest = true;
         restart_part(part, version, part.block_size(), true);
+        mark_progress();  // once: retried_digest
         continue;
       }
       if (want) {
@@ -398,8 +428,7 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
                 path_, part.block_size(), smaller);
       block = smaller;
       restart_part(part, version, smaller);
-      // A new block size is a new start, and it can happen only twice (smaller_block).
-      last_progress_ = clock::now();
+      mark_progress();  // twice at most: smaller_block goes to 1232 bytes, then 512
       continue;
     } else if (multi) {
       // Every source was set aside, or the file changed: look at all of them again.
@@ -407,6 +436,9 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
       const auto old_size = expected_size_;
       for (auto& s : sources_) s.state = source_state::live;
       const auto now = co_await establish();
+      // Its STATs may have waited for digests; what follows is bounded (max_block only falls,
+      // contradicted errors count to max_contradicted_errors, versions to max_restarts).
+      mark_progress();
       if (now.max_block < part.block_size()) {
         block = bounded_block(path_, now.size, std::min(block, now.max_block), now.max_block);
         version = now.version;
@@ -450,6 +482,7 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
                                 path_, stats_.restarts)};
     log::warn("{}: the file changed on the server; starting over", path_);
     restart_part(part, version, bounded_block(path_, version.size, part.block_size(), st.max_block));
+    mark_progress();  // max_restarts at most
   }
   if (opt_.stream_fd < 0) part.commit(opt_.keep_mtime, opt_.replace);
   stats_.size = part.size();

@@ -219,6 +219,9 @@ class fetcher {
   std::size_t next_source_ = 0;                         // where pump() starts, for fairness
   clock::time_point last_progress_{}, last_flush_{}, last_report_{}, last_trace_{};
   outcome outcome_ = outcome::running;
+  bool heard_since_progress_ = false;  // any reply came since the last block
+  // Starts the clock of --timeout without progress afresh.
+  void mark_progress() noexcept;
   bool busy_since_progress_ = false;  // only "busy" came back since the last block
   bool full_block_seen_ = false;  // a block of the full size came back in this transfer
   int silent_timeouts_ = 0;  // timeouts before any did

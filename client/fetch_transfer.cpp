@@ -150,8 +150,13 @@ void fetcher::on_probe_reply(source& s, const protocol::reply& body) {
       // Its first answer: a mirror that never served this file is set aside, as at the start.
       const auto ref =
           std::find_if(sources_.begin(), sources_.end(), [](auto& o) { return o.verified; });
-      log::warn("{}; fetching it from the others", mismatch(s, *st, *ref).what());
+      const auto why = mismatch(s, *st, *ref);
       s.state = source_state::dropped;
+      if (usable_sources() == 0) {
+        error_ = std::make_exception_ptr(why);
+        return finish(outcome::failed);
+      }
+      log::warn("{}; fetching it from the others", why.what());
       return;
     }
     s.version = st->version;
@@ -210,6 +215,7 @@ void fetcher::handle_reply(source& s, const codec::decoded_reply& r) {
   if (id < s.first_id || id >= s.conn->issued() || outcome_ != outcome::running) return;
   const auto now = clock::now();
   s.last_heard = now;
+  heard_since_progress_ = true;
   if (s.state == source_state::dropped) return;
   if (s.state == source_state::silent) return;  // its probe's answer goes to the probe
   std::uint64_t acked_index = 0;
@@ -298,8 +304,7 @@ void fetcher::handle_reply(source& s, const codec::decoded_reply& r) {
                   fmt::format("{} now serves shorter blocks", s.result.address));
     return;
   }
-  last_progress_ = now;
-  busy_since_progress_ = false;
+  mark_progress();
   // Only a whole block shows that blocks of this size pass: the last one may be short enough
   // to cross a path that drops the others.
   if (d->length == block) full_block_seen_ = true;
@@ -331,13 +336,12 @@ void fetcher::trace(const source& s) const {
 
 failure fetcher::no_progress() const {
   std::string names;
-  bool heard = false;
-  for (const auto& s : sources_) {
+  for (const auto& s : sources_)
     if (s.state != source_state::dropped) names += (names.empty() ? "" : ", ") + s.result.address;
-    heard = heard || s.last_heard > last_progress_;
-  }
+  if (names.empty())
+    for (const auto& s : sources_) names += (names.empty() ? "" : ", ") + s.result.address;
   const auto seconds = std::chrono::duration<double>(opt_.timeout).count();
-  if (heard && !busy_since_progress_)
+  if (heard_since_progress_ && !busy_since_progress_)
     return failure{exit_code::network,
                    fmt::format("{} answered for {:g} s without sending a block of '{}' that "
                                "fits what it said of the file (its version and size); rerun "

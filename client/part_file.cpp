@@ -106,7 +106,8 @@ bool part_file::load_state(const protocol::file_version& version) {
   std::memcpy(&block, &header[48], 4);
   const auto blocks = get64(&header[56]);
   if (v != version || block == 0 || block > protocol::max_block_size) return false;
-  if (blocks != (version.size + block - 1) / block || blocks > max_blocks) return false;
+  if (blocks != version.size / block + (version.size % block != 0 ? 1 : 0) || blocks > max_blocks)
+    return false;
   const auto body = header_bytes + (blocks + 7) / 8;
   if (static_cast<std::uint64_t>(st.st_size) != body + 8) return false;
   if (static_cast<std::uint64_t>(data_st.st_size) != version.size) return false;
@@ -128,18 +129,19 @@ bool part_file::load_state(const protocol::file_version& version) {
 
 std::uint32_t part_file::blocks_for(std::uint64_t size, std::uint32_t wish,
                                     std::uint32_t cap) noexcept {
-  const auto least = (size + max_blocks - 1) / max_blocks;
+  // Rounded up without size + max_blocks - 1, which a claimed size near 2^64 would wrap.
+  const auto least = size / max_blocks + (size % max_blocks != 0 ? 1 : 0);
   if (least <= wish) return wish;
   return least <= cap ? static_cast<std::uint32_t>(least) : 0;
 }
 
 void part_file::start_fresh(const protocol::file_version& version, std::uint32_t block) {
-  if (block == 0 || (version.size + block - 1) / block > max_blocks)
+  if (block == 0 || blocks_for(version.size, block, block) != block)
     throw failure{exit_code::internal, fmt::format("{} bytes in blocks of {} are too many blocks",
                                                    version.size, block)};
   version_ = version;
   block_ = block;
-  blocks_ = (version.size + block - 1) / block;
+  blocks_ = version.size / block + (version.size % block != 0 ? 1 : 0);
   done_ = 0;
   resumed_ = false;
   hash_ = std::make_unique<digest_state>();
@@ -367,7 +369,14 @@ void part_file::commit(bool keep_mtime, bool replace) {
     if (::futimens(data_.get(), times) != 0) fail_io(data_path_, "set the mtime of", errno);
   }
   if (!replace) {
-    if (::renameat2(AT_FDCWD, data_path_.c_str(), AT_FDCWD, out_.c_str(), RENAME_NOREPLACE) != 0) {
+    int rc = ::renameat2(AT_FDCWD, data_path_.c_str(), AT_FDCWD, out_.c_str(), RENAME_NOREPLACE);
+    if (rc != 0 && (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+      // A file system without RENAME_NOREPLACE (NFS, some FUSE): a hard link fails the same
+      // way on an existing name, and the part file's name is then dropped.
+      rc = ::link(data_path_.c_str(), out_.c_str());
+      if (rc == 0) (void)::unlink(data_path_.c_str());
+    }
+    if (rc != 0) {
       if (errno == EEXIST)
         throw failure{exit_code::local_io,
                       fmt::format("'{}' appeared during the transfer and is not replaced "

@@ -119,6 +119,7 @@ section "bad --timeout values"
 for v in 0 -1 abc 1e999 2.5x; do
   run_ferry ls "$ADDR" --timeout "$v"
   check_rc "--timeout $v is a usage error" 2
+  check "it says why" test -s "$RUN_ERR"
   check_int "its message is one short line (bytes)" "$(head -c 1000 "$RUN_ERR" | head -n 1 | wc -c)" -lt 160
 done
 
@@ -153,7 +154,10 @@ run_ferry get "$ADDR" stream.bin -o -
 check_rc "get -o -" 0
 check "standard output holds the file" cmp -s "$RUN_OUT" "$ROOT/stream.bin"
 check "no .part files, no file named -" test ! -e ./- -a ! -e stream.bin.part
-check_eq "the temporary file is gone from TMPDIR" "" "$(ls -A "$TMPDIR")"
+check_eq "nothing is left in TMPDIR" "" "$(ls -A "$TMPDIR")"
+TMPDIR=$TMP/no-such-dir run_ferry get "$ADDR" stream.bin -o -
+check_rc "with a TMPDIR that does not exist, -o - cannot start" 6
+check "it says where it wanted its temporary file" grep -q "temporary file in '$TMP/no-such-dir'" "$RUN_ERR"
 if [[ -n "$FERRY_IMPAIR" ]]; then
   # Reordered and lost replies: blocks arrive out of order, and still leave in order.
   start_proxy "$ADDR" --loss 0.02 --reorder 0.1 --seed 5 || fail "ferry_impair started"

@@ -1201,9 +1201,14 @@ namespace {
 // The network a client address belongs to, for max_clients_per_prefix: family and the first
 // 3 bytes of an IPv4 address (/24) or 7 of an IPv6 one (/56).
 std::uint64_t prefix_of(const address_key& k) noexcept {
-  const std::size_t n = std::to_integer<int>(k[0]) == 4 ? 3 : 7;
-  std::uint64_t p = std::to_integer<std::uint64_t>(k[0]);
-  for (std::size_t i = 1; i <= n; ++i) p = p << 8 | std::to_integer<std::uint64_t>(k[i]);
+  const auto byte = [&](std::size_t i) { return std::to_integer<std::uint64_t>(k[i]); };
+  if (byte(0) == 4) return 4ULL << 24 | byte(1) << 16 | byte(2) << 8 | byte(3);
+  // An IPv4 client of a server bound to "::" arrives as ::ffff:a.b.c.d: its /24 is its network.
+  bool mapped = byte(11) == 0xff && byte(12) == 0xff;
+  for (std::size_t i = 1; i <= 10 && mapped; ++i) mapped = byte(i) == 0;
+  if (mapped) return 4ULL << 24 | byte(13) << 16 | byte(14) << 8 | byte(15);
+  std::uint64_t p = 6;
+  for (std::size_t i = 1; i <= 7; ++i) p = p << 8 | byte(i);
   return p;
 }
 }  // namespace
@@ -1223,19 +1228,36 @@ udp_server::client_state* udp_server::client_for(const endpoint& peer) noexcept 
       return nullptr;
     }
     // Full: the client heard from least recently makes room, so a new one is always served;
-    // one that comes back is asked for a token no more than any other.
+    // its token keeps no state, so it is served again when it comes back.
     while (clients_.size() >= cfg_.max_clients && !by_recency_.empty()) {
-      forget_client(clients_.find(by_recency_.back()));
-      ++stats_.clients_evicted;
+      if (auto victim = clients_.find(by_recency_.back()); victim != clients_.end()) {
+        forget_client(victim);
+        ++stats_.clients_evicted;
+      } else {
+        by_recency_.pop_back();  // cannot happen; never spin on it
+      }
     }
-    auto& c = clients_[key];
-    c.peer = peer;
-    c.key = key;
-    c.rate = token_bucket{cfg_.max_client_rate, now};
+    // The three structures change together or not at all, should memory run out.
     by_recency_.push_front(key);
-    c.recency = by_recency_.begin();
-    ++per_prefix_[prefix];
-    return &c;
+    try {
+      ++per_prefix_[prefix];
+    } catch (...) {
+      by_recency_.pop_front();
+      throw;
+    }
+    try {
+      auto& c = clients_[key];
+      c.peer = peer;
+      c.key = key;
+      c.rate = token_bucket{cfg_.max_client_rate, now};
+      c.recency = by_recency_.begin();
+      return &c;
+    } catch (...) {
+      by_recency_.pop_front();
+      if (auto p = per_prefix_.find(prefix); p != per_prefix_.end() && --p->second == 0)
+        per_prefix_.erase(p);
+      throw;
+    }
   } catch (...) {
     return nullptr;
   }

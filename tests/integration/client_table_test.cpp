@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "common/address.hpp"
 #include "common/codec.hpp"
 #include "common/protocol.hpp"
 #include "support/running_server.hpp"
@@ -125,4 +126,28 @@ TEST_CASE("a full table makes room for a new client: the least recently heard fr
   // state), so it is served again, in the place of the next least recently heard from.
   CHECK(holders.front()->served(srv.endpoint()));
   CHECK(srv.counter_snapshot().clients_evicted == 2);
+}
+
+TEST_CASE("IPv4 clients of a server bound to :: are counted by their own /24") {
+  temp_dir root;
+  running_server srv{root.path(), [](auto& c) {
+                       c.bind = "::";
+                       c.max_clients = 64;
+                       c.max_clients_per_prefix = 4;
+                     }};
+  // They arrive as ::ffff:127.0.N.1, whose first 56 bits are all zero.
+  std::string why;
+  const auto hp = ferry::parse_host_port(fmt::format("127.0.0.1:{}", srv.endpoint().port()), why);
+  REQUIRE(hp);
+  const auto v4 = ferry::resolve(*hp, why);
+  REQUIRE(v4);
+  std::vector<std::unique_ptr<source>> same_net;
+  int served = 0;
+  for (int i = 0; i < 6; ++i) {
+    same_net.push_back(std::make_unique<source>("127.0.0.1"));
+    served += same_net.back()->served(*v4) ? 1 : 0;
+  }
+  CHECK(served == 4);
+  source elsewhere{"127.0.7.1"};
+  CHECK(elsewhere.served(*v4));
 }
