@@ -1,13 +1,8 @@
 #include "client/fetch.hpp"
 
-#include <poll.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstdlib>
-#include <cstring>
 #include <optional>
 
 #include "client/errors.hpp"
@@ -24,13 +19,6 @@ namespace {
 
 double seconds_since(clock::time_point t) {
   return std::chrono::duration<double>(clock::now() - t).count();
-}
-
-// $TMPDIR, or /tmp, as given: part_file says clearly if it is not there, where
-// std::filesystem::temp_directory_path() would throw a bare "not a directory".
-std::filesystem::path temp_dir_for_stream() {
-  const char* t = std::getenv("TMPDIR");
-  return t != nullptr && *t != '\0' ? t : "/tmp";
 }
 
 // `block`, or a larger block if `size` bytes in blocks of `block` are more than the transfer
@@ -256,62 +244,10 @@ task<protocol::stat_reply> fetcher::stat_primary() {
   co_return *got;
 }
 
-void fetcher::restart_part(part_file& part, const protocol::file_version& version,
-                           std::uint32_t block, bool data_bad) {
-  // Whatever the reason, the digest of a new start covers only what is fetched again, not the
-  // bytes already written out.
-  if (opt_.stream_fd >= 0 && streamed_ > 0)
-    throw failure{exit_code::integrity,
-                  fmt::format("{}: {} after {} bytes of it were written to standard output, "
-                              "which cannot be taken back; run the command again",
-                              path_,
-                              data_bad                        ? "the digest did not match"
-                              : version != part.version()     ? "the file changed on the server"
-                                                              : "the transfer had to start over",
-                              streamed_)};
-  part.restart(version, block);
-}
-
 void fetcher::mark_progress() noexcept {
   last_progress_ = clock::now();
   busy_since_progress_ = false;
   heard_since_progress_ = false;
-}
-
-void fetcher::stream_out() {
-  const auto started = clock::now();
-  // A reader that pauses holds this up; that time is not the server's silence.
-  struct credit {
-    clock::time_point& progress;
-    clock::time_point since;
-    ~credit() {
-      const auto spent = clock::now() - since;
-      if (spent > std::chrono::milliseconds{10}) progress += spent;
-    }
-  } waited{last_progress_, started};
-  const auto ready = part_->in_order_bytes();
-  while (streamed_ < ready) {
-    stream_buf_.resize(static_cast<std::size_t>(std::min<std::uint64_t>(ready - streamed_, 1 << 20)));
-    part_->read(streamed_, stream_buf_);
-    std::size_t at = 0;
-    while (at < stream_buf_.size()) {
-      const auto n = ::write(opt_.stream_fd, stream_buf_.data() + at, stream_buf_.size() - at);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        // Standard output may be non-blocking (a shell's choice): wait for room.
-        pollfd p{opt_.stream_fd, POLLOUT, 0};
-        (void)::poll(&p, 1, -1);
-        continue;
-      }
-      if (n <= 0)
-        throw failure{exit_code::local_io,
-                      fmt::format("cannot write to standard output: {}",
-                                  std::strerror(n < 0 ? errno : EIO))};
-      at += static_cast<std::size_t>(n);
-    }
-    streamed_ += stream_buf_.size();
-  }
-  part_->discard_before(streamed_);
 }
 
 fetch_result fetcher::run() {
@@ -349,7 +285,7 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
              ref_conn.path_mtu(), st.max_block);
   std::optional<part_file> holder;
   if (opt_.stream_fd >= 0)
-    holder.emplace(part_file::temporary{temp_dir_for_stream()}, version, block);
+    holder.emplace(part_file::temporary{stream_temp_dir()}, version, block);
   else
     holder.emplace(out_, version, block);
   part_file& part = *holder;

@@ -179,6 +179,8 @@ class fetcher {
   void finish(outcome o);
   // Writes the blocks stored from the last batch of replies; a failure ends the transfer.
   void write_blocks() noexcept;
+  // Where a stream's temporary part file goes: $TMPDIR, or /tmp.
+  [[nodiscard]] static std::filesystem::path stream_temp_dir();
   // Writes to opt_.stream_fd what has arrived in order since the last call. Throws
   // failure(local_io) if it cannot.
   void stream_out();

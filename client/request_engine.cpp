@@ -241,15 +241,13 @@ task<protocol::reply> request_engine::ask(connection& conn, protocol::request re
   std::optional<outcome> got;
   gate g{*this};
   // If this coroutine is destroyed while it waits, the exchange must not call into it later.
-  struct canceller {
-    request_engine& e;
-    std::uint64_t key = 0;
-    ~canceller() { e.cancel(key); }
-  } cancel_on_exit{*this};
-  cancel_on_exit.key = start(conn, std::move(req), opt, [&](outcome o) {
+  std::vector<std::uint64_t> keys;
+  keys.reserve(1);  // so that recording the key cannot fail once the exchange has started
+  const cancel_on_exit forget{*this, keys};
+  keys.push_back(start(conn, std::move(req), opt, [&](outcome o) {
     got = std::move(o);
     g.open();
-  });
+  }));
   while (!got) co_await g.wait();
   if (auto* f = std::get_if<failure>(&*got)) throw *f;
   co_return std::get<protocol::reply>(std::move(*got));
