@@ -8,7 +8,7 @@
 #include "common/log.hpp"
 #include "common/units.hpp"
 #include "common/version.hpp"
-#include "server/udp_server.hpp"
+#include "server/runtime.hpp"
 
 namespace ferry::server {
 

@@ -1,36 +1,25 @@
 #include "server/udp_server.hpp"
 
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/udp.h>
-#include <sched.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
-#include <thread>
-#include <tuple>
+#include <stdexcept>
 
 #include "common/codec.hpp"
-#include "common/digest.hpp"
 #include "common/log.hpp"
 #include "common/udp_gso.hpp"
+#include "server/server_socket.hpp"
 
 namespace ferry::server {
 
 using protocol::errc;
 
 namespace {
-// How long an open descriptor is reused before the path is resolved again. Bounds how long a
-// renamed or replaced file keeps being served from its old inode.
-constexpr std::uint64_t file_reuse_ms = 1000;
-constexpr std::size_t max_open_files = 64;
-constexpr std::size_t max_cached_digests = 4096;
-
 // Datagrams read per recvmmsg call, and calls per wake-up: enough to drain a busy socket in
 // one turn of the loop, so that every client's requests are seen before any is served.
 constexpr unsigned recv_batch = 64;
@@ -38,156 +27,19 @@ constexpr int recv_rounds = 16;
 // A slot holds what UDP GRO coalesces from one client (its runs of GETs, sent with GSO), up to
 // 64 KiB. A datagram longer than any request is dropped as truncated, never decoded.
 constexpr std::size_t recv_slot = 64 * 1024;
-// GETs served per turn of the loop, round-robin across clients, before reading again.
-constexpr std::size_t serve_per_turn = 64;
-// While clients share the server, a turn is shorter, so that each is asked for its next GETs
-// soon: a client with a congestion window then keeps its part of every turn filled.
-constexpr std::size_t shared_turn = 16;
-// Bytes of waiting GETs across all clients, paths included: a path may be 4096 bytes, so a
-// count alone would let queues of long paths outgrow the server's memory budget.
-constexpr std::size_t max_queued_bytes = 4u << 20;
-// Client entries older than this do not count as active.
-constexpr std::uint64_t client_active_ms = 60'000;
-// A client with nothing queued or running is forgotten after this long, keeping only when it
-// was last heard from: every run of a command-line client comes from a new port, and their
-// queues and buckets must not pile up.
-constexpr std::uint64_t client_idle_ms = 2'000;
 constexpr std::uint64_t prune_every_ms = 1'000;
-
-// Replies gathered for one sendmmsg: at most a turn's worth, and at most out_capacity bytes.
-constexpr std::size_t out_capacity = 512u << 10;
-constexpr std::size_t max_out = serve_per_turn;
-// Consecutive blocks of one file read with one system call; a client's GETs usually are.
-constexpr std::size_t max_run = 32;
 // Runs of at least this many bytes are sent from a mapping of the file rather than read.
 constexpr std::uint64_t min_mapped_run = 48 * 1024;
 
 iovec make_iov(const void* p, std::size_t n) { return iovec{const_cast<void*>(p), n}; }
 }  // namespace
 
-bool udp_server::version_less::operator()(const protocol::file_version& a,
-                                          const protocol::file_version& b) const {
-  return std::tie(a.dev, a.ino, a.size, a.mtime_ns, a.ctime_ns) <
-         std::tie(b.dev, b.ino, b.size, b.mtime_ns, b.ctime_ns);
-}
-
-// Work for libuv's thread pool. run() executes on a pool thread and must touch only the job's
-// own members; done() executes on the loop thread.
-class pool_job {
- public:
-  virtual ~pool_job() = default;
-  virtual void run() noexcept = 0;
-  virtual void done(udp_server& s) = 0;
-
-  uv_work_t req{};
-  udp_server* server = nullptr;
-  endpoint peer;
-  std::uint64_t request_id = 0;
-  std::string rel;
-  bool counts_as_digest = false;
-  bool has_client = false;  // counts against a client's max_client_jobs
-  udp_server::peer_key client;
-  std::size_t buffer_bytes = 0;  // of a block buffer it holds, for stats::held_peak
-};
-
-class get_job final : public pool_job {
- public:
-  void run() noexcept override {
-    if (!file) {
-      auto fd = open_regular_beneath(root_fd, rel);
-      if (!fd) {
-        outcome.error = fd.error();
-        return;
-      }
-      file = std::make_shared<unique_fd>(std::move(*fd));
-      opened = true;
-    }
-    outcome = read_block(file->get(), offset, block, buffer.get(), false);
-  }
-  void done(udp_server& s) override {
-    if (opened) s.remember_file(rel, file);
-    if (outcome.error != errc::ok) return s.send_error(peer, request_id, outcome.error);
-    // Its bytes were charged to the rate limits when the job was admitted.
-    s.send_data(peer, request_id, offset, outcome, buffer.get(), false);
-  }
-
-  int root_fd = -1;
-  std::uint64_t offset = 0;
-  std::uint32_t block = 0;
-  std::shared_ptr<unique_fd> file;  // null: open it first
-  bool opened = false;
-  std::unique_ptr<std::byte[]> buffer;
-  read_outcome outcome;
-};
-
-class stat_job final : public pool_job {
- public:
-  void run() noexcept override { info = stat_beneath(root_fd, rel); }
-  void done(udp_server& s) override {
-    if (!info) {
-      if (rel.empty()) s.note_root_refusal(info.error());
-      return s.send_error(peer, request_id, info.error());
-    }
-    s.finish_stat(peer, request_id, *info);
-  }
-
-  int root_fd = -1;
-  result<stat_info> info{errc::io_error};
-};
-
-class list_job final : public pool_job {
- public:
-  void run() noexcept override {
-    page = dirs->list_page(root_fd, rel, cursor, protocol::max_small_reply);
-  }
-  void done(udp_server& s) override {
-    if (!page) {
-      if (rel.empty()) s.note_root_refusal(page.error());
-      return s.send_error(peer, request_id, page.error());
-    }
-    s.send_reply(peer, request_id, *page);
-  }
-
-  int root_fd = -1;
-  std::string cursor;
-  std::shared_ptr<dir_cache> dirs;
-  result<protocol::list_reply> page{errc::io_error};
-};
-
-class digest_job final : public pool_job {
- public:
-  void run() noexcept override {
-    try {
-      digest = digest_file(fd.get());
-      // Only a digest of a file that did not change while it was read is worth keeping.
-      struct stat st {};
-      ok = ::fstat(fd.get(), &st) == 0 && version_of(st) == version;
-    } catch (...) {
-      ok = false;
-    }
-  }
-  void done(udp_server& s) override {
-    s.digesting_.erase(version);
-    if (!ok) return;
-    ++s.stats_.digests_computed;
-    if (s.digests_.emplace(version, digest).second) s.digest_order_.push_back(version);
-    if (s.digest_order_.size() > max_cached_digests) {
-      s.digests_.erase(s.digest_order_.front());
-      s.digest_order_.erase(s.digest_order_.begin());
-    }
-  }
-
-  unique_fd fd;
-  protocol::file_version version;
-  protocol::digest128 digest;
-  bool ok = false;
-};
-
 udp_server::udp_server(uv_loop_t* loop, config cfg, std::shared_ptr<shared_state> shared)
     : loop_{loop},
       cfg_{std::move(cfg)},
       shared_{shared ? std::move(shared) : std::make_shared<shared_state>(cfg_.max_rate)},
       validator_{shared_->validator},
+      total_rate_{shared_->total_rate},
       serve_idle_{loop, uv_idle_init},
       rate_timer_{loop, uv_timer_init},
       prune_timer_{loop, uv_timer_init},
@@ -200,8 +52,16 @@ udp_server::udp_server(uv_loop_t* loop, config cfg, std::shared_ptr<shared_state
                         if (s.counters_done_) s.counters_done_();
                       }},
       recv_buf_{std::make_unique_for_overwrite<std::byte[]>(recv_batch * recv_slot)},
-      out_buf_{std::make_unique_for_overwrite<std::byte[]>(out_capacity)},
-      total_rate_{shared_->total_rate},
+      clients_{{cfg_.max_clients, cfg_.max_clients_per_prefix, cfg_.max_client_rate}, stats_},
+      scheduler_{clients_,
+                 total_rate_,
+                 {cfg_.max_client_queue, cfg_.max_client_jobs,
+                  cfg_.max_rate != 0 || cfg_.max_client_rate != 0},
+                 stats_},
+      batch_{*this, total_rate_, stats_},
+      send_queue_{cfg_.max_send_queue, stats_},
+      jobs_{loop, *this, clients_, {cfg_.max_jobs, cfg_.max_client_jobs, cfg_.max_digest_jobs},
+            stats_},
       dirs_{std::make_shared<dir_cache>()} {
   cfg_.max_block = std::clamp(cfg_.max_block, protocol::min_block_size, protocol::max_block_size);
   stop_async_.get()->data = this;
@@ -213,7 +73,7 @@ udp_server::udp_server(uv_loop_t* loop, config cfg, std::shared_ptr<shared_state
       prune_timer_.get(),
       [](uv_timer_t* t) {
         auto& s = *static_cast<udp_server*>(t->data);
-        s.prune_clients();
+        s.clients_.prune(uv_now(s.loop_));
         s.check_root();
       },
       prune_every_ms, prune_every_ms);
@@ -224,82 +84,21 @@ udp_server::udp_server(uv_loop_t* loop, config cfg, std::shared_ptr<shared_state
   if (root < 0)
     throw std::runtime_error{fmt::format("cannot serve '{}': {}", cfg_.root, std::strerror(errno))};
   root_.reset(root);
-
-  std::string why;
-  auto ep = resolve(host_port{cfg_.bind, cfg_.port}, why);
-  if (!ep) throw std::runtime_error{fmt::format("cannot bind '{}': {}", cfg_.bind, why)};
   // The server owns its socket rather than a uv_udp_t, to read and serve in batches.
-  const int fd = ::socket(ep->family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    throw std::runtime_error{fmt::format("cannot open a UDP socket: {}", std::strerror(errno))};
-  socket_.reset(fd);
-  if (ep->family() == AF_INET6) {
-    // "--bind ::" serves IPv4 too, whatever the system's default says.
-    const int off = 0;
-    ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
-  }
-  const int on = 1;
-  if (cfg_.share_port == port_sharing::any &&
-      ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0)
-    throw std::runtime_error{fmt::format("cannot share a port: {}", std::strerror(errno))};
-  if (::bind(fd, ep->addr(), ep->length) != 0) {
-    const int err = errno;
-    const char* hint = err == EADDRINUSE && cfg_.share_port == port_sharing::any
-                           ? " (held by a ferryd without --reuseport, or by another user)"
-                       : err == EADDRINUSE ? " (is another ferryd running? choose another --port)"
-                       : err == EADDRNOTAVAIL ? " (that address is not on this machine)"
-                       : err == EACCES        ? " (ports below 1024 need privileges)"
-                                              : "";
-    throw std::runtime_error{
-        fmt::format("cannot bind {}: {}{}", to_string(*ep), std::strerror(err), hint)};
-  }
-  // Set after the bind, SO_REUSEPORT still lets later sockets join this one, while the bind
-  // itself refused a busy port. For port 0 it matters too: with the option set, the kernel may
-  // pick a port that another sharing group of the same user holds.
-  if (cfg_.share_port == port_sharing::later &&
-      ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0)
-    throw std::runtime_error{fmt::format("cannot share a port: {}", std::strerror(errno))};
-  // A client's runs of GETs, sent with UDP GSO, then arrive as one buffer each rather than one
-  // datagram each. A kernel without it delivers them one by one, which works as well.
-  (void)::setsockopt(fd, SOL_UDP, UDP_GRO, &on, sizeof on);
-  // Replies are never IP-fragmented. A block the path cannot carry whole is better lost whole:
-  // one lost fragment would lose it anyway, and the client, seeing no block arrive, asks for
-  // smaller ones (docs/PROTOCOL.md, Sizes).
-  const int dont_fragment = IP_PMTUDISC_DO;
-  (void)::setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &dont_fragment, sizeof dont_fragment);
-  if (ep->family() == AF_INET6) {
-    const int v6 = IPV6_PMTUDISC_DO;
-    (void)::setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &v6, sizeof v6);
-  }
-  // As root the FORCE variants pass net.core.[rw]mem_max; otherwise take what the cap allows.
-  const int want = cfg_.socket_buffer;
-  if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &want, sizeof want) != 0)
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof want);
-  if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &want, sizeof want) != 0)
-    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &want, sizeof want);
-  int got = 0;
-  socklen_t len = sizeof got;
-  if (::getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &len) == 0 && got < want)
-    log::warn("receive buffer is {} bytes, asked for {} (raise net.core.rmem_max)", got / 2, want);
-
-  poll_ = std::make_unique<uv_owned<uv_poll_t>>(loop_, uv_poll_init, fd);
+  socket_ = open_server_socket(cfg_);
+  poll_ = std::make_unique<uv_owned<uv_poll_t>>(loop_, uv_poll_init, socket_.get());
   poll_->get()->data = this;
   update_poll();
 }
 
 udp_server::~udp_server() { stop(); }
 
-endpoint udp_server::local_endpoint() const {
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  if (!socket_ || ::getsockname(socket_.get(), reinterpret_cast<sockaddr*>(&ss), &len) != 0)
-    return {};
-  return endpoint::from(reinterpret_cast<const sockaddr*>(&ss));
-}
+endpoint udp_server::local_endpoint() const { return bound_endpoint(socket_.get()); }
 
 void udp_server::stop() noexcept {
   if (stopping_) return;
   stopping_ = true;
+  jobs_.stop();
   // Closing the poll handle stops it at once, so the socket may be closed right after.
   if (poll_) poll_->close();
   socket_.reset();
@@ -313,16 +112,10 @@ void udp_server::stop() noexcept {
     counters_async_.close();
   }
   files_.clear();
-  out_.clear();
-  out_used_ = 0;
+  batch_.clear();
   send_queue_.clear();
-  send_queued_ = 0;
   clients_.clear();
-  by_recency_.clear();
-  per_prefix_.clear();
-  ready_.clear();
-  queued_total_ = 0;
-  queued_bytes_ = 0;
+  scheduler_.clear();
 }
 
 void udp_server::request_stop() noexcept {
@@ -457,7 +250,7 @@ void udp_server::handle_datagram(std::span<const std::byte> bytes, const endpoin
   static constexpr std::atomic<std::uint64_t> stats::*by_type[] = {
       &stats::list_requests, &stats::stat_requests, &stats::get_requests};
   ++(stats_.*by_type[decoded->body.index()]);
-  auto* client = client_for(peer);
+  auto* client = clients_.client_for(peer, now);
   if (client == nullptr) {
     // Only when max_clients validated addresses are all active at once. Counted in GETs, as
     // at a full client queue.
@@ -484,34 +277,15 @@ void udp_server::handle_get(client_state& c, std::uint64_t id, const protocol::g
   auto rel = normalize_wire_path(req.path);
   if (!rel) return send_error(c.peer, id, rel.error());
   if (rel->empty()) return send_error(c.peer, id, errc::not_regular);
-  const auto cost = sizeof(pending_get) + rel->size();
-  const auto block = std::min(req.block_size, cfg_.max_block);
   // A GET-RUN is that many GETs, queued and served one by one like any others.
-  for (std::uint16_t i = 0; i < req.count; ++i) {
-    if (c.queue.size() >= cfg_.max_client_queue || queued_bytes_ + cost > max_queued_bytes) {
-      // This client asks faster than it is served: its surplus is lost, as at a full router
-      // queue, and its own congestion control slows it down. Nobody else waits for it.
-      stats_.dropped_queue_full += req.count - i;
-      break;
-    }
-    // The path is copied for all but the last, which takes it: a plain GET copies nothing.
-    const bool last = i + 1 == req.count;
-    c.queue.push_back(pending_get{id + i, last ? std::move(*rel) : *rel,
-                                  req.offset + std::uint64_t{i} * req.block_size, block});
-    ++queued_total_;
-    queued_bytes_ += cost;
-    note_held();
-  }
-  if (c.queue.empty()) return;
-  if (!c.ready) {
-    c.ready = true;
-    ready_.push_back(c.key);
-  }
+  scheduler_.enqueue(c, id, std::move(*rel), req.offset, req.block_size,
+                     std::min(req.block_size, cfg_.max_block), req.count);
+  note_held();
   schedule_serving();
 }
 
 void udp_server::schedule_serving() noexcept {
-  if (stopping_ || ready_.empty() || !send_queue_.empty() || rate_timer_armed_) return;
+  if (stopping_ || !scheduler_.waiting() || !send_queue_.empty() || rate_timer_armed_) return;
   uv_idle_start(serve_idle_.get(), [](uv_idle_t* h) {
     static_cast<udp_server*>(h->data)->serve_turn();
   });
@@ -520,86 +294,11 @@ void udp_server::schedule_serving() noexcept {
 void udp_server::serve_turn() noexcept {
   uv_idle_stop(serve_idle_.get());
   if (stopping_) return;
-  const auto now = uv_now(loop_);
-  // Each client waiting now, or served last turn (its next GETs may still be on the way), gets
-  // an equal part of the turn. A client with less to ask leaves its part unused, and the turn
-  // just ends sooner, so the next read comes sooner: a greedy client is held to its part even
-  // while a normal client's queue is momentarily empty.
-  const auto sharing = std::max<std::size_t>({ready_.size(), clients_last_turn_, 1});
-  const auto quota = sharing == 1 ? serve_per_turn : std::max<std::size_t>(4, shared_turn / sharing);
-  ++turn_;
-  std::size_t served = 0, clients_served = 0, passes = 0;
-  std::uint64_t wait = 0;  // ms until a rate limit lets more go
-  bool rate_blocked = false;
-  while (!ready_.empty() && served < serve_per_turn && send_queue_.empty()) {
-    if (!total_rate_.ready(now)) {
-      wait = total_rate_.wait_ms();
-      rate_blocked = true;
-      break;
-    }
-    const auto key = ready_.front();
-    ready_.pop_front();
-    auto it = clients_.find(key);
-    if (it == clients_.end()) continue;
-    auto& c = it->second;
-    if (c.queue.empty()) {
-      c.ready = false;
-      continue;
-    }
-    ready_.push_back(key);
-    if (c.turn != turn_) {
-      c.turn = turn_;
-      c.served_in_turn = 0;
-    }
-    const bool rate_ok = c.rate.ready(now);
-    if (!rate_ok) wait = wait == 0 ? c.rate.wait_ms() : std::min(wait, c.rate.wait_ms());
-    if (!rate_ok || c.jobs >= cfg_.max_client_jobs || c.served_in_turn >= quota) {
-      // This client has had its part for now; the others go on. A full pass over every
-      // waiting client that serves nobody ends the turn.
-      if (++passes >= ready_.size()) break;
-      continue;
-    }
-    passes = 0;
-    if (c.served_in_turn == 0) ++clients_served;
-    // The GETs at the front of its queue that ask for the blocks following each other, within
-    // its part of the turn. With a rate limit, one at a time, so that no run overshoots it.
-    const bool limited = cfg_.max_rate != 0 || cfg_.max_client_rate != 0;
-    const auto most = limited ? 1 : std::min({max_run, quota - c.served_in_turn,
-                                              serve_per_turn - served});
-    std::size_t n = 1;
-    while (n < most && n < c.queue.size()) {
-      const auto& prev = c.queue[n - 1];
-      const auto& g = c.queue[n];
-      if (g.block != prev.block || g.offset != prev.offset + prev.block || g.rel != prev.rel)
-        break;
-      ++n;
-    }
-    pending_get run[max_run];
-    for (std::size_t i = 0; i < n; ++i) {
-      run[i] = std::move(c.queue.front());
-      c.queue.pop_front();
-      queued_bytes_ -= sizeof(pending_get) + run[i].rel.size();
-    }
-    queued_total_ -= n;
-    c.served_in_turn += n;
-    served += n;
-    try {
-      serve_run(c, key, {run, n});
-    } catch (...) {
-      ++stats_.internal_errors;
-    }
-  }
-  flush_out();
-  clients_last_turn_ = clients_served;
-  // Keep only clients that still wait in ready_.
-  std::erase_if(ready_, [&](const peer_key& k) {
-    auto it = clients_.find(k);
-    if (it != clients_.end() && !it->second.queue.empty()) return false;
-    if (it != clients_.end()) it->second.ready = false;
-    return true;
-  });
-  if (served == 0 && wait > 0 && !ready_.empty()) rate_blocked = true;
-  if (rate_blocked && !rate_timer_armed_) {
+  const auto done = scheduler_.turn(
+      uv_now(loop_), [this](client_state& c, std::span<pending_get> run) { serve_run(c, run); },
+      [this] { return send_queue_.empty(); });
+  batch_.flush();
+  if (done.rate_blocked && !rate_timer_armed_) {
     ++stats_.rate_waits;
     rate_timer_armed_ = true;
     uv_timer_start(
@@ -609,40 +308,33 @@ void udp_server::serve_turn() noexcept {
           s.rate_timer_armed_ = false;
           s.schedule_serving();
         },
-        std::max<std::uint64_t>(wait, 1), 0);
+        std::max<std::uint64_t>(done.wait_ms, 1), 0);
     return;
   }
   // Whatever still waits is served next turn, after the socket has been read again. A client
   // held back only by its job cap is woken by its job's completion.
-  if (served > 0) schedule_serving();
+  if (done.served > 0) schedule_serving();
 }
 
-void udp_server::serve_run(client_state& c, const peer_key& key, std::span<pending_get> run) {
+void udp_server::serve_run(client_state& c, std::span<pending_get> run) {
   std::size_t done = 0;
-  const auto* cached = cached_file(run[0].rel);
+  const auto* cached = files_.find(run[0].rel, uv_now(loop_));
   if (cached != nullptr && cached->whole) done = serve_mapped(c, *cached, run);
   if (done == 0 && cached != nullptr && run.size() > 1) {
     const auto block = run[0].block;
-    const auto stride = protocol::data_reply_overhead + block;
-    if (out_.size() + run.size() > max_out || out_used_ + run.size() * stride > out_capacity)
-      flush_out();
-    const auto n = std::min({run.size(), max_out - out_.size(), out_capacity / stride});
-    // Each payload lands right behind its prefix; every block but a last one is whole, so the
-    // replies lie back to back, as add_out() appends them.
-    std::byte* slots[max_run];
-    read_outcome outcomes[max_run];
-    for (std::size_t i = 0; i < n; ++i)
-      slots[i] = out_buf_.get() + out_used_ + i * stride + protocol::data_reply_overhead;
+    std::byte* slots[scheduler::max_run];
+    read_outcome outcomes[scheduler::max_run];
+    const auto n = batch_.payload_slots(block, {slots, std::min(run.size(), scheduler::max_run)});
     const auto whole = read_blocks(cached->fd->get(), run[0].offset, block, {slots, n},
                                    {outcomes, n}, !cached->in_memory);
     for (; done < whole; ++done) {
-      if (out_buf_.get() + out_used_ + protocol::data_reply_overhead != slots[done]) break;
+      if (batch_.next_payload() != slots[done]) break;
       ++stats_.reads_inline;
-      add_out(c, run[done].id, run[done].offset, outcomes[done]);
+      batch_.add(c, run[done].id, run[done].offset, outcomes[done]);
       c.rate.charge(outcomes[done].length + protocol::data_reply_overhead);
     }
   }
-  for (; done < run.size(); ++done) serve_get(c, key, run[done]);
+  for (; done < run.size(); ++done) serve_get(c, run[done]);
 }
 
 std::size_t udp_server::serve_mapped(client_state& c, const open_file& f,
@@ -688,24 +380,24 @@ std::size_t udp_server::serve_mapped(client_state& c, const open_file& f,
     r.version = version;
     r.length = static_cast<std::uint32_t>(std::min<std::uint64_t>(g.block, size - g.offset));
     r.eof = g.offset + r.length == size;
-    if (!add_out_mapped(c, g.id, g.offset, r, map)) break;
+    if (!batch_.add_mapped(c, g.id, g.offset, r, map)) break;
     ++stats_.reads_inline;
     c.rate.charge(r.length + protocol::data_reply_overhead);
   }
   return done;
 }
 
-void udp_server::serve_get(client_state& c, const peer_key& key, pending_get& g) {
-  const auto* cached = cached_file(g.rel);
+void udp_server::serve_get(client_state& c, pending_get& g) {
+  const auto* cached = files_.find(g.rel, uv_now(loop_));
   std::shared_ptr<unique_fd> file = cached != nullptr ? cached->fd : nullptr;
   if (file) {
     // Page-cache hits are served right here; anything that would wait for a disk goes to the pool.
     const bool in_memory = cached->in_memory;
-    auto r = read_block(file->get(), g.offset, g.block, out_payload_slot(g.block), !in_memory);
+    auto r = read_block(file->get(), g.offset, g.block, batch_.payload_slot(g.block), !in_memory);
     if (!r.would_block) {
       ++stats_.reads_inline;
-      if (r.error != errc::ok) return send_error(c.peer, g.id, r.error);
-      add_out(c, g.id, g.offset, r);
+      if (r.error != errc::ok) return send_error(c.peer, g.id, r.error, no_limit);
+      batch_.add(c, g.id, g.offset, r);
       c.rate.charge(r.length + protocol::data_reply_overhead);
       return;
     }
@@ -721,14 +413,14 @@ void udp_server::serve_get(client_state& c, const peer_key& key, pending_get& g)
   job->buffer = std::make_unique_for_overwrite<std::byte[]>(g.block);
   job->buffer_bytes = g.block;
   job->has_client = true;
-  job->client = key;
+  job->client = c.key;
   // Charged now, not when the block goes out: the jobs admitted in one turn would otherwise
   // all pass the same full bucket and overshoot the rate together.
   const auto bytes = std::uint64_t{g.block} + protocol::data_reply_overhead;
   total_rate_.charge(bytes);
   c.rate.charge(bytes);
   ++stats_.reads_pooled;
-  submit(std::move(job));
+  if (jobs_.submit(std::move(job))) note_held();
 }
 
 void udp_server::handle_stat(client_state& c, std::uint64_t id, const protocol::stat_request& req) {
@@ -741,7 +433,7 @@ void udp_server::handle_stat(client_state& c, std::uint64_t id, const protocol::
   job->root_fd = root_.get();
   job->has_client = true;
   job->client = c.key;
-  submit(std::move(job));
+  (void)jobs_.submit(std::move(job));
 }
 
 void udp_server::handle_list(client_state& c, std::uint64_t id, const protocol::list_request& req) {
@@ -756,7 +448,7 @@ void udp_server::handle_list(client_state& c, std::uint64_t id, const protocol::
   job->dirs = dirs_;
   job->has_client = true;
   job->client = c.key;
-  submit(std::move(job));
+  (void)jobs_.submit(std::move(job));
 }
 
 void udp_server::finish_stat(const endpoint& peer, std::uint64_t id, stat_info& info) {
@@ -767,97 +459,27 @@ void udp_server::finish_stat(const endpoint& peer, std::uint64_t id, stat_info& 
   r.version = info.version;
   r.max_block = cfg_.max_block;
   if (info.type == protocol::entry_type::file) {
-    if (auto it = digests_.find(info.version); it != digests_.end()) {
+    if (const auto* digest = digests_.find(info.version); digest != nullptr) {
       r.digest_ready = true;
-      r.digest = it->second;
-    } else if (!digesting_.contains(info.version) && digest_jobs_ < cfg_.max_digest_jobs &&
-               info.fd) {
+      r.digest = *digest;
+    } else if (!digests_.computing(info.version) && jobs_.digest_room() && info.fd) {
       // Computed once per version, off the loop; the client asks again until it is ready.
       auto job = std::make_unique<digest_job>();
       job->peer = peer;
       job->fd = std::move(info.fd);
       job->version = info.version;
       job->counts_as_digest = true;
-      digesting_.insert(info.version);
-      if (!submit(std::move(job))) digesting_.erase(info.version);
+      digests_.start(info.version);
+      if (!jobs_.submit(std::move(job))) digests_.finish(info.version, {}, false);
     }
   }
-  send_reply(peer, id, r);
+  send_reply(peer, id, r, no_limit);
 }
 
-bool udp_server::submit(std::unique_ptr<pool_job> job) {
-  client_state* owner = nullptr;
-  if (job->has_client) {
-    if (auto it = clients_.find(job->client); it != clients_.end()) owner = &it->second;
-  }
-  if (jobs_in_flight_ >= cfg_.max_jobs || (owner != nullptr && owner->jobs >= cfg_.max_client_jobs)) {
-    ++stats_.busy_sent;
-    if (!job->counts_as_digest) send_error(job->peer, job->request_id, errc::busy);
-    return false;
-  }
-  job->server = this;
-  job->req.data = job.get();
-  const int rc = uv_queue_work(
-      loop_, &job->req, [](uv_work_t* w) { static_cast<pool_job*>(w->data)->run(); },
-      [](uv_work_t* w, int status) {
-        std::unique_ptr<pool_job> j{static_cast<pool_job*>(w->data)};
-        auto& s = *j->server;
-        --s.jobs_in_flight_;
-        s.job_bytes_ -= j->buffer_bytes;
-        if (j->counts_as_digest) --s.digest_jobs_;
-        if (j->has_client && !s.stopping_) {
-          if (auto it = s.clients_.find(j->client); it != s.clients_.end() && it->second.jobs > 0)
-            --it->second.jobs;
-        }
-        if (status != 0 || s.stopping_) {
-          if (j->counts_as_digest) s.digesting_.erase(static_cast<digest_job&>(*j).version);
-          return;
-        }
-        try {
-          j->done(s);
-        } catch (...) {
-          ++s.stats_.internal_errors;
-        }
-        s.schedule_serving();
-      });
-  if (rc != 0) {
-    ++stats_.internal_errors;
-    if (!job->counts_as_digest) send_error(job->peer, job->request_id, errc::busy);
-    return false;
-  }
-  ++jobs_in_flight_;
-  job_bytes_ += job->buffer_bytes;
-  note_held();
-  if (job->counts_as_digest) ++digest_jobs_;
-  if (owner != nullptr) ++owner->jobs;
-  (void)job.release();
-  return true;
-}
-
-const udp_server::open_file* udp_server::cached_file(const std::string& rel) {
-  auto it = files_.find(rel);
-  if (it == files_.end()) return nullptr;
-  if (uv_now(loop_) - it->second.opened_ms > file_reuse_ms) {
-    files_.erase(it);
-    return nullptr;
-  }
-  return &it->second;
-}
-
-void udp_server::remember_file(const std::string& rel, std::shared_ptr<unique_fd> fd) {
-  if (files_.size() >= max_open_files && !files_.contains(rel)) {
-    auto oldest = files_.begin();
-    for (auto it = files_.begin(); it != files_.end(); ++it)
-      if (it->second.opened_ms < oldest->second.opened_ms) oldest = it;
-    files_.erase(oldest);
-  }
-  const bool in_memory = reads_from_memory(fd->get());
-  struct stat st {};
-  // Mapped whole once, never read, only to ask which of its pages are in the page cache.
-  auto whole = ::fstat(fd->get(), &st) == 0
-                   ? file_mapping::map(fd->get(), 0, version_of(st).size, false)
-                   : nullptr;
-  files_[rel] = open_file{std::move(fd), std::move(whole), uv_now(loop_), in_memory};
+void udp_server::digest_done(const protocol::file_version& v, const protocol::digest128& digest,
+                             bool ok) {
+  if (ok) ++stats_.digests_computed;
+  digests_.finish(v, digest, ok);
 }
 
 void udp_server::send(const endpoint& peer, std::span<const iovec> bufs, bool charge) noexcept {
@@ -865,244 +487,39 @@ void udp_server::send(const endpoint& peer, std::span<const iovec> bufs, bool ch
   std::size_t total = 0;
   for (const auto& b : bufs) total += b.iov_len;
   if (charge) total_rate_.charge(total);
-  if (send_queue_.empty()) {
-    msghdr m{};
-    m.msg_name = const_cast<sockaddr*>(peer.addr());
-    m.msg_namelen = peer.length;
-    m.msg_iov = const_cast<iovec*>(bufs.data());
-    m.msg_iovlen = bufs.size();
-    if (::sendmsg(socket_.get(), &m, MSG_DONTWAIT) >= 0) {
-      ++stats_.datagrams_out;
-      stats_.bytes_out += total;
-      return;
-    }
-    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
-      ++stats_.send_errors;
-      return;
-    }
-  }
-  queue_datagram(peer, bufs, total);
-}
-
-void udp_server::queue_datagram(const endpoint& peer, std::span<const iovec> bufs,
-                                std::size_t total) noexcept {
-  // The socket buffer is full: keep a copy, within a bound, or drop it. The client asks again.
-  if (send_queued_ + total > cfg_.max_send_queue) {
-    ++stats_.send_dropped;
-    return;
-  }
-  try {
-    queued_datagram q{peer, std::make_unique_for_overwrite<std::byte[]>(total), total};
-    struct copy {
-      std::byte* to;
-      std::span<const iovec> from;
-    } job{q.bytes.get(), bufs};
-    // A payload may lie in a file mapping, and the file may have shrunk since it was hashed.
-    const bool copied = read_mapped(
-        [](void* p) {
-          auto& x = *static_cast<copy*>(p);
-          for (const auto& b : x.from) {
-            std::memcpy(x.to, b.iov_base, b.iov_len);
-            x.to += b.iov_len;
-          }
-        },
-        &job);
-    if (!copied) {
-      ++stats_.send_dropped;
-      return;
-    }
-    send_queue_.push_back(std::move(q));
-    send_queued_ += total;
+  if (send_queue_.send(socket_.get(), peer, bufs, total)) {
     note_held();
     update_poll();
-  } catch (...) {
-    ++stats_.send_dropped;
   }
 }
 
-std::byte* udp_server::out_payload_slot(std::uint32_t block) noexcept {
-  if (out_.size() >= max_out || out_used_ + protocol::data_reply_overhead + block > out_capacity)
-    flush_out();
-  return out_buf_.get() + out_used_ + protocol::data_reply_overhead;
+int udp_server::send_messages(std::span<mmsghdr> msgs) noexcept {
+  if (!socket_) {
+    errno = EBADF;
+    return -1;
+  }
+  return ::sendmmsg(socket_.get(), msgs.data(), static_cast<unsigned>(msgs.size()), MSG_DONTWAIT);
 }
 
-void udp_server::add_out(const client_state& c, std::uint64_t id, std::uint64_t offset,
-                         const read_outcome& r) noexcept {
-  protocol::data_reply meta;
-  meta.offset = offset;
-  meta.eof = r.eof;
-  meta.version = r.version;
-  meta.length = r.length;
-  std::byte* at = out_buf_.get() + out_used_;
-  const std::span<const std::byte> payload{at + protocol::data_reply_overhead, r.length};
-  auto n = codec::encode_data_prefix({at, protocol::data_reply_overhead}, id, meta, payload);
-  // The payload was read right behind a prefix of exactly this size.
-  if (!n || *n != protocol::data_reply_overhead) {
-    ++stats_.internal_errors;
-    return;
+void udp_server::keep(const endpoint& peer, std::span<const iovec> bufs,
+                      std::size_t total) noexcept {
+  if (send_queue_.keep(peer, bufs, total)) {
+    note_held();
+    update_poll();
   }
-  const auto size = protocol::data_reply_overhead + r.length;
-  total_rate_.charge(size);
-  try {
-    out_.push_back(outgoing{c.key, c.peer, out_used_, size, size, nullptr, nullptr,
-                            gso_ok_ && c.gso});
-  } catch (...) {
-    ++stats_.send_dropped;
-    return;
-  }
-  out_used_ += size;
 }
 
-bool udp_server::add_out_mapped(const client_state& c, std::uint64_t id, std::uint64_t offset,
-                                const read_outcome& r,
-                                const std::shared_ptr<const file_mapping>& map) {
-  if (out_.size() >= max_out || out_used_ + protocol::data_reply_overhead > out_capacity)
-    flush_out();
-  struct encoding {
-    std::byte* at;
-    std::uint64_t id;
-    protocol::data_reply meta;
-    std::span<const std::byte> payload;
-    bool ok;
-  } e{out_buf_.get() + out_used_, id, {}, {map->at(offset), r.length}, false};
-  e.meta.offset = offset;
-  e.meta.eof = r.eof;
-  e.meta.version = r.version;
-  e.meta.length = r.length;
-  // The checksum reads the whole payload, and the file may have shrunk since its fstat.
-  const bool read = read_mapped(
-      [](void* p) {
-        auto& x = *static_cast<encoding*>(p);
-        auto n = codec::encode_data_prefix({x.at, protocol::data_reply_overhead}, x.id, x.meta,
-                                           x.payload);
-        x.ok = n && *n == protocol::data_reply_overhead;
-      },
-      &e);
-  if (!read) return false;
-  if (!e.ok) {
-    ++stats_.internal_errors;
-    return true;
-  }
-  const auto size = protocol::data_reply_overhead + r.length;
-  total_rate_.charge(size);
-  try {
-    out_.push_back(outgoing{c.key, c.peer, out_used_, protocol::data_reply_overhead, size,
-                            e.payload.data(), map, gso_ok_ && c.gso});
-  } catch (...) {
-    ++stats_.send_dropped;
-    return true;
-  }
-  out_used_ += protocol::data_reply_overhead;
-  return true;
-}
-
-std::size_t udp_server::reply_iov(const outgoing& o, iovec* out) const noexcept {
-  out[0] = make_iov(out_buf_.get() + o.at, o.head);
-  if (o.payload == nullptr) return 1;
-  out[1] = make_iov(o.payload, o.size - o.head);
-  return 2;
-}
-
-void udp_server::flush_out() noexcept {
-  if (out_.empty() || !socket_) {
-    out_.clear();
-    out_used_ = 0;
-    return;
-  }
-  // Group each client's replies, keeping their order: equal-sized replies to one client can
-  // then go out as one UDP GSO send, which crosses the network stack once instead of per block.
-  std::stable_sort(out_.begin(), out_.end(), [](const outgoing& a, const outgoing& b) {
-    return a.key.bytes < b.key.bytes;
-  });
-  mmsghdr msgs[max_out];
-  iovec iov[2 * max_out];  // each reply's bytes in out_buf_, and its payload if kept apart
-  udp_gso::control ctrl[max_out];
-  // first[k] and count[k]: the replies message k carries.
-  std::size_t first[max_out], count[max_out];
-  std::size_t next = 0;  // the first reply not yet sent or given up
-  while (next < out_.size() && socket_) {
-    unsigned m = 0;
-    std::size_t v = 0;  // iovecs used
-    for (std::size_t i = next; i < out_.size(); ++m) {
-      std::size_t j = i + 1, bytes = out_[i].size;
-      // Every segment but the last must be exactly the first one's size.
-      while (out_[i].gso && j < out_.size() && out_[j].key == out_[i].key &&
-             out_[j - 1].size == out_[i].size && out_[j].size <= out_[i].size &&
-             j - i < udp_gso::max_segments && bytes + out_[j].size <= udp_gso::max_bytes) {
-        bytes += out_[j].size;
-        ++j;
-      }
-      const auto first_iov = v;
-      for (std::size_t k = i; k < j; ++k) v += reply_iov(out_[k], &iov[v]);
-      msgs[m] = mmsghdr{};
-      auto& h = msgs[m].msg_hdr;
-      h.msg_name = const_cast<sockaddr*>(out_[i].peer.addr());
-      h.msg_namelen = out_[i].peer.length;
-      h.msg_iov = &iov[first_iov];
-      h.msg_iovlen = v - first_iov;
-      if (j - i > 1) udp_gso::set_segment(h, ctrl[m], static_cast<std::uint16_t>(out_[i].size));
-      first[m] = i;
-      count[m] = j - i;
-      i = j;
-    }
-    const int sent = ::sendmmsg(socket_.get(), msgs, m, MSG_DONTWAIT);
-    const int err = errno;
-    for (int k = 0; k < std::max(sent, 0); ++k) {
-      if (count[k] > 1) ++stats_.gso_sends;
-      stats_.datagrams_out += count[k];
-      for (std::size_t r = first[k]; r < first[k] + count[k]; ++r) stats_.bytes_out += out_[r].size;
-    }
-    if (sent > 0) {
-      next = first[sent - 1] + count[sent - 1];
-      continue;
-    }
-    if (sent == 0) break;
-    if (err == EINTR) continue;
-    if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) break;
-    if (count[0] > 1 && (err == EIO || err == EINVAL || err == EMSGSIZE)) {
-      // EIO: the device cannot checksum segments, so no GSO at all. EINVAL or EMSGSIZE: not
-      // this segment size on this client's path (a segment would be IP-fragmented), so none for
-      // this client. Either way these replies go again, one datagram each.
-      const auto key = out_[first[0]].key;
-      ++stats_.gso_refused;
-      if (err == EIO) gso_ok_ = false;
-      if (auto it = clients_.find(key); it != clients_.end()) it->second.gso = false;
-      for (auto& o : out_)
-        if (err == EIO || o.key == key) o.gso = false;
-      log::debug("UDP GSO refused ({}); sending datagrams one by one", std::strerror(err));
-      continue;
-    }
-    ++stats_.send_errors;  // this message is lost; the client asks again
-    next = first[0] + count[0];
-  }
-  for (; next < out_.size(); ++next) {
-    iovec parts[2];
-    const auto n = reply_iov(out_[next], parts);
-    queue_datagram(out_[next].peer, {parts, n}, out_[next].size);
-  }
-  out_.clear();
-  out_used_ = 0;
+void udp_server::gso_refused(const peer_key& key) noexcept {
+  if (auto* c = clients_.find(key); c != nullptr) c->gso = false;
 }
 
 void udp_server::note_held() noexcept {
-  const std::uint64_t now = queued_bytes_ + job_bytes_ + send_queued_;
+  const std::uint64_t now = clients_.queued_bytes() + jobs_.buffer_bytes() + send_queue_.bytes();
   if (now > stats_.held_peak.load(std::memory_order_relaxed)) stats_.held_peak = now;
 }
 
 void udp_server::flush_send_queue() noexcept {
-  while (!send_queue_.empty() && socket_) {
-    auto& q = send_queue_.front();
-    if (::sendto(socket_.get(), q.bytes.get(), q.size, MSG_DONTWAIT, q.peer.addr(),
-                 q.peer.length) < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) break;
-      ++stats_.send_errors;
-    } else {
-      ++stats_.datagrams_out;
-      stats_.bytes_out += q.size;
-    }
-    send_queued_ -= q.size;
-    send_queue_.pop_front();
-  }
+  if (socket_) send_queue_.flush(socket_.get());
   update_poll();
 }
 
@@ -1168,8 +585,8 @@ void udp_server::send_error(const endpoint& peer, std::uint64_t id, errc code,
   }
 }
 
-void udp_server::send_data(const endpoint& peer, std::uint64_t id, std::uint64_t offset,
-                           const read_outcome& r, const std::byte* payload, bool charge) noexcept {
+void udp_server::send_block(const endpoint& peer, std::uint64_t id, std::uint64_t offset,
+                            const read_outcome& r, const std::byte* payload) noexcept {
   protocol::data_reply meta;
   meta.offset = offset;
   meta.eof = r.eof;
@@ -1182,98 +599,8 @@ void udp_server::send_data(const endpoint& peer, std::uint64_t id, std::uint64_t
     return;
   }
   const iovec bufs[2] = {make_iov(prefix, *n), make_iov(payload, r.length)};
-  send(peer, {bufs, r.length > 0 ? 2u : 1u}, charge);
-}
-
-udp_server::peer_key udp_server::peer_key::of(const sockaddr* from) noexcept {
-  peer_key key;
-  (void)address_key_of(from, key.bytes);
-  return key;
-}
-
-std::size_t udp_server::peer_key_hash::operator()(const peer_key& k) const noexcept {
-  std::uint64_t h = 1469598103934665603ULL;  // FNV-1a
-  for (auto b : k.bytes) h = (h ^ std::to_integer<std::uint64_t>(b)) * 1099511628211ULL;
-  return static_cast<std::size_t>(h);
-}
-
-namespace {
-// The network a client address belongs to, for max_clients_per_prefix: family and the first
-// 3 bytes of an IPv4 address (/24) or 7 of an IPv6 one (/56).
-std::uint64_t prefix_of(const address_key& k) noexcept {
-  const auto byte = [&](std::size_t i) { return std::to_integer<std::uint64_t>(k[i]); };
-  if (byte(0) == 4) return 4ULL << 24 | byte(1) << 16 | byte(2) << 8 | byte(3);
-  // An IPv4 client of a server bound to "::" arrives as ::ffff:a.b.c.d: its /24 is its network.
-  bool mapped = byte(11) == 0xff && byte(12) == 0xff;
-  for (std::size_t i = 1; i <= 10 && mapped; ++i) mapped = byte(i) == 0;
-  if (mapped) return 4ULL << 24 | byte(13) << 16 | byte(14) << 8 | byte(15);
-  std::uint64_t p = 6;
-  for (std::size_t i = 1; i <= 7; ++i) p = p << 8 | byte(i);
-  return p;
-}
-}  // namespace
-
-udp_server::client_state* udp_server::client_for(const endpoint& peer) noexcept {
-  const auto key = peer_key::of(peer.addr());
-  if (auto it = clients_.find(key); it != clients_.end()) {
-    by_recency_.splice(by_recency_.begin(), by_recency_, it->second.recency);
-    return &it->second;
-  }
-  const auto now = uv_now(loop_);
-  try {
-    const auto prefix = prefix_of(key.bytes);
-    if (auto p = per_prefix_.find(prefix);
-        p != per_prefix_.end() && p->second >= cfg_.max_clients_per_prefix) {
-      ++stats_.prefix_full;
-      return nullptr;
-    }
-    // Full: the client heard from least recently makes room, so a new one is always served;
-    // its token keeps no state, so it is served again when it comes back.
-    while (clients_.size() >= cfg_.max_clients && !by_recency_.empty()) {
-      if (auto victim = clients_.find(by_recency_.back()); victim != clients_.end()) {
-        forget_client(victim);
-        ++stats_.clients_evicted;
-      } else {
-        by_recency_.pop_back();  // cannot happen; never spin on it
-      }
-    }
-    // The three structures change together or not at all, should memory run out.
-    by_recency_.push_front(key);
-    try {
-      ++per_prefix_[prefix];
-    } catch (...) {
-      by_recency_.pop_front();
-      throw;
-    }
-    try {
-      auto& c = clients_[key];
-      c.peer = peer;
-      c.key = key;
-      c.rate = token_bucket{cfg_.max_client_rate, now};
-      c.recency = by_recency_.begin();
-      return &c;
-    } catch (...) {
-      by_recency_.pop_front();
-      if (auto p = per_prefix_.find(prefix); p != per_prefix_.end() && --p->second == 0)
-        per_prefix_.erase(p);
-      throw;
-    }
-  } catch (...) {
-    return nullptr;
-  }
-}
-
-void udp_server::forget_client(
-    std::unordered_map<peer_key, client_state, peer_key_hash>::iterator it) noexcept {
-  if (it == clients_.end()) return;
-  auto& c = it->second;
-  for (const auto& g : c.queue) queued_bytes_ -= sizeof(pending_get) + g.rel.size();
-  queued_total_ -= c.queue.size();
-  by_recency_.erase(c.recency);
-  if (auto p = per_prefix_.find(prefix_of(c.key.bytes)); p != per_prefix_.end() && --p->second == 0)
-    per_prefix_.erase(p);
-  // Its key may still wait in ready_ or name a pool job: both look it up and find nothing.
-  clients_.erase(it);
+  // Its bytes were charged to the rate limits when its job was admitted.
+  send(peer, {bufs, r.length > 0 ? 2u : 1u}, false);
 }
 
 void udp_server::check_root() noexcept {
@@ -1286,7 +613,7 @@ void udp_server::check_root() noexcept {
              {{"root", cfg_.root}}, true);
 }
 
-void udp_server::note_root_refusal(errc code) noexcept {
+void udp_server::root_refused(errc code) noexcept {
   // A client that may not read the root itself is worth one line a minute, not one a request.
   const auto now = uv_now(loop_);
   if (code != errc::permission_denied || (root_refused_ms_ != 0 && now - root_refused_ms_ < 60'000))
@@ -1296,32 +623,7 @@ void udp_server::note_root_refusal(errc code) noexcept {
              {{"root", cfg_.root}}, true);
 }
 
-void udp_server::prune_clients() noexcept {
-  const auto now = uv_now(loop_);
-  try {
-    std::erase_if(seen_, [&](const auto& s) { return now - s.second > client_active_ms; });
-    for (auto it = clients_.begin(); it != clients_.end();) {
-      const auto& c = it->second;
-      if (!c.queue.empty() || c.jobs != 0 || c.ready || now - c.last_seen_ms <= client_idle_ms) {
-        ++it;
-        continue;
-      }
-      if (seen_.size() < cfg_.max_clients) seen_[it->first] = c.last_seen_ms;
-      forget_client(it++);
-    }
-  } catch (...) {
-    seen_.clear();
-  }
-}
-
-std::size_t udp_server::active_addresses() noexcept {
-  prune_clients();
-  const auto now = uv_now(loop_);
-  std::size_t n = 0;
-  for (const auto& [key, c] : clients_) n += now - c.last_seen_ms <= client_active_ms ? 1 : 0;
-  for (const auto& [key, last] : seen_) n += clients_.contains(key) ? 0 : 1;
-  return n;
-}
+std::size_t udp_server::active_addresses() noexcept { return clients_.active(uv_now(loop_)); }
 
 void udp_server::publish_active_addresses() noexcept {
   stats_.active_addresses = active_addresses();
@@ -1329,222 +631,8 @@ void udp_server::publish_active_addresses() noexcept {
 
 void udp_server::log_counters(bool force) noexcept {
   publish_active_addresses();
-  const udp_server* self = this;
+  const stats* self = &stats_;
   server::log_counters({&self, 1}, force);
-}
-
-void log_counters(std::span<const udp_server* const> servers, bool force) noexcept {
-  try {
-    auto n = [&](const std::atomic<std::uint64_t> stats::*field) {
-      std::uint64_t sum = 0;
-      for (const auto* s : servers) sum += (s->counters().*field).load();
-      return std::to_string(sum);
-    };
-    std::string refused;
-    for (std::size_t i = 1; i < std::tuple_size_v<decltype(stats::refusals)>; ++i) {
-      std::uint64_t count = 0;
-      for (const auto* s : servers) count += s->counters().refusals[i].load();
-      if (count > 0) {
-        if (!refused.empty()) refused += ',';
-        refused += fmt::format("{}:{}", protocol::code_name(static_cast<errc>(i)), count);
-      }
-    }
-    std::string gets;
-    for (const auto* s : servers) {
-      if (!gets.empty()) gets += ',';
-      gets += std::to_string(s->counters().get_requests.load());
-    }
-    log::write(log::level::info, "counters",
-               {{"requests_list", n(&stats::list_requests)},
-                {"requests_stat", n(&stats::stat_requests)},
-                {"requests_get", n(&stats::get_requests)},
-                {"worker_gets", gets},
-                {"blocks_asked", n(&stats::blocks_asked)},
-                {"datagrams_in", n(&stats::datagrams_in)},
-                {"bytes_in", n(&stats::bytes_in)},
-                {"datagrams_out", n(&stats::datagrams_out)},
-                {"bytes_out", n(&stats::bytes_out)},
-                {"drop_malformed", n(&stats::dropped_malformed)},
-                {"drop_corrupt", n(&stats::dropped_corrupt)},
-                {"drop_truncated", n(&stats::dropped_truncated)},
-                {"unvalidated", n(&stats::unvalidated)},
-                {"tokens_sent", n(&stats::tokens_sent)},
-                {"amplification_withheld", n(&stats::amplification_withheld)},
-                {"drop_queue_full", n(&stats::dropped_queue_full)},
-                {"rate_waits", n(&stats::rate_waits)},
-                {"drop_send_queue", n(&stats::send_dropped)},
-                {"recv_errors", n(&stats::recv_errors)},
-                {"send_errors", n(&stats::send_errors)},
-                {"busy", n(&stats::busy_sent)},
-                {"errors_sent", n(&stats::errors_sent)},
-                {"refusals", refused.empty() ? "none" : refused},
-                {"reads_inline", n(&stats::reads_inline)},
-                {"reads_pooled", n(&stats::reads_pooled)},
-                {"gso_sends", n(&stats::gso_sends)},
-                {"gso_refused", n(&stats::gso_refused)},
-                {"digests", n(&stats::digests_computed)},
-                {"internal_errors", n(&stats::internal_errors)},
-                {"prefix_full", n(&stats::prefix_full)},
-                {"clients_evicted", n(&stats::clients_evicted)},
-                {"held_peak", n(&stats::held_peak)},
-                {"active_addresses", n(&stats::active_addresses)}},
-               force);
-  } catch (...) {
-  }
-}
-
-namespace {
-
-// One server on a loop of its own, run by a thread of its own.
-struct worker {
-  uv_loop_t loop{};
-  std::unique_ptr<udp_server> server;
-  std::thread thread;
-
-  worker() { uv_check(uv_loop_init(&loop), "uv_loop_init"); }
-  worker(const worker&) = delete;
-  worker& operator=(const worker&) = delete;
-  // The thread must have been asked to stop, or never started.
-  ~worker() {
-    if (thread.joinable()) thread.join();
-    server.reset();
-    uv_run(&loop, UV_RUN_DEFAULT);  // let close callbacks run
-    if (uv_loop_close(&loop) != 0)
-      log::write(log::level::warn, "event loop closed with handles still open");
-  }
-};
-
-// The CPUs this process may run on, which taskset or a cgroup may make fewer than the machine's.
-unsigned usable_cores() noexcept {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (::sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
-  return std::max(1u, std::thread::hardware_concurrency());
-}
-
-// Binds every worker's socket: the first takes the port (a free one for port 0), the others join
-// it. Throws with the first setup error.
-std::vector<std::unique_ptr<worker>> make_workers(const config& cfg, unsigned count) {
-  auto shared = std::make_shared<shared_state>(cfg.max_rate);
-  std::vector<std::unique_ptr<worker>> workers;
-  for (unsigned i = 0; i < count; ++i) {
-    config c = cfg;
-    if (i > 0) {
-      c.port = workers.front()->server->local_endpoint().port();
-      c.share_port = port_sharing::any;
-    } else if ((c.share_port == port_sharing::any && c.port == 0) ||
-               (c.share_port == port_sharing::none && count > 1)) {
-      // Bound with SO_REUSEPORT, port 0 could land in another sharing group of the same user.
-      c.share_port = port_sharing::later;
-    }
-    auto& w = *workers.emplace_back(std::make_unique<worker>());
-    w.server = std::make_unique<udp_server>(&w.loop, std::move(c), shared);
-  }
-  return workers;
-}
-
-}  // namespace
-
-int run_until_signalled(const config& cfg) {
-  const unsigned count = cfg.workers == 0 ? usable_cores() : cfg.workers;
-  std::vector<std::unique_ptr<worker>> workers;
-  try {
-    workers = make_workers(cfg, count);
-  } catch (const std::exception& e) {
-    log::write(log::level::error, e.what());
-    return 1;
-  }
-  std::vector<const udp_server*> servers;
-  for (const auto& w : workers) servers.push_back(w->server.get());
-  // The main thread runs only this control loop: SIGINT and SIGTERM stop every worker, SIGUSR1
-  // and a timer ask each for its counters and the last to answer has them printed, summed.
-  uv_loop_t control;
-  uv_check(uv_loop_init(&control), "uv_loop_init");
-  int code = 0;
-  {
-    struct context {
-      std::vector<std::unique_ptr<worker>>* workers;
-      std::span<const udp_server* const> servers;
-      std::atomic<std::size_t> pending{0};  // workers yet to publish their counters
-      std::vector<uv_owned<uv_signal_t>*> stoppers;
-      uv_owned<uv_timer_t>* timer = nullptr;
-    };
-    context ctx{&workers, servers, {}, {}, nullptr};
-    uv_owned<uv_async_t> collect{&control, uv_async_init, [](uv_async_t* a) {
-                                   log_counters(static_cast<context*>(a->data)->servers, true);
-                                 }};
-    collect.get()->data = &ctx;
-    ::uv_unref(collect.handle());
-    for (auto& w : workers) {
-      w->server->on_counters_published([&ctx, a = collect.get()] {
-        if (ctx.pending.fetch_sub(1) == 1) uv_async_send(a);
-      });
-    }
-    static constexpr auto stop_all = [](context& c) {
-      for (auto& w : *c.workers) w->server->request_stop();
-    };
-    static constexpr auto ask_counters = [](context& c) {
-      std::size_t idle = 0;
-      // A request still being answered is printed when it is; this one joins it.
-      if (!c.pending.compare_exchange_strong(idle, c.workers->size())) return;
-      for (auto& w : *c.workers) w->server->request_counters();
-    };
-    for (auto& w : workers) {
-      w->thread = std::thread{[l = &w->loop] { uv_run(l, UV_RUN_DEFAULT); }};
-    }
-    try {
-      uv_owned<uv_signal_t> sigint{&control, uv_signal_init};
-      uv_owned<uv_signal_t> sigterm{&control, uv_signal_init};
-      uv_owned<uv_signal_t> sigusr1{&control, uv_signal_init};
-      uv_owned<uv_timer_t> stats_timer{&control, uv_timer_init};
-      ctx.stoppers = {&sigint, &sigterm, &sigusr1};
-      ctx.timer = &stats_timer;
-      for (auto* h : ctx.stoppers) h->get()->data = &ctx;
-      stats_timer.get()->data = &ctx;
-      static constexpr auto on_stop = [](uv_signal_t* h, int signum) {
-        auto& c = *static_cast<context*>(h->data);
-        log::write(log::level::info, "stopping", {{"signal", std::to_string(signum)}});
-        stop_all(c);
-        for (auto* s : c.stoppers) s->close();
-        c.timer->close();
-      };
-      uv_check(uv_signal_start(sigint.get(), on_stop, SIGINT), "uv_signal_start");
-      uv_check(uv_signal_start(sigterm.get(), on_stop, SIGTERM), "uv_signal_start");
-      static constexpr auto on_usr1 = [](uv_signal_t* h, int) {
-        ask_counters(*static_cast<context*>(h->data));
-      };
-      uv_check(uv_signal_start(sigusr1.get(), on_usr1, SIGUSR1), "uv_signal_start");
-      if (cfg.stats_interval > 0) {
-        const auto ms = static_cast<std::uint64_t>(cfg.stats_interval * 1000);
-        uv_check(uv_timer_start(
-                     stats_timer.get(),
-                     [](uv_timer_t* t) { ask_counters(*static_cast<context*>(t->data)); }, ms, ms),
-                 "uv_timer_start");
-      }
-      // Only now, so that a script that signals ferryd as soon as it reads this line cannot
-      // meet the default action of a signal.
-      const auto addr = to_string(servers.front()->local_endpoint());
-      std::printf("listening on %s\n", addr.c_str());
-      std::fflush(stdout);
-      log::write(log::level::info, "listening",
-                 {{"addr", addr}, {"root", cfg.root}, {"workers", std::to_string(count)}});
-      uv_run(&control, UV_RUN_DEFAULT);
-    } catch (const std::exception& e) {
-      log::write(log::level::error, e.what());
-      stop_all(ctx);
-      code = 1;
-    }
-    for (auto& w : workers) w->thread.join();
-    // The loops have ended, so this thread may read what was theirs.
-    for (auto& w : workers) w->server->publish_active_addresses();
-    log_counters(servers, false);
-    log::write(log::level::info, "stopped");
-    workers.clear();
-  }
-  uv_run(&control, UV_RUN_DEFAULT);  // let close callbacks run
-  if (uv_loop_close(&control) != 0)
-    log::write(log::level::warn, "event loop closed with handles still open");
-  return code;
 }
 
 }  // namespace ferry::server
