@@ -64,16 +64,15 @@ clock::duration rtt_estimator::rto() const noexcept {
 connection::connection(const endpoint& server, uv_loop_t* shared)
     : loop_{shared != nullptr ? shared : &own_loop_},
       server_{server},
-      recv_buf_{std::make_unique_for_overwrite<std::byte[]>(recv_batch * recv_slot)},
+      receiver_{recv_batch, recv_slot},
       send_buf_{std::make_unique_for_overwrite<std::byte[]>(send_capacity)} {
-  send_len_.reserve(send_batch);
-  if (shared == nullptr) uv_check(uv_loop_init(&own_loop_), "uv_loop_init");
-  udp_ = std::make_unique<uv_owned<uv_udp_t>>(loop_, uv_udp_init);
-  udp_->get()->data = this;
+  sends_.reserve(send_batch);
+  const int fd = ::socket(server_.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) uv_check(uv_translate_sys_error(errno), "cannot open a UDP socket");
+  socket_.reset(fd);
   // Connected: the kernel then delivers only datagrams from the server's address.
-  uv_check(uv_udp_connect(udp_->get(), server_.addr()), "cannot reach server address");
-  int fd = -1;
-  uv_check(uv_fileno(udp_->handle(), &fd), "uv_fileno");
+  if (::connect(fd, server_.addr(), server_.length) != 0)
+    uv_check(uv_translate_sys_error(errno), "cannot reach server address");
   const int want = 8 << 20;
   if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &want, sizeof want) != 0)
     ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof want);
@@ -81,12 +80,11 @@ connection::connection(const endpoint& server, uv_loop_t* shared)
   // A kernel without it delivers them one by one, which works as well, only slower.
   const int on = 1;
   (void)::setsockopt(fd, SOL_UDP, UDP_GRO, &on, sizeof on);
-  recv_fd_ = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  if (recv_fd_ < 0) uv_check(uv_translate_sys_error(errno), "dup");
   std::random_device rd;
   // Request ids start at a random point so replies meant for an earlier run are not taken.
   first_id_ = next_id_ = (static_cast<std::uint64_t>(rd()) << 32 | rd()) & 0x3fff'ffff'ffff'ffffULL;
-  poll_ = std::make_unique<uv_owned<uv_poll_t>>(loop_, uv_poll_init, recv_fd_);
+  if (shared == nullptr) uv_check(uv_loop_init(&own_loop_), "uv_loop_init");
+  poll_ = std::make_unique<uv_owned<uv_poll_t>>(loop_, uv_poll_init, fd);
   poll_->get()->data = this;
   uv_check(start_polling(), "uv_poll_start");
 }
@@ -100,7 +98,7 @@ int connection::start_polling() noexcept {
       // again, or this connection would never read another reply.
       int err = 0;
       socklen_t len = sizeof err;
-      (void)::getsockopt(self.recv_fd_, SOL_SOCKET, SO_ERROR, &err, &len);
+      (void)::getsockopt(self.socket_.get(), SOL_SOCKET, SO_ERROR, &err, &len);
       if (self.start_polling() != 0) return;
       self.on_socket_error(err);
     }
@@ -109,49 +107,34 @@ int connection::start_polling() noexcept {
 }
 
 connection::~connection() {
+  // Closing the poll handle stops it at once, so the socket can be closed right after.
   poll_.reset();
-  udp_.reset();
-  // Closing the poll handle stopped it, so its descriptor can go now.
-  if (recv_fd_ >= 0) ::close(recv_fd_);
+  socket_.reset();
   if (loop_ != &own_loop_) return;  // the loop's owner runs the close callbacks
   uv_run(&own_loop_, UV_RUN_DEFAULT);
   (void)uv_loop_close(&own_loop_);
 }
 
 int connection::path_mtu() const noexcept {
-  int fd = -1;
-  if (uv_fileno(udp_->handle(), &fd) != 0) return 0;
   int mtu = 0;
   socklen_t len = sizeof mtu;
   const bool v6 = server_.family() == AF_INET6;
-  if (::getsockopt(fd, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_MTU : IP_MTU, &mtu, &len) != 0)
+  if (::getsockopt(socket_.get(), v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_MTU : IP_MTU, &mtu,
+                   &len) != 0)
     return 0;
   return mtu;
 }
 
 std::size_t connection::receive_buffer() const noexcept {
-  int fd = -1, size = 0;
+  int size = 0;
   socklen_t len = sizeof size;
-  if (uv_fileno(udp_->handle(), &fd) != 0 ||
-      ::getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, &len) != 0)
-    return 208 * 1024;
+  if (::getsockopt(socket_.get(), SOL_SOCKET, SO_RCVBUF, &size, &len) != 0) return 208 * 1024;
   return static_cast<std::size_t>(size) / 2;  // Linux reports twice what it lets data use
 }
 
 void connection::on_readable() noexcept {
-  mmsghdr msgs[recv_batch];
-  iovec iov[recv_batch];
-  udp_gso::gro_control ctrl[recv_batch];
   for (int round = 0; round < recv_rounds; ++round) {
-    for (unsigned i = 0; i < recv_batch; ++i) {
-      iov[i] = iovec{recv_buf_.get() + i * recv_slot, recv_slot};
-      msgs[i] = mmsghdr{};
-      msgs[i].msg_hdr.msg_iov = &iov[i];
-      msgs[i].msg_hdr.msg_iovlen = 1;
-      msgs[i].msg_hdr.msg_control = ctrl[i].bytes;
-      msgs[i].msg_hdr.msg_controllen = sizeof ctrl[i].bytes;
-    }
-    const int n = ::recvmmsg(recv_fd_, msgs, recv_batch, MSG_DONTWAIT, nullptr);
+    const int n = receiver_.receive(socket_.get());
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;
@@ -159,18 +142,16 @@ void connection::on_readable() noexcept {
       on_socket_error(errno);
       continue;
     }
-    for (int i = 0; i < n; ++i) {
-      auto& h = msgs[i].msg_hdr;
-      if (h.msg_flags & MSG_TRUNC) {
+    for (unsigned i = 0; i < static_cast<unsigned>(n); ++i) {
+      if (receiver_.truncated(i)) {
         ++malformed_;
         continue;
       }
-      const std::span<const std::byte> all{recv_buf_.get() + i * recv_slot, msgs[i].msg_len};
-      udp_gso::for_each_datagram(all, udp_gso::gro_segment(h), [this](auto d) { deliver(d); });
+      receiver_.for_each_datagram(i, [this](auto d) { deliver(d); });
     }
     if (batch_end_) batch_end_();
     flush();
-    if (static_cast<unsigned>(n) < recv_batch) return;
+    if (static_cast<unsigned>(n) < receiver_.slots()) return;
   }
 }
 
@@ -219,73 +200,50 @@ std::uint64_t connection::send(const protocol::request& req) {
 }
 
 std::uint64_t connection::queue(const protocol::request& req) {
-  if (send_len_.size() == send_batch || send_capacity - send_used_ < protocol::max_request_size)
+  if (sends_.size() == send_batch || send_capacity - send_used_ < protocol::max_request_size)
     flush();
   // A GET-RUN stands for as many GETs, with the ids that follow its own.
   const auto* get = std::get_if<protocol::get_request>(&req);
   const auto id = next_id_;
   next_id_ += get != nullptr ? get->count : 1;
-  auto n = codec::encode_request({send_buf_.get() + send_used_, protocol::max_request_size}, id,
-                                 req, token_ ? &*token_ : nullptr);
+  std::byte* at = send_buf_.get() + send_used_;
+  auto n = codec::encode_request({at, protocol::max_request_size}, id, req,
+                                 token_ ? &*token_ : nullptr);
   if (!n)
     throw failure{exit_code::usage,
                   fmt::format("request too large: {}", protocol::to_string(n.error()))};
-  send_len_.push_back(*n);
+  udp_batch::datagram d;
+  d.parts[0] = iovec{at, *n};
+  d.size = *n;
+  d.gso = gso_;
+  sends_.push_back(d);
   send_used_ += *n;
   return id;
 }
 
 void connection::flush() noexcept {
-  if (send_len_.empty()) return;
-  int fd = -1;
-  if (uv_fileno(udp_->handle(), &fd) != 0) {
-    send_len_.clear();
-    send_used_ = 0;
-    return;
-  }
-  std::size_t offset[send_batch + 1];
-  offset[0] = 0;
-  for (std::size_t i = 0; i < send_len_.size(); ++i) offset[i + 1] = offset[i] + send_len_[i];
-  mmsghdr msgs[send_batch];
-  iovec iov[send_batch];
-  udp_gso::control ctrl[send_batch];
-  std::size_t first[send_batch], count[send_batch];
   std::size_t next = 0;  // the first request not yet sent or given up
   bool refusal_retried = false;
-  while (next < send_len_.size()) {
-    unsigned m = 0;
-    for (std::size_t i = next; i < send_len_.size(); ++m) {
-      // GETs of one file are all the same size: a run of them goes out as one UDP GSO send,
-      // which crosses the sending side of the network stack once instead of once each.
-      std::size_t j = i + 1;
-      while (gso_ && j < send_len_.size() && send_len_[j] == send_len_[i] &&
-             j - i < udp_gso::max_segments && offset[j + 1] - offset[i] <= udp_gso::max_bytes)
-        ++j;
-      iov[m] = iovec{send_buf_.get() + offset[i], offset[j] - offset[i]};
-      msgs[m] = mmsghdr{};
-      auto& h = msgs[m].msg_hdr;
-      h.msg_iov = &iov[m];
-      h.msg_iovlen = 1;
-      if (j - i > 1) udp_gso::set_segment(h, ctrl[m], static_cast<std::uint16_t>(send_len_[i]));
-      first[m] = i;
-      count[m] = j - i;
-      i = j;
-    }
-    const int n = ::sendmmsg(fd, msgs, m, MSG_DONTWAIT);
+  while (next < sends_.size() && socket_) {
+    // GETs of one file are all the same size: a run of them goes out as one UDP GSO send,
+    // which crosses the sending side of the network stack once instead of once each.
+    (void)msgs_.build({sends_.data() + next, sends_.size() - next});
+    const int n = ::sendmmsg(socket_.get(), msgs_.data(), msgs_.size(), MSG_DONTWAIT);
     if (n > 0) {
-      next = first[n - 1] + count[n - 1];
+      next += msgs_.datagrams_before(static_cast<unsigned>(n));
       continue;
     }
     const int err = n < 0 ? errno : EAGAIN;
     if (err == EINTR) continue;
-    if (count[0] > 1 && (err == EIO || err == EINVAL || err == EMSGSIZE || err == ENOPROTOOPT)) {
+    if (msgs_.datagrams_of(0) > 1 && udp_batch::gso_refusal(err)) {
       // This kernel, or this path's MTU, cannot take them segmented: one datagram each.
       gso_ = false;
+      for (auto& d : sends_) d.gso = false;
       log::debug("UDP GSO refused for requests to {} ({}); sending them one by one",
                  to_string(server_), std::strerror(err));
       continue;
     }
-    if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) break;
+    if (udp_batch::buffer_full(err)) break;
     if (is_refusal(err) && !refusal_retried) {
       // An ICMP error for an earlier datagram, which this call consumed: note it for the
       // request engine to read once this send is over, and send these again.
@@ -293,10 +251,10 @@ void connection::flush() noexcept {
       refusal_retried = true;
       continue;
     }
-    next = first[0] + count[0];  // another error for an earlier datagram: skip these
+    next += msgs_.datagrams_of(0);  // another error for an earlier datagram: skip these
   }
   // Whatever did not go (a full socket buffer) is the same as loss: the caller asks again.
-  send_len_.clear();
+  sends_.clear();
   send_used_ = 0;
 }
 

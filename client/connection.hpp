@@ -13,6 +13,8 @@
 
 #include "common/address.hpp"
 #include "common/codec.hpp"
+#include "common/path_safety.hpp"
+#include "common/udp_batch.hpp"
 #include "common/uv_owned.hpp"
 
 namespace ferry::client {
@@ -93,7 +95,7 @@ class connection {
   // Reads what the socket holds in batches (recvmmsg), each datagram possibly several the
   // kernel coalesced (UDP GRO), and hands every one to deliver().
   void on_readable() noexcept;
-  // Polls recv_fd_ for reading, and again after an error; returns libuv's result.
+  // Polls the socket for reading, and again after an error; returns libuv's result.
   int start_polling() noexcept;
   void deliver(std::span<const std::byte> datagram) noexcept;
   // An error the socket reported: an ICMP refusal goes to unreachable_, the rest is loss.
@@ -102,16 +104,15 @@ class connection {
   uv_loop_t own_loop_{};
   uv_loop_t* loop_;
   endpoint server_;
-  std::unique_ptr<uv_owned<uv_udp_t>> udp_;  // sends; receiving is recv_fd_'s
-  // A duplicate of the socket's descriptor, polled for reading by poll_. libuv keys its watchers
-  // by descriptor, so polling the udp handle's own one would clash with its send watcher.
-  int recv_fd_ = -1;
+  // The connected socket, owned as the server owns its own: a descriptor polled by poll_.
+  unique_fd socket_;
   std::unique_ptr<uv_owned<uv_poll_t>> poll_;
-  std::unique_ptr<std::byte[]> recv_buf_;
+  udp_batch::receiver receiver_;
   // Requests queued for one sendmmsg, packed back to back.
   std::unique_ptr<std::byte[]> send_buf_;
-  std::vector<std::size_t> send_len_;
+  std::vector<udp_batch::datagram> sends_;
   std::size_t send_used_ = 0;
+  udp_batch::messages msgs_;
   bool gso_ = true;  // false once the kernel refused UDP GSO
   reply_handler handler_;
   std::function<void()> batch_end_;

@@ -6,7 +6,6 @@
 
 #include "common/codec.hpp"
 #include "common/log.hpp"
-#include "common/udp_gso.hpp"
 
 namespace ferry::server {
 
@@ -124,72 +123,50 @@ void reply_batch::flush() noexcept {
   std::stable_sort(out_.begin(), out_.end(), [](const outgoing& a, const outgoing& b) {
     return a.key.bytes < b.key.bytes;
   });
-  mmsghdr msgs[max_replies];
-  iovec iov[2 * max_replies];  // each reply's bytes in buf_, and its payload if kept apart
-  udp_gso::control ctrl[max_replies];
-  // first[k] and count[k]: the replies message k carries.
-  std::size_t first[max_replies], count[max_replies];
+  udp_batch::datagram d[max_replies];
+  for (std::size_t i = 0; i < out_.size(); ++i) {
+    const auto& o = out_[i];
+    d[i].to = o.peer.addr();
+    d[i].to_length = o.peer.length;
+    d[i].part_count = static_cast<std::uint8_t>(reply_iov(o, d[i].parts));
+    d[i].size = o.size;
+    d[i].gso = o.gso;
+  }
   std::size_t next = 0;  // the first reply not yet sent or given up
   while (next < out_.size()) {
-    unsigned m = 0;
-    std::size_t v = 0;  // iovecs used
-    for (std::size_t i = next; i < out_.size(); ++m) {
-      std::size_t j = i + 1, bytes = out_[i].size;
-      // Every segment but the last must be exactly the first one's size.
-      while (out_[i].gso && j < out_.size() && out_[j].key == out_[i].key &&
-             out_[j - 1].size == out_[i].size && out_[j].size <= out_[i].size &&
-             j - i < udp_gso::max_segments && bytes + out_[j].size <= udp_gso::max_bytes) {
-        bytes += out_[j].size;
-        ++j;
-      }
-      const auto first_iov = v;
-      for (std::size_t k = i; k < j; ++k) v += reply_iov(out_[k], &iov[v]);
-      msgs[m] = mmsghdr{};
-      auto& h = msgs[m].msg_hdr;
-      h.msg_name = const_cast<sockaddr*>(out_[i].peer.addr());
-      h.msg_namelen = out_[i].peer.length;
-      h.msg_iov = &iov[first_iov];
-      h.msg_iovlen = v - first_iov;
-      if (j - i > 1) udp_gso::set_segment(h, ctrl[m], static_cast<std::uint16_t>(out_[i].size));
-      first[m] = i;
-      count[m] = j - i;
-      i = j;
-    }
-    const int sent = sink_.send_messages({msgs, m});
+    const std::span<udp_batch::datagram> rest{d + next, out_.size() - next};
+    (void)msgs_.build(rest);
+    const int sent = sink_.send_messages({msgs_.data(), msgs_.size()});
     const int err = errno;
-    for (int k = 0; k < std::max(sent, 0); ++k) {
-      if (count[k] > 1) ++stats_.gso_sends;
-      stats_.datagrams_out += count[k];
-      for (std::size_t r = first[k]; r < first[k] + count[k]; ++r) stats_.bytes_out += out_[r].size;
+    for (unsigned k = 0; k < static_cast<unsigned>(std::max(sent, 0)); ++k) {
+      if (msgs_.datagrams_of(k) > 1) ++stats_.gso_sends;
+      stats_.datagrams_out += msgs_.datagrams_of(k);
     }
     if (sent > 0) {
-      next = first[sent - 1] + count[sent - 1];
+      const auto done = msgs_.datagrams_before(static_cast<unsigned>(sent));
+      for (std::size_t r = next; r < next + done; ++r) stats_.bytes_out += out_[r].size;
+      next += done;
       continue;
     }
-    if (sent == 0) break;
+    if (sent == 0 || udp_batch::buffer_full(err)) break;
     if (err == EINTR) continue;
-    if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) break;
-    if (count[0] > 1 && (err == EIO || err == EINVAL || err == EMSGSIZE)) {
-      // EIO: the device cannot checksum segments, so no GSO at all. EINVAL or EMSGSIZE: not
-      // this segment size on this client's path (a segment would be IP-fragmented), so none for
-      // this client. Either way these replies go again, one datagram each.
-      const auto key = out_[first[0]].key;
+    if (msgs_.datagrams_of(0) > 1 && udp_batch::gso_refusal(err)) {
+      // EIO: no GSO at all on this device. Otherwise not this segment size on this client's
+      // path, so none for this client. Either way these replies go again, one datagram each.
+      const auto key = out_[next].key;
       ++stats_.gso_refused;
       if (err == EIO) gso_ok_ = false;
       sink_.gso_refused(key);
-      for (auto& o : out_)
-        if (err == EIO || o.key == key) o.gso = false;
+      for (std::size_t r = next; r < out_.size(); ++r)
+        if (err == EIO || out_[r].key == key) out_[r].gso = d[r].gso = false;
       log::debug("UDP GSO refused ({}); sending datagrams one by one", std::strerror(err));
       continue;
     }
     ++stats_.send_errors;  // this message is lost; the client asks again
-    next = first[0] + count[0];
+    next += msgs_.datagrams_of(0);
   }
-  for (; next < out_.size(); ++next) {
-    iovec parts[2];
-    const auto n = reply_iov(out_[next], parts);
-    sink_.keep(out_[next].peer, {parts, n}, out_[next].size);
-  }
+  for (; next < out_.size(); ++next)
+    sink_.keep(out_[next].peer, {d[next].parts, d[next].part_count}, out_[next].size);
   clear();
 }
 

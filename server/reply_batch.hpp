@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/address.hpp"
+#include "common/udp_batch.hpp"
 #include "server/client_table.hpp"
 #include "server/file_ops.hpp"
 #include "server/rate_limit.hpp"
@@ -85,6 +86,7 @@ class reply_batch {
   std::unique_ptr<std::byte[]> buf_;
   std::size_t used_ = 0;
   std::vector<outgoing> out_;
+  udp_batch::messages msgs_;
   bool gso_ok_ = true;  // cleared when the kernel or the device cannot do UDP GSO at all
 };
 

@@ -12,7 +12,6 @@
 
 #include "common/codec.hpp"
 #include "common/log.hpp"
-#include "common/udp_gso.hpp"
 #include "server/server_socket.hpp"
 
 namespace ferry::server {
@@ -51,7 +50,7 @@ udp_server::udp_server(uv_loop_t* loop, config cfg, std::shared_ptr<shared_state
                         s.publish_active_addresses();
                         if (s.counters_done_) s.counters_done_();
                       }},
-      recv_buf_{std::make_unique_for_overwrite<std::byte[]>(recv_batch * recv_slot)},
+      receiver_{recv_batch, recv_slot},
       clients_{{cfg_.max_clients, cfg_.max_clients_per_prefix, cfg_.max_client_rate}, stats_},
       scheduler_{clients_,
                  total_rate_,
@@ -156,38 +155,22 @@ void udp_server::on_poll(int status, int events) noexcept {
 }
 
 void udp_server::receive_batch() noexcept {
-  mmsghdr msgs[recv_batch];
-  iovec iov[recv_batch];
-  sockaddr_storage from[recv_batch];
-  udp_gso::gro_control ctrl[recv_batch];
   for (int round = 0; round < recv_rounds && !stopping_; ++round) {
-    for (unsigned i = 0; i < recv_batch; ++i) {
-      iov[i] = make_iov(recv_buf_.get() + i * recv_slot, recv_slot);
-      msgs[i] = mmsghdr{};
-      msgs[i].msg_hdr.msg_iov = &iov[i];
-      msgs[i].msg_hdr.msg_iovlen = 1;
-      msgs[i].msg_hdr.msg_name = &from[i];
-      msgs[i].msg_hdr.msg_namelen = sizeof from[i];
-      msgs[i].msg_hdr.msg_control = ctrl[i].bytes;
-      msgs[i].msg_hdr.msg_controllen = sizeof ctrl[i].bytes;
-    }
-    const int n = ::recvmmsg(socket_.get(), msgs, recv_batch, MSG_DONTWAIT, nullptr);
+    const int n = receiver_.receive(socket_.get());
     if (n < 0) {
       if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) ++stats_.recv_errors;
+      if (!udp_batch::buffer_full(errno)) ++stats_.recv_errors;
       return;
     }
-    for (int i = 0; i < n && !stopping_; ++i) {
-      auto& h = msgs[i].msg_hdr;
-      const std::span<const std::byte> all{recv_buf_.get() + i * recv_slot, msgs[i].msg_len};
-      if (h.msg_flags & MSG_TRUNC) {
+    for (unsigned i = 0; i < static_cast<unsigned>(n) && !stopping_; ++i) {
+      if (receiver_.truncated(i)) {
         ++stats_.datagrams_in;
-        stats_.bytes_in += all.size();
+        stats_.bytes_in += receiver_.bytes(i).size();
         ++stats_.dropped_truncated;
         continue;
       }
-      const auto peer = endpoint::from(reinterpret_cast<const sockaddr*>(&from[i]));
-      udp_gso::for_each_datagram(all, udp_gso::gro_segment(h), [&](auto one) {
+      const auto peer = endpoint::from(receiver_.from(i));
+      receiver_.for_each_datagram(i, [&](auto one) {
         ++stats_.datagrams_in;
         stats_.bytes_in += one.size();
         if (one.size() > protocol::max_request_size) {
@@ -204,7 +187,7 @@ void udp_server::receive_batch() noexcept {
         }
       });
     }
-    if (static_cast<unsigned>(n) < recv_batch) return;
+    if (static_cast<unsigned>(n) < receiver_.slots()) return;
   }
 }
 

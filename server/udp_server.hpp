@@ -15,6 +15,7 @@
 #include "common/address.hpp"
 #include "common/path_safety.hpp"
 #include "common/protocol.hpp"
+#include "common/udp_batch.hpp"
 #include "common/uv_owned.hpp"
 #include "server/client_table.hpp"
 #include "server/config.hpp"
@@ -150,7 +151,7 @@ class udp_server final : private job_host, private reply_sink {
   std::uint64_t root_refused_ms_ = 0;
   struct stats stats_;
 
-  std::unique_ptr<std::byte[]> recv_buf_;  // every datagram is decoded from here, then dropped
+  udp_batch::receiver receiver_;  // every datagram is decoded from its slots, then dropped
   client_table clients_;
   scheduler scheduler_;
   reply_batch batch_;
