@@ -47,6 +47,14 @@ class pool_job {
   virtual void done(job_host& host) = 0;
   // Called instead of done() when the job was cancelled or the server is stopping.
   virtual void dropped(job_host&) noexcept {}
+  // Makes it the answer to request `id` of client `c`, counted against that client's jobs.
+  void for_client(const client_state& c, std::uint64_t id, std::string path) {
+    peer = c.peer;
+    request_id = id;
+    rel = std::move(path);
+    has_client = true;
+    client = c.key;
+  }
 
   endpoint peer;
   std::uint64_t request_id = 0;

@@ -12,6 +12,7 @@
 
 #include "common/codec.hpp"
 #include "common/log.hpp"
+#include "server/request_log.hpp"
 #include "server/server_socket.hpp"
 
 namespace ferry::server {
@@ -27,8 +28,6 @@ constexpr int recv_rounds = 16;
 // 64 KiB. A datagram longer than any request is dropped as truncated, never decoded.
 constexpr std::size_t recv_slot = 64 * 1024;
 constexpr std::uint64_t prune_every_ms = 1'000;
-// Runs of at least this many bytes are sent from a mapping of the file rather than read.
-constexpr std::uint64_t min_mapped_run = 48 * 1024;
 
 iovec make_iov(const void* p, std::size_t n) { return iovec{const_cast<void*>(p), n}; }
 }  // namespace
@@ -58,6 +57,7 @@ udp_server::udp_server(uv_loop_t* loop, config cfg, std::shared_ptr<shared_state
                   cfg_.max_rate != 0 || cfg_.max_client_rate != 0},
                  stats_},
       batch_{*this, total_rate_, stats_},
+      reader_{files_, batch_, stats_},
       send_queue_{cfg_.max_send_queue, stats_},
       jobs_{loop, *this, clients_, {cfg_.max_jobs, cfg_.max_client_jobs, cfg_.max_digest_jobs},
             stats_},
@@ -300,103 +300,28 @@ void udp_server::serve_turn() noexcept {
 }
 
 void udp_server::serve_run(client_state& c, std::span<pending_get> run) {
-  std::size_t done = 0;
-  const auto* cached = files_.find(run[0].rel, uv_now(loop_));
-  if (cached != nullptr && cached->whole) done = serve_mapped(c, *cached, run);
-  if (done == 0 && cached != nullptr && run.size() > 1) {
-    const auto block = run[0].block;
-    std::byte* slots[scheduler::max_run];
-    read_outcome outcomes[scheduler::max_run];
-    const auto n = batch_.payload_slots(block, {slots, std::min(run.size(), scheduler::max_run)});
-    const auto whole = read_blocks(cached->fd->get(), run[0].offset, block, {slots, n},
-                                   {outcomes, n}, !cached->in_memory);
-    for (; done < whole; ++done) {
-      if (batch_.next_payload() != slots[done]) break;
-      ++stats_.reads_inline;
-      batch_.add(c, run[done].id, run[done].offset, outcomes[done]);
-      c.rate.charge(outcomes[done].length + protocol::data_reply_overhead);
+  const auto now = uv_now(loop_);
+  for (auto done = reader_.serve_run(c, run, now); done < run.size(); ++done) {
+    auto& g = run[done];
+    auto one = reader_.serve_one(c, g, now);
+    if (one.answered) continue;
+    if (one.error != errc::ok) {
+      send_error(c.peer, g.id, one.error, no_limit);
+      continue;
     }
+    read_off_loop(c, g, std::move(one.file));
   }
-  for (; done < run.size(); ++done) serve_get(c, run[done]);
 }
 
-std::size_t udp_server::serve_mapped(client_state& c, const open_file& f,
-                                     std::span<pending_get> run) {
-  // Below this, mapping and unmapping cost more than the copy they save: for 512 MiB in runs
-  // of 32 blocks of 1390 bytes (44,480 bytes), ferryd took 0.70-0.75 s of CPU through mappings
-  // against 0.59-0.61 s reading; in runs of 65,024-byte blocks, 0.18-0.19 s against 0.20-0.23 s.
-  // The run's blocks as asked bound what it can span, so a short run costs no fstat here.
-  std::uint64_t asked = 0;
-  for (const auto& g : run) asked += g.block;
-  if (asked < min_mapped_run) return 0;
-  struct stat st {};
-  if (::fstat(f.fd->get(), &st) != 0) return 0;
-  const auto version = version_of(st);
-  const auto size = version.size;
-  // The GETs of the run (consecutive blocks) that lie within the file and within the mapping
-  // that tells what is cached; an empty reply at the end, or a part of the file that grew since
-  // it was mapped, is read.
-  std::size_t n = 0;
-  std::uint64_t end = run[0].offset;
-  for (; n < run.size(); ++n) {
-    const auto offset = run[n].offset;
-    if (offset >= size) break;
-    const auto length = std::min<std::uint64_t>(run[n].block, size - offset);
-    if (offset + length > f.whole->end()) break;
-    end = offset + length;
-  }
-  const auto begin = run[0].offset;
-  if (n == 0 || end - begin < min_mapped_run) return 0;  // cut short by the end of the file
-  // What is not in the page cache is read instead: on a disk it would block the loop (the pool
-  // reads it), and a hole of a tmpfs file, mapped, would be filled with pages of zeros that a
-  // read does not need (a 5 GiB sparse file took ferryd 10 s of CPU and 5 GiB that way).
-  if (!f.whole->resident(begin, end - begin)) return 0;
-  // A mapping of just this run, gone once its replies are sent: the process's resident set
-  // then holds only what it is sending, whereas one long-lived mapping would gather every page
-  // read through it (and the pages the kernel maps around each fault).
-  auto map = file_mapping::map(f.fd->get(), begin, end - begin, true);
-  if (!map) return 0;
-  std::size_t done = 0;
-  for (; done < n; ++done) {
-    const auto& g = run[done];
-    read_outcome r;
-    r.version = version;
-    r.length = static_cast<std::uint32_t>(std::min<std::uint64_t>(g.block, size - g.offset));
-    r.eof = g.offset + r.length == size;
-    if (!batch_.add_mapped(c, g.id, g.offset, r, map)) break;
-    ++stats_.reads_inline;
-    c.rate.charge(r.length + protocol::data_reply_overhead);
-  }
-  return done;
-}
-
-void udp_server::serve_get(client_state& c, pending_get& g) {
-  const auto* cached = files_.find(g.rel, uv_now(loop_));
-  std::shared_ptr<unique_fd> file = cached != nullptr ? cached->fd : nullptr;
-  if (file) {
-    // Page-cache hits are served right here; anything that would wait for a disk goes to the pool.
-    const bool in_memory = cached->in_memory;
-    auto r = read_block(file->get(), g.offset, g.block, batch_.payload_slot(g.block), !in_memory);
-    if (!r.would_block) {
-      ++stats_.reads_inline;
-      if (r.error != errc::ok) return send_error(c.peer, g.id, r.error, no_limit);
-      batch_.add(c, g.id, g.offset, r);
-      c.rate.charge(r.length + protocol::data_reply_overhead);
-      return;
-    }
-  }
+void udp_server::read_off_loop(client_state& c, pending_get& g, std::shared_ptr<unique_fd> file) {
   auto job = std::make_unique<get_job>();
-  job->peer = c.peer;
-  job->request_id = g.id;
-  job->rel = std::move(g.rel);
+  job->for_client(c, g.id, std::move(g.rel));
   job->root_fd = root_.get();
   job->offset = g.offset;
   job->block = g.block;
   job->file = std::move(file);
   job->buffer = std::make_unique_for_overwrite<std::byte[]>(g.block);
   job->buffer_bytes = g.block;
-  job->has_client = true;
-  job->client = c.key;
   // Charged now, not when the block goes out: the jobs admitted in one turn would otherwise
   // all pass the same full bucket and overshoot the rate together.
   const auto bytes = std::uint64_t{g.block} + protocol::data_reply_overhead;
@@ -410,12 +335,8 @@ void udp_server::handle_stat(client_state& c, std::uint64_t id, const protocol::
   auto rel = normalize_wire_path(req.path);
   if (!rel) return send_error(c.peer, id, rel.error());
   auto job = std::make_unique<stat_job>();
-  job->peer = c.peer;
-  job->request_id = id;
-  job->rel = std::move(*rel);
+  job->for_client(c, id, std::move(*rel));
   job->root_fd = root_.get();
-  job->has_client = true;
-  job->client = c.key;
   (void)jobs_.submit(std::move(job));
 }
 
@@ -423,14 +344,10 @@ void udp_server::handle_list(client_state& c, std::uint64_t id, const protocol::
   auto rel = normalize_wire_path(req.path);
   if (!rel) return send_error(c.peer, id, rel.error());
   auto job = std::make_unique<list_job>();
-  job->peer = c.peer;
-  job->request_id = id;
-  job->rel = std::move(*rel);
+  job->for_client(c, id, std::move(*rel));
   job->root_fd = root_.get();
   job->cursor = req.cursor;
   job->dirs = dirs_;
-  job->has_client = true;
-  job->client = c.key;
   (void)jobs_.submit(std::move(job));
 }
 
@@ -522,41 +439,10 @@ void udp_server::send_reply(const endpoint& peer, std::uint64_t id, const protoc
   send(peer, {&iov, 1});
 }
 
-void udp_server::log_request(const endpoint& peer, std::uint64_t id,
-                             const protocol::request& req) noexcept {
-  // One line a validated request, at debug only: a busy server takes a hundred thousand a
-  // second, which is a debugging aid, not an access log.
-  try {
-    const auto client = to_string(peer);
-    const auto rid = std::to_string(id);
-    if (const auto* g = std::get_if<protocol::get_request>(&req)) {
-      log::write(log::level::debug, "request",
-                 {{"client", client}, {"id", rid}, {"type", g->count > 1 ? "get_run" : "get"},
-                  {"path", g->path}, {"offset", std::to_string(g->offset)},
-                  {"block", std::to_string(g->block_size)}, {"count", std::to_string(g->count)}});
-    } else if (const auto* st = std::get_if<protocol::stat_request>(&req)) {
-      log::write(log::level::debug, "request",
-                 {{"client", client}, {"id", rid}, {"type", "stat"}, {"path", st->path}});
-    } else if (const auto* l = std::get_if<protocol::list_request>(&req)) {
-      log::write(log::level::debug, "request",
-                 {{"client", client}, {"id", rid}, {"type", "list"}, {"path", l->path},
-                  {"cursor", l->cursor}});
-    }
-  } catch (...) {
-  }
-}
-
 void udp_server::send_error(const endpoint& peer, std::uint64_t id, errc code,
                             std::size_t limit) noexcept {
   ++stats_.errors_sent;
-  if (log::current_level() == log::level::debug) {
-    try {
-      log::write(log::level::debug, "refused",
-                 {{"client", to_string(peer)}, {"id", std::to_string(id)},
-                  {"code", std::string{protocol::code_name(code)}}});
-    } catch (...) {
-    }
-  }
+  if (log::current_level() == log::level::debug) log_refusal(peer, id, code);
   ++stats_.refusals[static_cast<std::size_t>(code) % stats_.refusals.size()];
   try {
     protocol::error_reply e{code, std::string{protocol::to_string(code)}};

@@ -17,6 +17,7 @@
 #include "common/protocol.hpp"
 #include "common/udp_batch.hpp"
 #include "common/uv_owned.hpp"
+#include "server/block_reader.hpp"
 #include "server/client_table.hpp"
 #include "server/config.hpp"
 #include "server/file_cache.hpp"
@@ -82,13 +83,11 @@ class udp_server final : private job_host, private reply_sink {
   // Starts the idle handle that runs serve_turn() once per turn of the loop, after I/O.
   void schedule_serving() noexcept;
   void serve_turn() noexcept;
-  // A debug line for a validated request.
-  void log_request(const endpoint& peer, std::uint64_t id, const protocol::request& req) noexcept;
-  // Serves consecutive GETs of one file, reading the cached ones with a single preadv2.
+  // Serves consecutive GETs of one file: on the loop what the page cache holds, the rest
+  // through the pool.
   void serve_run(client_state& c, std::span<pending_get> run);
-  // Serves the GETs at the front of `run` straight from the file's mapping; returns how many.
-  std::size_t serve_mapped(client_state& c, const open_file& f, std::span<pending_get> run);
-  void serve_get(client_state& c, pending_get& g);
+  // Hands a GET to the pool, with the file's descriptor if one is cached.
+  void read_off_loop(client_state& c, pending_get& g, std::shared_ptr<unique_fd> file);
   void check_root() noexcept;
 
   void handle_get(client_state& c, std::uint64_t id, const protocol::get_request& req);
@@ -154,11 +153,12 @@ class udp_server final : private job_host, private reply_sink {
   udp_batch::receiver receiver_;  // every datagram is decoded from its slots, then dropped
   client_table clients_;
   scheduler scheduler_;
-  reply_batch batch_;
-  send_queue send_queue_;
-  job_pool jobs_;
   file_cache files_;
   digest_cache digests_;
+  reply_batch batch_;
+  block_reader reader_;
+  send_queue send_queue_;
+  job_pool jobs_;
   std::shared_ptr<dir_cache> dirs_;  // shared with pool jobs
 };
 
