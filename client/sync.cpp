@@ -243,7 +243,7 @@ class syncer {
     if (rel.empty()) prepare_local_root();
     std::set<std::string> names, files;
     for (const auto& e : entries) {
-      if (!safe_entry_name(e.name)) {
+      if (!protocol::valid_entry_name(e.name)) {
         record_error(join(rel, e.name), exit_code::internal,
                      "the server sent a name that is not one path component; skipped");
         continue;
@@ -545,11 +545,6 @@ file_action decide_file(const protocol::list_entry& remote, const local_entry& l
     default:
       return file_action::conflict;
   }
-}
-
-bool safe_entry_name(std::string_view name) noexcept {
-  return !name.empty() && name != "." && name != ".." &&
-         name.find_first_of(std::string_view{"/\0", 2}) == std::string_view::npos;
 }
 
 std::string itemize_file(bool is_new, bool fetched, bool size_differs, bool time_differs) {

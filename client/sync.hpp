@@ -49,9 +49,6 @@ enum class file_action : std::uint8_t {
 [[nodiscard]] file_action decide_file(const protocol::list_entry& remote,
                                       const local_entry& local) noexcept;
 
-// True if a name from a listing is one component that stays in its directory: not empty, not
-// "." or "..", and without '/' or NUL.
-[[nodiscard]] bool safe_entry_name(std::string_view name) noexcept;
 
 // rsync's itemized change string (11 characters, YXcstpoguax) for a regular file: `fetched`
 // false means only the mtime was set.

@@ -1,12 +1,10 @@
 #include "common/codec.hpp"
-#include "common/xxh3_wide.hpp"
 
-#include <cereal/archives/portable_binary.hpp>
-#include <cereal/cereal.hpp>
 #include <cstring>
-#include <istream>
-#include <ostream>
-#include <streambuf>
+
+#include "common/byte_order.hpp"
+#include "common/wire_archive.hpp"
+#include "common/xxh3_wide.hpp"
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -16,95 +14,11 @@ namespace {
 
 using protocol::errc;
 using protocol::msg_type;
-
-// Thrown inside this file only, and always caught before a decode_* or encode_* returns.
-struct codec_error {
-  errc code;
-};
-
-// Read-only view of a span as a streambuf: std::spanstream is C++23.
-class span_in_buf : public std::streambuf {
- public:
-  explicit span_in_buf(std::span<const std::byte> s) {
-    // The get area is never written through; streambuf just has no const flavour.
-    char* p = const_cast<char*>(reinterpret_cast<const char*>(s.data()));
-    setg(p, p, p + s.size());
-  }
-  [[nodiscard]] std::size_t consumed() const { return static_cast<std::size_t>(gptr() - eback()); }
-  [[nodiscard]] std::size_t remaining() const { return static_cast<std::size_t>(egptr() - gptr()); }
-};
-
-// Writes into a fixed span; overflow() is left at the default, which fails the write, and
-// cereal turns the short write into an exception.
-class span_out_buf : public std::streambuf {
- public:
-  explicit span_out_buf(std::span<std::byte> s) {
-    char* p = reinterpret_cast<char*>(s.data());
-    setp(p, p + s.size());
-  }
-  [[nodiscard]] std::size_t written() const { return static_cast<std::size_t>(pptr() - pbase()); }
-};
-
-// Every body is written little-endian; the archive's leading byte says so and is checked.
-using out_archive = cereal::PortableBinaryOutputArchive;
-using in_archive = cereal::PortableBinaryInputArchive;
-const auto out_options = out_archive::Options::LittleEndian();
-const auto in_options = in_archive::Options::LittleEndian();
-
-void put_u16(std::byte* p, std::uint16_t v) {
-  p[0] = std::byte(v >> 8);
-  p[1] = std::byte(v & 0xff);
-}
-void put_u64(std::byte* p, std::uint64_t v) {
-  for (int i = 7; i >= 0; --i, v >>= 8) p[i] = std::byte(v & 0xff);
-}
-std::uint16_t get_u16(const std::byte* p) {
-  return static_cast<std::uint16_t>((std::to_integer<unsigned>(p[0]) << 8) |
-                                    std::to_integer<unsigned>(p[1]));
-}
-std::uint64_t get_u64(const std::byte* p) {
-  std::uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = (v << 8) | std::to_integer<std::uint64_t>(p[i]);
-  return v;
-}
-
-// The per-block messages (a GET, a data reply) are written and read here without a stream:
-// the same bytes a PortableBinary archive with the LittleEndian option produces, since
-// cereal's streams cost more than the rest of a block's handling. static_assert and the
-// codec tests keep the two in step.
+using wire::codec_error;
+// Every message, GET and DATA included, is written and read through these two archives.
+using out_archive = wire::span_output_archive;
+using in_archive = wire::span_input_archive;
 static_assert(sizeof(cereal::size_type) == 8);
-
-void put_le64(std::byte* p, std::uint64_t v) {
-  for (int i = 0; i < 8; ++i, v >>= 8) p[i] = std::byte(v & 0xff);
-}
-std::uint64_t get_le(const std::byte* p, int bytes) {
-  std::uint64_t v = 0;
-  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | std::to_integer<std::uint64_t>(p[i]);
-  return v;
-}
-
-// Reads little-endian fields from a span; reading past its end is errc::malformed, as a short
-// read in cereal is.
-class field_reader {
- public:
-  explicit field_reader(std::span<const std::byte> s) : s_{s} {}
-  std::uint64_t u64() { return get_le(take(8), 8); }
-  std::uint32_t u32() { return static_cast<std::uint32_t>(get_le(take(4), 4)); }
-  std::uint16_t u16() { return static_cast<std::uint16_t>(get_le(take(2), 2)); }
-  std::uint8_t u8() { return std::to_integer<std::uint8_t>(*take(1)); }
-  const std::byte* take(std::size_t n) {
-    if (s_.size() - at_ < n) throw codec_error{errc::malformed};
-    const auto* p = s_.data() + at_;
-    at_ += n;
-    return p;
-  }
-  [[nodiscard]] std::size_t consumed() const { return at_; }
-  [[nodiscard]] std::size_t remaining() const { return s_.size() - at_; }
-
- private:
-  std::span<const std::byte> s_;
-  std::size_t at_ = 0;
-};
 
 // Only requests carry a token; in a reply the flag means nothing.
 bool carries_token(const protocol::header& h) {
@@ -116,7 +30,7 @@ std::size_t header_length(const protocol::header& h) {
   return protocol::header_size + (carries_token(h) ? protocol::token_size : 0);
 }
 
-// Writes the header (and token, if any) and returns its length.
+// Writes the header (and token, if any) and returns its length. The header is big-endian.
 std::size_t write_header(std::span<std::byte> out, msg_type type, std::uint64_t request_id,
                          const protocol::address_token* token) {
   const auto length = protocol::header_size + (token != nullptr ? protocol::token_size : 0);
@@ -124,8 +38,8 @@ std::size_t write_header(std::span<std::byte> out, msg_type type, std::uint64_t 
   for (std::size_t i = 0; i < protocol::magic.size(); ++i) out[i] = std::byte{protocol::magic[i]};
   out[4] = std::byte{protocol::version};
   out[5] = std::byte{static_cast<std::uint8_t>(type)};
-  put_u16(&out[6], token != nullptr ? protocol::flag_token : 0);
-  put_u64(&out[8], request_id);
+  bytes::put_be(&out[6], std::uint16_t{token != nullptr ? protocol::flag_token : std::uint16_t{0}});
+  bytes::put_be(&out[8], request_id);
   if (token != nullptr) std::memcpy(&out[protocol::header_size], token->data(), token->size());
   return length;
 }
@@ -164,11 +78,6 @@ void load_version(in_archive& ar, protocol::file_version& v) {
   ar(v.dev, v.ino, v.size, v.mtime_ns, v.ctime_ns);
 }
 
-bool valid_entry_name(const std::string& name) {
-  return !name.empty() && name != "." && name != ".." &&
-         name.find_first_of(std::string_view{"/\0", 2}) == std::string::npos;
-}
-
 constexpr std::uint8_t max_entry_type = static_cast<std::uint8_t>(protocol::entry_type::other);
 // errc::corrupt is never sent.
 constexpr std::uint8_t max_errc = static_cast<std::uint8_t>(errc::bad_request);
@@ -203,17 +112,23 @@ void save_body(out_archive& ar, const protocol::get_request& m) {
   ar(m.offset, m.block_size);
   if (m.count > 1) ar(m.count);
 }
-void load_body(in_archive& ar, protocol::get_request& m) {
+// A GET-RUN carries its count; a plain GET is a run of one.
+void load_body(in_archive& ar, protocol::get_request& m, bool run) {
   load_string(ar, m.path, protocol::max_path);
   ar(m.offset, m.block_size);
-  if (m.block_size == 0) throw codec_error{errc::bad_request};
+  m.count = 1;
+  if (run) {
+    ar(m.count);
+    if (m.count < 2) throw codec_error{errc::bad_request};
+  }
+  if (!valid_run(m.offset, m.block_size, m.count)) throw codec_error{errc::bad_request};
 }
 
 void save_body(out_archive& ar, const protocol::list_reply& m) {
   if (m.entries.size() > protocol::max_list_entries) throw codec_error{errc::bad_request};
   ar(cereal::make_size_tag(static_cast<cereal::size_type>(m.entries.size())));
   for (const auto& e : m.entries) {
-    if (!valid_entry_name(e.name) || static_cast<std::uint8_t>(e.type) > max_entry_type)
+    if (!protocol::valid_entry_name(e.name) || static_cast<std::uint8_t>(e.type) > max_entry_type)
       throw codec_error{errc::bad_request};
     save_string(ar, e.name, protocol::max_name);
     save_u8(ar, static_cast<std::uint8_t>(e.type));
@@ -229,7 +144,7 @@ void load_body(in_archive& ar, protocol::list_reply& m) {
   for (auto& e : m.entries) {
     load_string(ar, e.name, protocol::max_name);
     // A hostile server must not be able to name "../x" or "a/b" in a listing.
-    if (!valid_entry_name(e.name)) throw codec_error{errc::malformed};
+    if (!protocol::valid_entry_name(e.name)) throw codec_error{errc::malformed};
     e.type = static_cast<protocol::entry_type>(load_u8(ar, max_entry_type));
     ar(e.size, e.mtime_ns);
   }
@@ -280,7 +195,35 @@ void save_data_fields(out_archive& ar, const protocol::data_reply& m) {
 // while the payload is read only once.
 std::uint64_t data_checksum(std::span<const std::byte> before, std::span<const std::byte> payload) {
   const auto seed = XXH3_64bits(before.data(), before.size());
-  return detail::xxh3_64_seeded(payload.data(), payload.size(), seed);
+  return ferry::detail::xxh3_64_seeded(payload.data(), payload.size(), seed);
+}
+
+// A data reply up to its payload: the fields, the checksum over everything before it and the
+// payload, and the payload's size tag. The payload follows, or goes out as a buffer of its own.
+void save_data_prefix(out_archive& ar, std::span<const std::byte> before_fields,
+                      const protocol::data_reply& m, std::span<const std::byte> payload) {
+  save_data_fields(ar, m);
+  const auto before = std::span{before_fields.data(), before_fields.size() + ar.written()};
+  ar(data_checksum(before, payload));
+  ar(cereal::make_size_tag(static_cast<cereal::size_type>(m.length)));
+}
+
+// The payload is the rest of the datagram, exactly, and its checksum is checked before any
+// field is believed to say where it goes.
+void load_body(in_archive& ar, protocol::data_reply& m, std::span<const std::byte> before_fields) {
+  ar(m.offset);
+  m.eof = load_bool(ar);
+  load_version(ar, m.version);
+  const auto before = std::span{before_fields.data(), before_fields.size() + ar.consumed()};
+  std::uint64_t sum = 0;
+  cereal::size_type n = 0;
+  ar(sum, cereal::make_size_tag(n));
+  if (n > protocol::max_block_size || n != ar.remaining()) throw codec_error{errc::malformed};
+  m.length = static_cast<std::uint32_t>(n);
+  m.payload = ar.take(m.length);
+  if (data_checksum(before, {m.payload, m.length}) != sum) throw codec_error{errc::corrupt};
+  if (!block_consistent(m.offset, m.length, m.eof, m.version.size))
+    throw codec_error{errc::malformed};
 }
 
 void save_body(out_archive& ar, const protocol::token_reply& m) {
@@ -321,32 +264,25 @@ result<std::size_t> encode_any(std::span<std::byte> out, std::uint64_t request_i
                                const protocol::address_token* token = nullptr) noexcept {
   try {
     const auto head = write_header(out, type_of(body), request_id, token);
-    span_out_buf buf{out.subspan(head)};
-    std::ostream os{&buf};
-    {
-      out_archive ar{os, out_options};
-      auto written = [&] { return out.first(head + buf.written()); };
-      std::visit(
-          [&](const auto& m) {
-            using T = std::decay_t<decltype(m)>;
-            if constexpr (std::is_same_v<T, protocol::data_reply>) {
-              save_data_fields(ar, m);
-              ar(data_checksum(written(), {m.payload, m.length}));
-              ar(cereal::make_size_tag(static_cast<cereal::size_type>(m.length)));
-              if (m.length > 0) ar(cereal::binary_data(m.payload, m.length));
-            } else {
-              save_body(ar, m);
-              const auto w = written();
-              ar(static_cast<std::uint64_t>(XXH3_64bits(w.data(), w.size())));
-            }
-          },
-          body);
-    }
-    return head + buf.written();
+    out_archive ar{out.subspan(head)};
+    std::visit(
+        [&](const auto& m) {
+          using T = std::decay_t<decltype(m)>;
+          if constexpr (std::is_same_v<T, protocol::data_reply>) {
+            save_data_prefix(ar, out.first(head), m, {m.payload, m.length});
+            if (m.length > 0) ar(cereal::binary_data(m.payload, m.length));
+          } else {
+            save_body(ar, m);
+            const auto w = out.first(head + ar.written());
+            ar(static_cast<std::uint64_t>(XXH3_64bits(w.data(), w.size())));
+          }
+        },
+        body);
+    return head + ar.written();
   } catch (const codec_error& e) {
     return e.code;
   } catch (...) {
-    return errc::bad_request;  // cereal could not write: the buffer is too small
+    return errc::bad_request;
   }
 }
 
@@ -362,75 +298,30 @@ result<Variant> decode_body(std::span<const std::byte> wire, const protocol::hea
   if (!data) {
     const auto n = wire.size();
     if (n < protocol::header_size + 1 + protocol::checksum_size) throw codec_error{errc::corrupt};
-    std::uint64_t sum = 0;
-    for (std::size_t i = 0; i < protocol::checksum_size; ++i)
-      sum |= std::to_integer<std::uint64_t>(wire[n - protocol::checksum_size + i]) << (8 * i);
+    const auto sum = bytes::get_le<std::uint64_t>(&wire[n - protocol::checksum_size]);
     if (XXH3_64bits(wire.data(), n - protocol::checksum_size) != sum)
       throw codec_error{errc::corrupt};
     // Only now is the token flag believed: a flag with no room for its token is malformed.
     if (n - protocol::checksum_size < head + 1) throw codec_error{errc::malformed};
     fields = wire.subspan(head, n - protocol::checksum_size - head);
   } else {
+    if (wire.size() < head + 1) throw codec_error{errc::malformed};
     fields = wire.subspan(head);
   }
-  // The endianness byte must say little-endian; anything else is not one of our bodies.
-  if (fields.empty() || fields[0] != std::byte{1}) throw codec_error{errc::malformed};
+  in_archive ar{fields};
   Variant body = make();
-  if constexpr (std::is_same_v<Variant, protocol::request>) {
-    if (auto* m = std::get_if<protocol::get_request>(&body)) {
-      field_reader in{fields.subspan(1)};
-      const auto n = in.u64();
-      if (n > protocol::max_path) throw codec_error{errc::malformed};
-      const auto* path = in.take(static_cast<std::size_t>(n));
-      m->path.assign(reinterpret_cast<const char*>(path), static_cast<std::size_t>(n));
-      m->offset = in.u64();
-      m->block_size = in.u32();
-      m->count = 1;
-      if (h.type == msg_type::get_run_request) {
-        m->count = in.u16();
-        if (m->count < 2) throw codec_error{errc::bad_request};
-      }
-      if (!valid_run(m->offset, m->block_size, m->count)) throw codec_error{errc::bad_request};
-      if (in.remaining() != 0) throw codec_error{errc::malformed};
-      return body;
-    }
-  }
-  if constexpr (std::is_same_v<Variant, protocol::reply>) {
-    if (auto* m = std::get_if<protocol::data_reply>(&body)) {
-      field_reader in{fields.subspan(1)};
-      m->offset = in.u64();
-      const auto eof = in.u8();
-      if (eof > 1) throw codec_error{errc::malformed};
-      m->eof = eof != 0;
-      auto& v = m->version;
-      v.dev = in.u64();
-      v.ino = in.u64();
-      v.size = in.u64();
-      v.mtime_ns = static_cast<std::int64_t>(in.u64());
-      v.ctime_ns = static_cast<std::int64_t>(in.u64());
-      const auto before = wire.first(head + 1 + in.consumed());
-      const auto sum = in.u64();
-      const auto n = in.u64();
-      // The payload is the rest of the datagram, exactly.
-      if (n > protocol::max_block_size || n != in.remaining()) throw codec_error{errc::malformed};
-      m->length = static_cast<std::uint32_t>(n);
-      m->payload = in.take(m->length);
-      if (data_checksum(before, {m->payload, m->length}) != sum) throw codec_error{errc::corrupt};
-      if (!block_consistent(m->offset, m->length, m->eof, m->version.size))
-        throw codec_error{errc::malformed};
-      return body;
-    }
-  }
-  span_in_buf buf{fields};
-  std::istream is{&buf};
-  in_archive ar{is, in_options};
   std::visit(
       [&](auto& m) {
-        if constexpr (!std::is_same_v<std::decay_t<decltype(m)>, protocol::data_reply>)
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, protocol::get_request>)
+          load_body(ar, m, h.type == msg_type::get_run_request);
+        else if constexpr (std::is_same_v<T, protocol::data_reply>)
+          load_body(ar, m, wire.first(head));
+        else
           load_body(ar, m);
       },
       body);
-  if (buf.remaining() != 0) throw codec_error{errc::malformed};
+  if (ar.remaining() != 0) throw codec_error{errc::malformed};
   return body;
 }
 
@@ -442,8 +333,8 @@ result<protocol::header> decode_header(std::span<const std::byte> wire) noexcept
     if (wire[i] != std::byte{protocol::magic[i]}) return errc::malformed;
   protocol::header h;
   h.type = static_cast<msg_type>(std::to_integer<std::uint8_t>(wire[5]));
-  h.flags = get_u16(&wire[6]);
-  h.request_id = get_u64(&wire[8]);
+  h.flags = bytes::get_be<std::uint16_t>(&wire[6]);
+  h.request_id = bytes::get_be<std::uint64_t>(&wire[8]);
   if (std::to_integer<std::uint8_t>(wire[4]) != protocol::version) return errc::unsupported_version;
   // A token too short for the datagram is left zero here; decode_body rejects the datagram.
   if (carries_token(h) && wire.size() >= protocol::header_size + protocol::token_size)
@@ -452,7 +343,7 @@ result<protocol::header> decode_header(std::span<const std::byte> wire) noexcept
 }
 
 std::uint64_t peek_request_id(std::span<const std::byte> wire) noexcept {
-  return wire.size() >= protocol::header_size ? get_u64(&wire[8]) : 0;
+  return wire.size() >= protocol::header_size ? bytes::get_be<std::uint64_t>(&wire[8]) : 0;
 }
 
 result<decoded_request> decode_request(std::span<const std::byte> wire) noexcept {
@@ -510,47 +401,10 @@ result<decoded_reply> decode_reply(std::span<const std::byte> wire) noexcept {
   }
 }
 
-namespace {
-
-// A GET, the request sent once per block, written without a stream: the bytes encode_any()
-// would write.
-result<std::size_t> encode_get(std::span<std::byte> out, std::uint64_t request_id,
-                               const protocol::get_request& m,
-                               const protocol::address_token* token) noexcept {
-  if (!valid_run(m.offset, m.block_size, m.count) || m.path.size() > protocol::max_path)
-    return errc::bad_request;
-  const bool run = m.count > 1;
-  const auto head = protocol::header_size + (token != nullptr ? protocol::token_size : 0);
-  const auto size = head + 1 + 8 + m.path.size() + 8 + 4 + (run ? 2 : 0) + protocol::checksum_size;
-  if (out.size() < size) return errc::bad_request;
-  // Fits: checked above.
-  (void)write_header(out, run ? msg_type::get_run_request : msg_type::get_request, request_id,
-                     token);
-  std::byte* p = out.data() + head;
-  *p++ = std::byte{1};  // the archive's endianness byte: little-endian
-  put_le64(p, m.path.size());
-  p += 8;
-  std::memcpy(p, m.path.data(), m.path.size());
-  p += m.path.size();
-  put_le64(p, m.offset);
-  p += 8;
-  for (int i = 0; i < 4; ++i) *p++ = std::byte((m.block_size >> (8 * i)) & 0xff);
-  if (run) {
-    *p++ = std::byte(m.count & 0xff);
-    *p++ = std::byte(m.count >> 8);
-  }
-  put_le64(p, XXH3_64bits(out.data(), static_cast<std::size_t>(p - out.data())));
-  return size;
-}
-
-}  // namespace
-
 result<std::size_t> encode_request(std::span<std::byte> out, std::uint64_t request_id,
                                    const protocol::request& body,
                                    const protocol::address_token* token) noexcept {
-  auto n = std::holds_alternative<protocol::get_request>(body)
-               ? encode_get(out, request_id, std::get<protocol::get_request>(body), token)
-               : encode_any(out, request_id, body, token);
+  auto n = encode_any(out, request_id, body, token);
   if (n && *n > protocol::max_request_size) return errc::bad_request;
   return n;
 }
@@ -563,27 +417,18 @@ result<std::size_t> encode_reply(std::span<std::byte> out, std::uint64_t request
 result<std::size_t> encode_data_prefix(std::span<std::byte> out, std::uint64_t request_id,
                                        const protocol::data_reply& meta,
                                        std::span<const std::byte> payload) noexcept {
-  if (payload.size() != meta.length || meta.length > protocol::max_block_size ||
-      !block_consistent(meta.offset, meta.length, meta.eof, meta.version.size) ||
-      out.size() < protocol::data_reply_overhead)
+  if (payload.size() != meta.length || out.size() < protocol::data_reply_overhead)
     return errc::bad_request;
-  (void)write_header(out, msg_type::data_reply, request_id, nullptr);  // fits: checked above
-  std::byte* p = out.data() + protocol::header_size;
-  *p++ = std::byte{1};  // the archive's endianness byte: little-endian
-  put_le64(p, meta.offset);
-  p[8] = std::byte{static_cast<std::uint8_t>(meta.eof ? 1 : 0)};
-  p += 9;
-  const auto& v = meta.version;
-  for (const std::uint64_t f : {v.dev, v.ino, v.size, static_cast<std::uint64_t>(v.mtime_ns),
-                                static_cast<std::uint64_t>(v.ctime_ns)}) {
-    put_le64(p, f);
-    p += 8;
+  try {
+    const auto head = write_header(out, msg_type::data_reply, request_id, nullptr);
+    out_archive ar{out.subspan(head, protocol::data_reply_overhead - head)};
+    save_data_prefix(ar, out.first(head), meta, payload);
+    return head + ar.written();
+  } catch (const codec_error& e) {
+    return e.code;
+  } catch (...) {
+    return errc::bad_request;
   }
-  const auto before = out.first(static_cast<std::size_t>(p - out.data()));
-  put_le64(p, data_checksum(before, payload));
-  put_le64(p + 8, meta.length);
-  p += 16;
-  return static_cast<std::size_t>(p - out.data());
 }
 
 }  // namespace ferry::codec

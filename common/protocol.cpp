@@ -2,6 +2,11 @@
 
 namespace ferry::protocol {
 
+bool valid_entry_name(std::string_view name) noexcept {
+  return !name.empty() && name != "." && name != ".." &&
+         name.find_first_of(std::string_view{"/\0", 2}) == std::string_view::npos;
+}
+
 std::string_view to_string(errc e) noexcept {
   switch (e) {
     case errc::ok:

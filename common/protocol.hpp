@@ -81,6 +81,10 @@ enum class errc : std::uint8_t {
   corrupt = 13,
 };
 
+// A name a listing may carry: one path component, neither "." nor "..", without "/" or NUL.
+// The server lists only such names and the client refuses any other.
+[[nodiscard]] bool valid_entry_name(std::string_view name) noexcept;
+
 // Type values below 0x80 are requests, in every protocol version; a server answers nothing else.
 [[nodiscard]] constexpr bool is_request_type(std::uint8_t type) noexcept { return type < 0x80; }
 

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "common/byte_order.hpp"
+
 namespace ferry::server {
 
 namespace {
@@ -39,12 +41,6 @@ struct sip_state {
   }
 };
 
-std::uint64_t load_le64(const std::byte* p) noexcept {
-  std::uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | std::to_integer<std::uint64_t>(p[i]);
-  return v;
-}
-
 }  // namespace
 
 std::uint64_t siphash24(const std::array<std::uint64_t, 2>& key,
@@ -52,7 +48,7 @@ std::uint64_t siphash24(const std::array<std::uint64_t, 2>& key,
   sip_state s{key[0] ^ 0x736f6d6570736575ULL, key[1] ^ 0x646f72616e646f6dULL,
               key[0] ^ 0x6c7967656e657261ULL, key[1] ^ 0x7465646279746573ULL};
   const std::size_t whole = in.size() & ~std::size_t{7};
-  for (std::size_t i = 0; i < whole; i += 8) s.absorb(load_le64(in.data() + i));
+  for (std::size_t i = 0; i < whole; i += 8) s.absorb(bytes::get_le<std::uint64_t>(in.data() + i));
   std::uint64_t last = static_cast<std::uint64_t>(in.size() & 0xff) << 56;
   for (std::size_t i = whole; i < in.size(); ++i)
     last |= std::to_integer<std::uint64_t>(in[i]) << (8 * (i - whole));

@@ -36,10 +36,10 @@ TEST_CASE("decide_file: the quick check, then the digest") {
 
 TEST_CASE("safe_entry_name: one component that stays in its directory") {
   for (const char* ok : {"a", "a.b", "..a", "a..", "...", " ", "-x", ".hidden"})
-    CHECK(safe_entry_name(ok));
+    CHECK(ferry::protocol::valid_entry_name(ok));
   for (const char* bad : {"", ".", "..", "a/b", "/", "../x", "a/"})
-    CHECK_FALSE(safe_entry_name(bad));
-  CHECK_FALSE(safe_entry_name(std::string{"a\0b", 3}));
+    CHECK_FALSE(ferry::protocol::valid_entry_name(bad));
+  CHECK_FALSE(ferry::protocol::valid_entry_name(std::string{"a\0b", 3}));
 }
 
 TEST_CASE("itemize_file: rsync's YXcstpoguax strings") {
