@@ -15,6 +15,7 @@
 #include <mutex>
 
 #include "common/codec.hpp"
+#include "common/path_safety.hpp"
 
 namespace ferry::server {
 

@@ -18,9 +18,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "common/path_safety.hpp"
 #include "common/protocol.hpp"
 #include "common/result.hpp"
+#include "common/unique_fd.hpp"
 
 namespace ferry::server {
 
