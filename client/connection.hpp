@@ -13,8 +13,8 @@
 
 #include "common/address.hpp"
 #include "common/codec.hpp"
-#include "common/path_safety.hpp"
 #include "common/udp_batch.hpp"
+#include "common/unique_fd.hpp"
 #include "common/uv_owned.hpp"
 
 namespace ferry::client {

@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "common/digest.hpp"
-#include "common/path_safety.hpp"
 #include "common/protocol.hpp"
+#include "common/unique_fd.hpp"
 
 namespace ferry::client {
 

@@ -23,6 +23,7 @@
 #   - The section is taken from each file name's extension (ferry.1 -> man1, ferryd.8 -> man8).
 #   - If ferry_man exists but FERRY_MAN_PAGES is empty, ${CMAKE_BINARY_DIR}/man/ferry.1 and
 #     ferryd.8 are assumed.
+#   - Without scdoc it skips the pages: no ferry_man and no FERRY_MAN_PAGES, so none is installed.
 #   - Install rules for the pages belong here, not in docs/man. They are gzipped (gzip -9n, as
 #     Debian policy asks) into ${CMAKE_BINARY_DIR}/man-gz when the ALL target builds.
 

@@ -67,11 +67,6 @@ errc errc_from_errno(int e) noexcept {
   }
 }
 
-void unique_fd::reset(int fd) noexcept {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = fd;
-}
-
 namespace {
 
 std::atomic<bool> g_have_openat2{true};

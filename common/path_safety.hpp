@@ -8,6 +8,7 @@
 
 #include "common/protocol.hpp"
 #include "common/result.hpp"
+#include "common/unique_fd.hpp"
 
 namespace ferry {
 
@@ -18,28 +19,6 @@ namespace ferry {
 
 // Maps an errno from opening or reading a path to the code a client is told.
 [[nodiscard]] protocol::errc errc_from_errno(int e) noexcept;
-
-// An owned file descriptor; -1 means none.
-class unique_fd {
- public:
-  unique_fd() noexcept = default;
-  explicit unique_fd(int fd) noexcept : fd_{fd} {}
-  unique_fd(unique_fd&& o) noexcept : fd_{o.release()} {}
-  unique_fd& operator=(unique_fd&& o) noexcept {
-    if (this != &o) reset(o.release());
-    return *this;
-  }
-  unique_fd(const unique_fd&) = delete;
-  unique_fd& operator=(const unique_fd&) = delete;
-  ~unique_fd() { reset(); }
-  [[nodiscard]] int get() const noexcept { return fd_; }
-  [[nodiscard]] explicit operator bool() const noexcept { return fd_ >= 0; }
-  int release() noexcept { return std::exchange(fd_, -1); }
-  void reset(int fd = -1) noexcept;
-
- private:
-  int fd_ = -1;
-};
 
 // Opens `rel` (already normalized) beneath `root_fd` with openat2(RESOLVE_BENEATH |
 // RESOLVE_NO_MAGICLINKS). `flags` are open(2) flags; O_CLOEXEC is always added. Where the kernel

@@ -9,8 +9,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "common/path_safety.hpp"
 #include "common/protocol.hpp"
+#include "common/unique_fd.hpp"
 #include "server/file_ops.hpp"
 
 namespace ferry::server {

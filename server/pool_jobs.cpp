@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include "common/digest.hpp"
+#include "common/path_safety.hpp"
 
 namespace ferry::server {
 

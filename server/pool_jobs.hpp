@@ -8,8 +8,8 @@
 #include <string>
 
 #include "common/address.hpp"
-#include "common/path_safety.hpp"
 #include "common/protocol.hpp"
+#include "common/unique_fd.hpp"
 #include "server/client_table.hpp"
 #include "server/file_ops.hpp"
 #include "server/stats.hpp"

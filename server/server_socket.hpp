@@ -1,7 +1,7 @@
 #pragma once
 
 #include "common/address.hpp"
-#include "common/path_safety.hpp"
+#include "common/unique_fd.hpp"
 #include "server/config.hpp"
 
 namespace ferry::server {

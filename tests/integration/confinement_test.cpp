@@ -28,8 +28,8 @@
 #include <variant>
 #include <vector>
 
-#include "common/path_safety.hpp"
 #include "common/protocol.hpp"
+#include "common/unique_fd.hpp"
 #include "support/running_server.hpp"
 
 namespace {

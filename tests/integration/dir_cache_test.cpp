@@ -11,7 +11,7 @@
 #include <string>
 
 #include "common/protocol.hpp"
-#include "server/file_ops.hpp"
+#include "server/dir_cache.hpp"
 #include "support/running_server.hpp"
 
 namespace {

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <string>
 
+#include "common/unique_fd.hpp"
 #include "server/file_ops.hpp"
 #include "support/running_server.hpp"
 

@@ -21,8 +21,8 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#include "common/path_safety.hpp"
 #include "common/udp_gso.hpp"
+#include "common/unique_fd.hpp"
 
 namespace ferry::test {
 

@@ -1,4 +1,4 @@
-// SipHash-2-4 against the reference vectors, the address validator's tokens, and rate parsing.
+// SipHash-2-4 against the reference vectors, and the address validator's tokens.
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <netinet/in.h>
@@ -7,7 +7,6 @@
 #include <cstdint>
 #include <vector>
 
-#include "common/units.hpp"
 #include "server/address_validation.hpp"
 
 namespace {
@@ -89,23 +88,6 @@ TEST_SUITE("address validation") {
       auto t = token;
       t[0] = std::byte(std::to_integer<unsigned>(t[0]) + 1);
       CHECK_FALSE(v.valid(t, sa(a), t0 + address_validator::window_ms));
-    }
-  }
-}
-
-TEST_SUITE("units") {
-  TEST_CASE("parse_rate reads bytes per second with K, M and G as powers of 1024") {
-    CHECK(ferry::parse_rate("1000") == 1000u);
-    CHECK(ferry::parse_rate("500K") == 500u * 1024);
-    CHECK(ferry::parse_rate("20M") == 20u << 20);
-    CHECK(ferry::parse_rate("20m") == 20u << 20);
-    CHECK(ferry::parse_rate("16MB") == 16u << 20);
-    CHECK(ferry::parse_rate("1.5G") == 3u << 29);
-    CHECK(ferry::parse_rate("2M/s") == 2u << 20);
-    for (const char* bad : {"", "M", "0", "0.1", "-5M", "20X", "1e3", "M20", " 20M", "20M ",
-                            "99999999999G", "nan", "inf"}) {
-      CAPTURE(bad);
-      CHECK_FALSE(ferry::parse_rate(bad).has_value());
     }
   }
 }

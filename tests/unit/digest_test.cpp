@@ -18,7 +18,7 @@
 #include <system_error>
 #include <vector>
 
-#include "common/path_safety.hpp"
+#include "common/unique_fd.hpp"
 #include "common/xxh3_wide.hpp"
 
 namespace {

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "common/codec.hpp"
-#include "server/file_ops.hpp"
+#include "server/dir_cache.hpp"
 
 namespace {
 
