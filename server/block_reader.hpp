@@ -5,7 +5,7 @@
 #include <memory>
 #include <span>
 
-#include "common/path_safety.hpp"
+#include "common/unique_fd.hpp"
 #include "common/protocol.hpp"
 #include "server/client_table.hpp"
 #include "server/file_cache.hpp"

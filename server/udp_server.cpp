@@ -12,6 +12,7 @@
 
 #include "common/codec.hpp"
 #include "common/log.hpp"
+#include "common/path_safety.hpp"
 #include "server/request_log.hpp"
 #include "server/server_socket.hpp"
 

@@ -13,7 +13,7 @@
 #include <string>
 
 #include "common/address.hpp"
-#include "common/path_safety.hpp"
+#include "common/unique_fd.hpp"
 #include "common/protocol.hpp"
 #include "common/udp_batch.hpp"
 #include "common/uv_owned.hpp"
