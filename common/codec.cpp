@@ -327,19 +327,29 @@ result<Variant> decode_body(std::span<const std::byte> wire, const protocol::hea
 
 }  // namespace
 
-result<protocol::header> decode_header(std::span<const std::byte> wire) noexcept {
+namespace {
+// Reads the fixed header into `h`, whatever its version: malformed if it is not a ferry
+// datagram at all (`h` untouched), unsupported_version if it is one of another version.
+errc read_header(std::span<const std::byte> wire, std::optional<protocol::header>& h) noexcept {
   if (wire.size() < protocol::header_size) return errc::malformed;
   for (std::size_t i = 0; i < protocol::magic.size(); ++i)
     if (wire[i] != std::byte{protocol::magic[i]}) return errc::malformed;
-  protocol::header h;
-  h.type = static_cast<msg_type>(std::to_integer<std::uint8_t>(wire[5]));
-  h.flags = bytes::get_be<std::uint16_t>(&wire[6]);
-  h.request_id = bytes::get_be<std::uint64_t>(&wire[8]);
+  auto& out = h.emplace();
+  out.type = static_cast<msg_type>(std::to_integer<std::uint8_t>(wire[5]));
+  out.flags = bytes::get_be<std::uint16_t>(&wire[6]);
+  out.request_id = bytes::get_be<std::uint64_t>(&wire[8]);
   if (std::to_integer<std::uint8_t>(wire[4]) != protocol::version) return errc::unsupported_version;
   // A token too short for the datagram is left zero here; decode_body rejects the datagram.
-  if (carries_token(h) && wire.size() >= protocol::header_size + protocol::token_size)
-    std::memcpy(h.token.data(), &wire[protocol::header_size], protocol::token_size);
-  return h;
+  if (carries_token(out) && wire.size() >= protocol::header_size + protocol::token_size)
+    std::memcpy(out.token.data(), &wire[protocol::header_size], protocol::token_size);
+  return errc::ok;
+}
+}  // namespace
+
+result<protocol::header> decode_header(std::span<const std::byte> wire) noexcept {
+  std::optional<protocol::header> h;
+  if (const auto e = read_header(wire, h); e != errc::ok) return e;
+  return *h;
 }
 
 std::uint64_t peek_request_id(std::span<const std::byte> wire) noexcept {
@@ -347,9 +357,16 @@ std::uint64_t peek_request_id(std::span<const std::byte> wire) noexcept {
 }
 
 result<decoded_request> decode_request(std::span<const std::byte> wire) noexcept {
+  std::optional<protocol::header> header;
+  return decode_request(wire, header);
+}
+
+result<decoded_request> decode_request(std::span<const std::byte> wire,
+                                       std::optional<protocol::header>& header) noexcept {
+  header.reset();
   if (wire.size() > protocol::max_request_size) return errc::malformed;
-  auto h = decode_header(wire);
-  if (!h) return h.error();
+  if (const auto e = read_header(wire, header); e != errc::ok) return e;
+  const auto* h = &*header;
   try {
     auto body = decode_body<protocol::request>(wire, *h, [&]() -> protocol::request {
       switch (h->type) {

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 
 #include "common/protocol.hpp"
@@ -31,6 +32,11 @@ struct decoded_reply {
 [[nodiscard]] std::uint64_t peek_request_id(std::span<const std::byte> wire) noexcept;
 
 [[nodiscard]] result<decoded_request> decode_request(std::span<const std::byte> wire) noexcept;
+// The same, and on failure `header` holds what could be read of the fixed header (of any
+// version), so that an error can be answered without parsing the datagram again; it stays
+// empty when the datagram is not recognisably a ferry datagram.
+[[nodiscard]] result<decoded_request> decode_request(std::span<const std::byte> wire,
+                                                     std::optional<protocol::header>& header) noexcept;
 
 // Decodes a reply. Every datagram carries a checksum over all of its bytes: a mismatch is
 // errc::corrupt, anything else wrong is errc::malformed.

@@ -201,7 +201,8 @@ void udp_server::handle_datagram(std::span<const std::byte> bytes, const endpoin
     return !cfg_.validate_addresses ||
            (h.has_token() && validator_.valid(h.token, peer.addr(), now));
   };
-  auto decoded = codec::decode_request(bytes);
+  std::optional<protocol::header> header;
+  auto decoded = codec::decode_request(bytes, header);
   if (!decoded && decoded.error() == errc::corrupt) {
     // Damaged on the way: nothing in it can be trusted, not even the address to answer.
     ++stats_.dropped_corrupt;
@@ -211,14 +212,11 @@ void udp_server::handle_datagram(std::span<const std::byte> bytes, const endpoin
     ++stats_.dropped_malformed;
     // Answer only what is recognisably a ferry request, so garbage draws no reply at all, and
     // never a reply-typed datagram: two servers must not be made to answer each other forever.
-    auto h = codec::decode_header(bytes);
-    if (h.error() == errc::unsupported_version && bytes.size() <= protocol::max_request_size &&
-        protocol::is_request_type(std::to_integer<std::uint8_t>(bytes[5]))) {
-      send_error(peer, codec::peek_request_id(bytes), errc::unsupported_version, limit);
-    } else if (h && protocol::is_request_type(static_cast<std::uint8_t>(h->type)) &&
-               bytes.size() <= protocol::max_request_size) {
-      send_error(peer, h->request_id, decoded.error(), validated(*h) ? no_limit : limit);
-    }
+    if (!header || !protocol::is_request_type(static_cast<std::uint8_t>(header->type))) return;
+    if (decoded.error() == errc::unsupported_version)
+      send_error(peer, header->request_id, errc::unsupported_version, limit);
+    else
+      send_error(peer, header->request_id, decoded.error(), validated(*header) ? no_limit : limit);
     return;
   }
   const auto id = decoded->hdr.request_id;
