@@ -84,9 +84,20 @@ connection::connection(const endpoint& server, uv_loop_t* shared)
   // Request ids start at a random point so replies meant for an earlier run are not taken.
   first_id_ = next_id_ = (static_cast<std::uint64_t>(rd()) << 32 | rd()) & 0x3fff'ffff'ffff'ffffULL;
   if (shared == nullptr) uv_check(uv_loop_init(&own_loop_), "uv_loop_init");
-  poll_ = std::make_unique<uv_owned<uv_poll_t>>(loop_, uv_poll_init, fd);
-  poll_->get()->data = this;
-  uv_check(start_polling(), "uv_poll_start");
+  try {
+    poll_ = std::make_unique<uv_owned<uv_poll_t>>(loop_, uv_poll_init, fd);
+    poll_->get()->data = this;
+    uv_check(start_polling(), "uv_poll_start");
+  } catch (...) {
+    // The destructor will not run: close what was opened here, and the loop if it is ours.
+    poll_.reset();
+    socket_.reset();
+    if (loop_ == &own_loop_) {
+      uv_run(&own_loop_, UV_RUN_DEFAULT);
+      (void)uv_loop_close(&own_loop_);
+    }
+    throw;
+  }
 }
 
 int connection::start_polling() noexcept {

@@ -33,8 +33,9 @@ struct decoded_reply {
 
 [[nodiscard]] result<decoded_request> decode_request(std::span<const std::byte> wire) noexcept;
 // The same, and on failure `header` holds what could be read of the fixed header (of any
-// version), so that an error can be answered without parsing the datagram again; it stays
-// empty when the datagram is not recognisably a ferry datagram.
+// version), so that an error can be answered without parsing the datagram again. It stays
+// empty when the datagram is not recognisably a ferry request: no magic, or longer than any
+// request can be (nothing of such a datagram is read).
 [[nodiscard]] result<decoded_request> decode_request(std::span<const std::byte> wire,
                                                      std::optional<protocol::header>& header) noexcept;
 

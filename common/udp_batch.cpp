@@ -56,9 +56,20 @@ std::size_t messages::build(std::span<const datagram> d) noexcept {
     h.msg_hdr.msg_name = const_cast<sockaddr*>(d[i].to);
     h.msg_hdr.msg_namelen = d[i].to != nullptr ? d[i].to_length : 0;
     h.msg_hdr.msg_iov = &parts_[parts];
-    for (std::size_t k = i; k < j; ++k)
-      for (std::uint8_t p = 0; p < d[k].part_count; ++p) parts_[parts++] = d[k].parts[p];
-    h.msg_hdr.msg_iovlen = run_parts;
+    // Parts that follow each other in memory (requests packed back to back) become one iovec:
+    // beyond 8 of them the kernel allocates an array for every send.
+    const auto first_part = parts;
+    for (std::size_t k = i; k < j; ++k) {
+      for (std::uint8_t p = 0; p < d[k].part_count; ++p) {
+        const auto& part = d[k].parts[p];
+        auto* prev = parts > first_part ? &parts_[parts - 1] : nullptr;
+        if (prev != nullptr && static_cast<std::byte*>(prev->iov_base) + prev->iov_len == part.iov_base)
+          prev->iov_len += part.iov_len;
+        else
+          parts_[parts++] = part;
+      }
+    }
+    h.msg_hdr.msg_iovlen = parts - first_part;
     if (j - i > 1)
       udp_gso::set_segment(h.msg_hdr, ctrl_[count_], static_cast<std::uint16_t>(d[i].size));
     first_[count_] = i;

@@ -47,6 +47,11 @@ std::size_t reply_batch::payload_slots(std::uint32_t block, std::span<std::byte*
 }
 
 bool reply_batch::push(outgoing o) noexcept {
+  // payload_slot() and add_mapped() make room first; a caller that did not loses the reply.
+  if (out_.size() >= max_replies) {
+    ++stats_.internal_errors;
+    return false;
+  }
   total_rate_.charge(o.size);
   try {
     out_.push_back(std::move(o));
@@ -151,14 +156,14 @@ void reply_batch::flush() noexcept {
     if (sent == 0 || udp_batch::buffer_full(err)) break;
     if (err == EINTR) continue;
     if (msgs_.datagrams_of(0) > 1 && udp_batch::gso_refusal(err)) {
-      // EIO: no GSO at all on this device. Otherwise not this segment size on this client's
+      // EIO or ENOPROTOOPT: no GSO at all on this device or kernel. Otherwise not this segment size on this client's
       // path, so none for this client. Either way these replies go again, one datagram each.
       const auto key = out_[next].key;
       ++stats_.gso_refused;
-      if (err == EIO) gso_ok_ = false;
+      if (err == EIO || err == ENOPROTOOPT) gso_ok_ = false;
       sink_.gso_refused(key);
       for (std::size_t r = next; r < out_.size(); ++r)
-        if (err == EIO || out_[r].key == key) out_[r].gso = d[r].gso = false;
+        if (!gso_ok_ || out_[r].key == key) out_[r].gso = d[r].gso = false;
       log::debug("UDP GSO refused ({}); sending datagrams one by one", std::strerror(err));
       continue;
     }

@@ -5,13 +5,10 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/udp_batch.hpp"
 #include "server/file_ops.hpp"
 
 namespace ferry::server {
-
-namespace {
-bool socket_full(int err) noexcept { return err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS; }
-}  // namespace
 
 bool send_queue::send(int fd, const endpoint& peer, std::span<const iovec> bufs,
                       std::size_t total) noexcept {
@@ -26,7 +23,7 @@ bool send_queue::send(int fd, const endpoint& peer, std::span<const iovec> bufs,
       stats_.bytes_out += total;
       return false;
     }
-    if (!socket_full(errno)) {
+    if (!udp_batch::buffer_full(errno)) {
       ++stats_.send_errors;
       return false;
     }
@@ -74,7 +71,7 @@ void send_queue::flush(int fd) noexcept {
   while (!queue_.empty()) {
     auto& d = queue_.front();
     if (::sendto(fd, d.bytes.get(), d.size, MSG_DONTWAIT, d.peer.addr(), d.peer.length) < 0) {
-      if (socket_full(errno)) break;
+      if (udp_batch::buffer_full(errno)) break;
       ++stats_.send_errors;
     } else {
       ++stats_.datagrams_out;

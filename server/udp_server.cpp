@@ -160,7 +160,7 @@ void udp_server::receive_batch() noexcept {
     const int n = receiver_.receive(socket_.get());
     if (n < 0) {
       if (errno == EINTR) continue;
-      if (!udp_batch::buffer_full(errno)) ++stats_.recv_errors;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) ++stats_.recv_errors;
       return;
     }
     for (unsigned i = 0; i < static_cast<unsigned>(n) && !stopping_; ++i) {
