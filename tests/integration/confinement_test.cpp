@@ -30,6 +30,7 @@
 
 #include "common/protocol.hpp"
 #include "common/unique_fd.hpp"
+#include "support/file_facts.hpp"
 #include "support/running_server.hpp"
 
 namespace {
@@ -38,14 +39,6 @@ namespace proto = ferry::protocol;
 using ferry::unique_fd;
 using ferry::protocol::errc;
 using namespace ferry::test;
-
-// True where the kernel has openat2 (Linux 5.6). Without it the server walks the path itself and
-// refuses every symlink as leaving the root, loops included.
-bool have_openat2() {
-  open_how how{O_PATH | O_CLOEXEC, 0, RESOLVE_BENEATH};
-  const unique_fd fd{static_cast<int>(::syscall(SYS_openat2, AT_FDCWD, ".", &how, sizeof how))};
-  return fd || errno != ENOSYS;
-}
 
 // A string that no file but the one outside the root holds.
 std::string make_marker() {

@@ -30,6 +30,7 @@
 #include "client/fetch.hpp"
 #include "common/codec.hpp"
 #include "common/protocol.hpp"
+#include "support/file_facts.hpp"
 #include "support/running_server.hpp"
 
 namespace {
@@ -41,23 +42,6 @@ using namespace ferry::test;
 using bytes = std::vector<std::byte>;
 
 constexpr std::uint64_t gib = std::uint64_t{1} << 30;
-
-std::int64_t ns_of(const timespec& ts) {
-  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
-
-struct stat lstat_of(const std::filesystem::path& p) {
-  struct stat st {};
-  REQUIRE(::lstat(p.c_str(), &st) == 0);
-  return st;
-}
-
-proto::file_version version_of(const std::filesystem::path& p) {
-  struct stat st {};
-  REQUIRE(::stat(p.c_str(), &st) == 0);
-  return {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
-          static_cast<std::uint64_t>(st.st_size), ns_of(st.st_mtim), ns_of(st.st_ctim)};
-}
 
 // What LIST must report for `path`, from lstat(2): symlinks are listed, not followed.
 proto::list_entry expected_entry(const std::filesystem::path& p) {
@@ -83,18 +67,6 @@ void check_entries(const std::vector<proto::list_entry>& got,
     CHECK(got[i].size == want[i].size);
     CHECK(got[i].mtime_ns == want[i].mtime_ns);
   }
-}
-
-// Whether the kernel offers openat2(2). Without it the server falls back to refusing every
-// symlink, which changes what some confinement cases answer.
-bool have_openat2() {
-  open_how how{};
-  how.flags = O_PATH | O_CLOEXEC;
-  how.resolve = RESOLVE_BENEATH;
-  const long fd = ::syscall(SYS_openat2, AT_FDCWD, ".", &how, sizeof how);
-  if (fd < 0) return errno != ENOSYS;
-  ::close(static_cast<int>(fd));
-  return true;
 }
 
 bytes as_bytes(const std::string& s) {
