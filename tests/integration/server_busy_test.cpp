@@ -1,31 +1,14 @@
 // Beyond max_jobs the server answers busy, and every request gets exactly one answer.
 
 #include <doctest/doctest.h>
-#include <fcntl.h>
-#include <fmt/format.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include <algorithm>
-#include <cerrno>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
-#include <filesystem>
-#include <functional>
-#include <iterator>
-#include <limits>
-#include <optional>
-#include <random>
 #include <set>
 #include <string>
-#include <thread>
 #include <variant>
 #include <vector>
 
-#include "client/connection.hpp"
-#include "client/fetch.hpp"
 #include "common/codec.hpp"
 #include "common/protocol.hpp"
 #include "support/running_server.hpp"
@@ -33,10 +16,8 @@
 namespace {
 
 namespace proto = ferry::protocol;
-using ferry::protocol::entry_type;
 using ferry::protocol::errc;
 using namespace ferry::test;
-using bytes = std::vector<std::byte>;
 
 }  // namespace
 

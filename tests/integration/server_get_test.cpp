@@ -2,32 +2,14 @@
 // capped at max_block, and full 64-bit offsets into a sparse 5 GiB file.
 
 #include <doctest/doctest.h>
-#include <fcntl.h>
-#include <fmt/format.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include <algorithm>
-#include <cerrno>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <filesystem>
-#include <functional>
-#include <iterator>
 #include <limits>
-#include <optional>
-#include <random>
-#include <set>
 #include <string>
-#include <thread>
-#include <variant>
 #include <vector>
 
-#include "client/connection.hpp"
-#include "client/fetch.hpp"
-#include "common/codec.hpp"
 #include "common/protocol.hpp"
 #include "support/file_facts.hpp"
 #include "support/running_server.hpp"
@@ -35,10 +17,8 @@
 namespace {
 
 namespace proto = ferry::protocol;
-using ferry::protocol::entry_type;
 using ferry::protocol::errc;
 using namespace ferry::test;
-using bytes = std::vector<std::byte>;
 
 constexpr std::uint64_t gib = std::uint64_t{1} << 30;
 

@@ -2,32 +2,22 @@
 // paging through a 3,000-entry directory.
 
 #include <doctest/doctest.h>
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <filesystem>
 #include <functional>
-#include <iterator>
-#include <limits>
-#include <optional>
 #include <random>
 #include <set>
 #include <string>
 #include <thread>
-#include <variant>
 #include <vector>
 
-#include "client/connection.hpp"
-#include "client/fetch.hpp"
-#include "common/codec.hpp"
 #include "common/protocol.hpp"
 #include "support/file_facts.hpp"
 #include "support/running_server.hpp"

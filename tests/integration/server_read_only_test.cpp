@@ -1,43 +1,21 @@
 // Serving changes nothing under the root: names, contents, modes and times are as they were.
 
 #include <doctest/doctest.h>
-#include <fcntl.h>
-#include <fmt/format.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include <algorithm>
-#include <cerrno>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
-#include <filesystem>
-#include <functional>
-#include <iterator>
-#include <limits>
-#include <optional>
-#include <random>
-#include <set>
 #include <string>
-#include <thread>
-#include <variant>
 #include <vector>
 
 #include "client/connection.hpp"
 #include "client/fetch.hpp"
-#include "common/codec.hpp"
 #include "common/protocol.hpp"
 #include "support/encode.hpp"
 #include "support/running_server.hpp"
 
 namespace {
 
-namespace proto = ferry::protocol;
-using ferry::protocol::entry_type;
-using ferry::protocol::errc;
 using namespace ferry::test;
-using bytes = std::vector<std::byte>;
 
 }  // namespace
 
