@@ -3,6 +3,8 @@
 // docs/PROTOCOL.md gives it, and nothing outside the root is ever read. Two kinds of evidence
 // for the last: a marker that only the outside file holds never appears in a reply, and
 // inotify sees no open of anything in the outside directory (that does not rely on atime).
+// Then the single cases: requests that would leave the root, files that are not regular, and a
+// file swapped for a symlink to outside while it is being read.
 
 #include <doctest/doctest.h>
 #include <fcntl.h>
@@ -30,84 +32,17 @@
 
 #include "common/protocol.hpp"
 #include "common/unique_fd.hpp"
+#include "support/confinement_probe.hpp"
+#include "support/file_facts.hpp"
 #include "support/running_server.hpp"
 
 namespace {
 
 namespace proto = ferry::protocol;
 using ferry::unique_fd;
+using ferry::protocol::entry_type;
 using ferry::protocol::errc;
 using namespace ferry::test;
-
-// True where the kernel has openat2 (Linux 5.6). Without it the server walks the path itself and
-// refuses every symlink as leaving the root, loops included.
-bool have_openat2() {
-  open_how how{O_PATH | O_CLOEXEC, 0, RESOLVE_BENEATH};
-  const unique_fd fd{static_cast<int>(::syscall(SYS_openat2, AT_FDCWD, ".", &how, sizeof how))};
-  return fd || errno != ENOSYS;
-}
-
-// A string that no file but the one outside the root holds.
-std::string make_marker() {
-  std::random_device rd;
-  return fmt::format("ferry-outside-marker-{:08x}{:08x}", rd(), rd());
-}
-
-bool holds(const std::vector<std::byte>& wire, std::string_view needle) {
-  const std::string_view text{reinterpret_cast<const char*>(wire.data()), wire.size()};
-  return text.find(needle) != std::string_view::npos;
-}
-
-// The code a reply carries: the error's, or errc::ok for any answer that is not an error.
-errc code_of(const owned_reply& r) {
-  if (const auto* e = std::get_if<proto::error_reply>(&r.decoded.body)) return e->code;
-  return errc::ok;
-}
-
-// The path with NUL and other control bytes made visible, for failure messages.
-std::string shown(std::string_view path) {
-  std::string out;
-  for (const char c : path) {
-    if (static_cast<unsigned char>(c) < 0x20)
-      out += fmt::format("\\x{:02x}", static_cast<unsigned char>(c));
-    else
-      out += c;
-  }
-  return out.size() > 80 ? fmt::format("{}... ({} bytes)", out.substr(0, 80), path.size()) : out;
-}
-
-// Opens and reads of a directory and of anything directly in it, as inotify reports them
-// (IN_OPEN, IN_ACCESS). O_PATH opens and stat(2) do not count, and neither does atime.
-class open_watch {
- public:
-  explicit open_watch(const std::filesystem::path& dir)
-      : fd_{::inotify_init1(IN_NONBLOCK | IN_CLOEXEC)} {
-    REQUIRE(fd_);
-    REQUIRE(::inotify_add_watch(fd_.get(), dir.c_str(), IN_OPEN | IN_ACCESS) >= 0);
-  }
-
-  // The names opened or read since the last call, "" for the directory itself.
-  std::vector<std::string> drain() {
-    std::vector<std::string> names;
-    alignas(inotify_event) char buf[16384];
-    for (;;) {
-      const ssize_t n = ::read(fd_.get(), buf, sizeof buf);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      for (ssize_t at = 0; at < n;) {
-        inotify_event ev;
-        std::memcpy(&ev, buf + at, sizeof ev);
-        const char* name = buf + at + sizeof ev;
-        names.emplace_back(ev.len > 0 ? std::string{name, ::strnlen(name, ev.len)} : "");
-        at += static_cast<ssize_t>(sizeof ev + ev.len);
-      }
-    }
-    return names;
-  }
-
- private:
-  unique_fd fd_;
-};
 
 // A request of the protocol's own grammar that ferry::codec refuses to encode: a path one byte
 // over the 4096-byte limit. Built from a GET, STAT or LIST of a 4096-byte path by growing the
@@ -374,6 +309,118 @@ TEST_CASE("confinement: a file swapped for a symlink to outside is never read th
   }
   CHECK(srv.counters().internal_errors.load() == 0);
   CHECK(outside_watch.drain().empty());
+}
+
+// Single cases: requests that would leave the root, and files that are not regular.
+
+TEST_CASE("confinement: requests that would leave the root are refused") {
+  temp_dir outside;
+  outside.write("secret.txt", "secret");
+  temp_dir root;
+  root.write("file.txt", "inside");
+  root.mkdir("a");
+  root.mkdir("sub");
+  root.symlink("/etc/passwd", "abs_passwd");
+  root.symlink("../../../../../../../../etc/passwd", "rel_passwd");
+  root.symlink((outside / "secret.txt").string(), "abs_secret");
+  root.symlink("../" + outside.path().filename().string() + "/secret.txt", "rel_secret");
+  root.symlink(outside.path().string(), "dir_out");
+  root.symlink("../" + outside.path().filename().string(), "rel_dir_out");
+  root.symlink("../..", "sub/escape");
+  root.symlink("loop_b", "loop_a");
+  root.symlink("loop_a", "loop_b");
+  root.symlink("self", "self");
+  running_server srv{root.path()};
+  blocking_client cli{srv.endpoint()};
+  const std::string out_name = outside.path().filename().string();
+  // Without openat2 the server refuses every symlink as leaving the root.
+  const errc loop = have_openat2() ? errc::symlink_loop : errc::outside_root;
+
+  struct row {
+    std::string path;
+    errc code;
+  };
+  const std::vector<row> rows = {
+      {"../x", errc::outside_root},
+      {"..", errc::outside_root},
+      {"/etc/passwd", errc::outside_root},
+      {"/", errc::outside_root},
+      {"a/../../x", errc::outside_root},
+      {"a/../file.txt", errc::outside_root},  // harmless, but ".." is never accepted
+      {"abs_passwd", errc::outside_root},
+      {"rel_passwd", errc::outside_root},
+      {"abs_secret", errc::outside_root},
+      {"rel_secret", errc::outside_root},
+      {"dir_out/secret.txt", errc::outside_root},
+      {"rel_dir_out/secret.txt", errc::outside_root},
+      {"sub/escape/" + out_name + "/secret.txt", errc::outside_root},
+      {"loop_a", loop},
+      {"self", loop},
+      {"loop_a/x", loop},
+  };
+  for (const auto& r : rows) {
+    CAPTURE(r.path);
+    CHECK(cli.get(r.path, 0, 4096).error() == r.code);
+    CHECK(cli.stat(r.path).error() == r.code);
+  }
+  SUBCASE("listing through a symlink that leaves the root") {
+    for (const std::string path : {"dir_out", "rel_dir_out", "sub/escape", "../", "/tmp"}) {
+      CAPTURE(path);
+      CHECK(cli.list(path).error() == errc::outside_root);
+    }
+  }
+  SUBCASE("the file inside is still served") {
+    auto b = cli.get("file.txt", 0, 4096);
+    REQUIRE(b);
+    CHECK(b->data == "inside");
+  }
+  CHECK(srv.counters().internal_errors.load() == 0);
+}
+
+TEST_CASE("confinement: only regular files are read, and a FIFO is refused at once") {
+  temp_dir root;
+  root.write("file.txt", "regular");
+  root.mkfifo("fifo");
+  root.make_socket("sock");
+  root.mkdir("dir");
+  root.symlink("fifo", "fifo_link");
+  root.symlink("dir", "dir_link");
+  running_server srv{root.path()};
+  blocking_client cli{srv.endpoint()};
+
+  SUBCASE("a FIFO answers not_regular promptly, and is never opened for reading") {
+    const auto started = std::chrono::steady_clock::now();
+    CHECK(cli.get("fifo", 0, 4096).error() == errc::not_regular);
+    CHECK(cli.get("fifo_link", 0, 4096).error() == errc::not_regular);
+    const auto took = std::chrono::steady_clock::now() - started;
+    CHECK(took < 1s);
+    CHECK(cli.retransmits() == 0);
+    // A non-blocking open for writing fails with ENXIO while no reader holds the FIFO open.
+    errno = 0;
+    const int w = ::open((root / "fifo").c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    CHECK(w < 0);
+    CHECK(errno == ENXIO);
+    if (w >= 0) ::close(w);
+    auto st = cli.stat("fifo");
+    REQUIRE(st);
+    CHECK(st->type == entry_type::other);
+    CHECK_FALSE(st->digest_ready);
+  }
+  SUBCASE("a UNIX socket") {
+    CHECK(cli.get("sock", 0, 4096).error() == errc::not_regular);
+    auto st = cli.stat("sock");
+    REQUIRE(st);
+    CHECK(st->type == entry_type::other);
+  }
+  SUBCASE("directories, the root included") {
+    for (const std::string path : {"dir", "dir/", "dir_link", "", "."}) {
+      CAPTURE(path);
+      CHECK(cli.get(path, 0, 4096).error() == errc::not_regular);
+    }
+  }
+  auto b = cli.get("file.txt", 0, 4096);
+  REQUIRE(b);
+  CHECK(b->data == "regular");
 }
 
 TEST_SUITE_END();

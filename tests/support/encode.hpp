@@ -1,11 +1,13 @@
 #pragma once
 
-// A request as the codec writes it, for tests that look at or alter the bytes.
+// A request as the codec writes it, and a string as bytes, for tests that look at or alter them.
 
 #include <doctest/doctest.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <string>
 #include <vector>
 
 #include "common/codec.hpp"
@@ -18,6 +20,12 @@ inline std::vector<std::byte> encode_req(std::uint64_t id, const protocol::reque
   REQUIRE(n);
   out.resize(*n);
   return out;
+}
+
+inline std::vector<std::byte> as_bytes(const std::string& s) {
+  std::vector<std::byte> b(s.size());
+  if (!s.empty()) std::memcpy(b.data(), s.data(), s.size());
+  return b;
 }
 
 }  // namespace ferry::test

@@ -23,16 +23,13 @@
 
 #include "common/udp_gso.hpp"
 #include "common/unique_fd.hpp"
+#include "support/file_facts.hpp"
 
 namespace ferry::test {
 
 namespace {
 
 std::string errno_text(int e) { return std::strerror(e); }
-
-std::int64_t ns_of(const timespec& ts) {
-  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
 
 void write_all(int fd, std::string_view content, std::uint64_t offset) {
   std::size_t at = 0;
