@@ -50,7 +50,7 @@ bool valid_utf8(const std::string& s) {
 
 std::string hex(const std::string& s) {
   std::string h;
-  for (unsigned char c : s) h += fmt::format("{:02x}", c);
+  for (const char c : s) h += fmt::format("{:02x}", static_cast<unsigned char>(c));
   return h;
 }
 

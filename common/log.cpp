@@ -62,11 +62,14 @@ bool parse_level(std::string_view text, level& out) noexcept {
 
 std::string quote(std::string_view value) {
   bool plain = !value.empty();
-  for (unsigned char c : value)
+  for (const char ch : value) {
+    const auto c = static_cast<unsigned char>(ch);
     if (c <= ' ' || c == '"' || c == '=' || c == '\\' || c == 0x7f) plain = false;
+  }
   if (plain) return std::string{value};
   std::string out = "\"";
-  for (unsigned char c : value) {
+  for (const char ch : value) {
+    const auto c = static_cast<unsigned char>(ch);
     switch (c) {
       case '"':
         out += "\\\"";

@@ -11,6 +11,7 @@ packages=(
   scdoc mandoc bash-completion
   dpkg-dev systemd strace lintian  # scripts/test_package.sh: the package
   clang libclang-rt-14-dev  # scripts/fuzz.sh; libFuzzer is in libclang-rt-14-dev
+  clang-format-14 clang-tidy-14  # scripts/format.sh; FERRY_CLANG_TIDY=ON
   "$@"
 )
 

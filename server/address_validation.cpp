@@ -90,7 +90,7 @@ protocol::address_token address_validator::issue(const sockaddr* peer,
                                                  std::uint64_t now_ms) const {
   const auto window = static_cast<std::uint32_t>(now_ms / window_ms);
   protocol::address_token t{};
-  for (int i = 0; i < 4; ++i) t[i] = std::byte(window >> (8 * i));
+  for (std::size_t i = 0; i < 4; ++i) t[i] = std::byte(window >> (8 * i));
   mac(window, peer, t.data() + 4);
   return t;
 }
@@ -100,14 +100,15 @@ bool address_validator::valid(const protocol::address_token& token, const sockad
   address_key bound;
   if (address_key_of(peer, bound) == 0) return false;
   std::uint32_t window = 0;
-  for (int i = 3; i >= 0; --i) window = (window << 8) | std::to_integer<std::uint32_t>(token[i]);
+  for (std::size_t i = 4; i-- > 0;)
+    window = (window << 8) | std::to_integer<std::uint32_t>(token[i]);
   const auto now = static_cast<std::uint32_t>(now_ms / window_ms);
   if (window != now && window + 1 != now) return false;
   std::byte expect[16];
   mac(window, peer, expect);
   // Compared in constant time, so the comparison leaks nothing about a near miss.
   unsigned diff = 0;
-  for (int i = 0; i < 16; ++i) diff |= std::to_integer<unsigned>(expect[i] ^ token[4 + i]);
+  for (std::size_t i = 0; i < 16; ++i) diff |= std::to_integer<unsigned>(expect[i] ^ token[4 + i]);
   return diff == 0;
 }
 

@@ -247,7 +247,7 @@ TEST_CASE("ls stops a listing that never ends at --max-entries, having printed t
 
 TEST_CASE("ls --json prints the listing as one array, streamed, as it did whole") {
   temp_dir root;
-  for (int i = 0; i < 300; ++i) root.write(fmt::format("f{:03}", i), std::string(i, 'y'));
+  for (std::size_t i = 0; i < 300; ++i) root.write(fmt::format("f{:03}", i), std::string(i, 'y'));
   running_server srv{root.path()};
   ferry::client::command_options o;
   o.address = to_string(srv.endpoint());

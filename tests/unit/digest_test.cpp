@@ -121,8 +121,9 @@ TEST_CASE("the wide XXH3 paths equal libxxhash, whichever vector unit they use")
   // Sizes around every internal boundary of XXH3 (16, 128, 240 bytes, a stripe of 64, a block
   // of 1024) and block-sized buffers, each at an odd offset so nothing is aligned.
   const bytes content = random_bytes(70'000, 7);
-  for (const std::size_t n : {0, 1, 3, 16, 17, 128, 129, 240, 241, 1023, 1024, 1025, 1390, 4096,
-                              65023, 65024, 69'000}) {
+  const std::size_t sizes[] = {0,    1,    3,    16,   17,   128,   129,   240,   241,
+                               1023, 1024, 1025, 1390, 4096, 65023, 65024, 69'000};
+  for (const std::size_t n : sizes) {
     CAPTURE(n);
     const auto* p = content.data() + 3;
     CHECK(ferry::detail::xxh3_64_seeded(p, n, 0x1234) == XXH3_64bits_withSeed(p, n, 0x1234));

@@ -84,7 +84,7 @@ TEST_CASE("the ring grows while it wraps, keeping every flight and their order")
       model.erase(model.begin());
     }
     // Answers from the middle of the window, as reordering brings them.
-    for (int k = 1; k <= 3; ++k) {
+    for (std::size_t k = 1; k <= 3; ++k) {
       const auto id = *std::next(model.begin(), static_cast<long>(model.size() * k / 4));
       CHECK(t.erase(id));
       CHECK_FALSE(t.erase(id));
