@@ -133,7 +133,7 @@ void check_request(std::span<const std::byte> wire, const codec::decoded_request
       [](std::span<std::byte> o, const proto::header& h, const proto::request& b) {
         return codec::encode_request(o, h.request_id, b, h.has_token() ? &h.token : nullptr);
       },
-      codec::decode_request);
+      [](std::span<const std::byte> w) { return codec::decode_request(w); });
 }
 
 void check_reply_contract(std::span<const std::byte> wire, const codec::decoded_reply& d) {

@@ -87,7 +87,7 @@ TEST_CASE("malformed datagrams are counted, dropped, and answered only when reco
     t.check_counters(0, n, 0);
   }
   SUBCASE("a wrong protocol version gets error_reply(unsupported_version) with its id") {
-    for (const std::uint8_t v : {0, 2, 255}) {
+    for (const std::uint8_t v : {std::uint8_t{0}, std::uint8_t{2}, std::uint8_t{255}}) {
       CAPTURE(v);
       auto w = blocking_client::encode(55 + v, proto::stat_request{"f.txt"});
       w[4] = std::byte{v};
