@@ -50,7 +50,8 @@ void add_common(CLI::App& cmd, command_options& o, bool path_required,
               used = 0;
             }
             if (used != text.size() || !(v > 0 && v <= 86'400))
-              return "'" + text + "' is not a number of seconds above 0 and at most 86400 "
+              return "'" + text +
+                     "' is not a number of seconds above 0 and at most 86400 "
                      "(such as 10 or 2.5)";
             return {};
           },

@@ -35,7 +35,9 @@ clock::duration timeout_of(const command_options& o) {
 
 // File names may hold any byte; invalid UTF-8 is replaced in JSON rather than failing, and the
 // exact bytes are given too as "name_hex" so a script loses nothing.
-std::string json_text(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string json_text(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
 void print_json(std::ostream& out, const json& j) { out << json_text(j) << '\n'; }
 
@@ -146,8 +148,8 @@ task<void> list_or_stat(request_engine& engine, connection& conn, const command_
     } else {
       const auto name = o.terminal ? quote_for_terminal(e.name) : e.name;
       if (long_form)
-        fmt::print(out, "{} {:>12} {} {}\n", type_letter(e.type), e.size,
-                   format_mtime(e.mtime_ns), name);
+        fmt::print(out, "{} {:>12} {} {}\n", type_letter(e.type), e.size, format_mtime(e.mtime_ns),
+                   name);
       else
         out << name << '\n';
     }
@@ -219,10 +221,11 @@ void run_get(const command_options& o, const get_options& g, std::ostream& out) 
   const bool to_stdout = g.output && *g.output == "-";
   if (to_stdout && o.json)
     throw failure{exit_code::usage, "-o - writes the file to standard output; --json cannot"};
-  const auto target = to_stdout ? std::string{"standard output"} : output_path_for(o.path, g.output);
+  const auto target =
+      to_stdout ? std::string{"standard output"} : output_path_for(o.path, g.output);
   std::error_code ec;
-  if (!to_stdout && g.no_clobber && std::filesystem::symlink_status(target, ec).type() !=
-                          std::filesystem::file_type::not_found) {
+  if (!to_stdout && g.no_clobber &&
+      std::filesystem::symlink_status(target, ec).type() != std::filesystem::file_type::not_found) {
     log::warn("'{}' exists; not fetched (--no-clobber)", target);
     return;
   }
@@ -237,11 +240,12 @@ void run_get(const command_options& o, const get_options& g, std::ostream& out) 
   if (to_stdout) fo.stream_fd = STDOUT_FILENO;
   std::unique_ptr<progress_bar> bar;
   if (g.progress) {
-    fo.on_progress = [&, name = std::filesystem::path{to_stdout ? o.path : target}.filename().string()](
-                         std::uint64_t done, std::uint64_t total) {
-      if (!bar) bar = std::make_unique<progress_bar>(quote_for_terminal(name), done);
-      bar->update(done, total);
-    };
+    fo.on_progress =
+        [&, name = std::filesystem::path{to_stdout ? o.path : target}.filename().string()](
+            std::uint64_t done, std::uint64_t total) {
+          if (!bar) bar = std::make_unique<progress_bar>(quote_for_terminal(name), done);
+          bar->update(done, total);
+        };
   }
   fetch_result r;
   try {

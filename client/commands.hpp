@@ -21,8 +21,8 @@ struct command_options {
   std::string path;     // remote path, "" for the root
   bool json = false;
   double timeout_s = 10;
-  bool verbose = false;  // say what is going on, on stderr
-  bool quiet = false;    // errors only: no progress bar, no warnings
+  bool verbose = false;   // say what is going on, on stderr
+  bool quiet = false;     // errors only: no progress bar, no warnings
   bool terminal = false;  // the output is a terminal: names are quoted as GNU ls does
   std::uint64_t max_entries = default_max_entries;  // ls: names printed at most
   int retries = 0;  // stat, get, sync: runs again after a network failure (--retry)
@@ -36,8 +36,7 @@ void run_stat(const command_options& o, std::ostream& out);
 // Returns false if `path` is not a directory. Throws failure on refusal, timeout, or a listing
 // out of order.
 task<bool> list_dir(request_engine& engine, connection& conn, std::string path,
-                    clock::duration timeout,
-                    std::function<void(const protocol::list_entry&)> each);
+                    clock::duration timeout, std::function<void(const protocol::list_entry&)> each);
 // The same on a loop of its own: for a caller that runs no loop.
 bool list_dir(connection& conn, const std::string& path, clock::duration timeout,
               const std::function<void(const protocol::list_entry&)>& each);

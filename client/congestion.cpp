@@ -125,8 +125,8 @@ sent_state congestion::on_send(std::uint32_t bytes, std::uint64_t in_flight,
                                cc_clock::time_point now) noexcept {
   // After an idle spell, the rate over the next flight starts now, not at the last reply.
   if (in_flight == 0) first_sent_time_ = delivered_time_ = now;
-  return sent_state{now, delivered_time_, first_sent_time_, delivered_, bytes,
-                    app_limited_until_ != 0};
+  return sent_state{now,        delivered_time_, first_sent_time_,
+                    delivered_, bytes,           app_limited_until_ != 0};
 }
 
 void congestion::update_round(const sent_state& p) noexcept {
@@ -140,9 +140,9 @@ void congestion::update_round(const sent_state& p) noexcept {
 
 bool congestion::queue_rising() const noexcept {
   return round_samples_ >= delay_rise_samples && last_round_min_rtt_ != cc_clock::duration{} &&
-         round_min_rtt_ >= last_round_min_rtt_ +
-                               std::clamp<cc_clock::duration>(last_round_min_rtt_ / 8,
-                                                              delay_rise_min, delay_rise_max);
+         round_min_rtt_ >=
+             last_round_min_rtt_ + std::clamp<cc_clock::duration>(last_round_min_rtt_ / 8,
+                                                                  delay_rise_min, delay_rise_max);
 }
 
 void congestion::check_full_pipe(cc_clock::duration rtt) noexcept {
@@ -229,8 +229,8 @@ void congestion::check_loss_ceiling() noexcept {
   if (share > loss_ceiling_share) {
     // Heavy loss: the model overestimates the path. Lower the bandwidth and cap what is in
     // flight, as BBRv2's inflight_hi does, instead of carrying on into a full queue.
-    inflight_ceiling_ = std::max(min_cwnd(), static_cast<std::uint64_t>(
-                                                 loss_ceiling_beta * static_cast<double>(cwnd_)));
+    inflight_ceiling_ = std::max(
+        min_cwnd(), static_cast<std::uint64_t>(loss_ceiling_beta * static_cast<double>(cwnd_)));
     max_bw_.reset(round_, max_bw_.get() * loss_ceiling_beta);
     filled_pipe_ = true;  // so Startup, if that is where it was, ends now
   } else if (inflight_ceiling_ != 0) {

@@ -51,10 +51,11 @@ class congestion {
   enum class mode { startup, drain, probe_bw, probe_rtt };
 
   struct config {
-    std::uint32_t segment = 1390;           // the block size: bytes a request asks for
-    std::uint64_t max_cwnd = 128ull << 20;  // bytes in flight at most (1 Gbit/s at 500 ms is 62.5 MB)
-    std::uint64_t initial_cwnd = 0;         // 0: 32 segments
-    std::uint64_t min_cwnd_floor = 0;       // 0: 4 segments
+    std::uint32_t segment = 1390;  // the block size: bytes a request asks for
+    std::uint64_t max_cwnd = 128ull
+                             << 20;    // bytes in flight at most (1 Gbit/s at 500 ms is 62.5 MB)
+    std::uint64_t initial_cwnd = 0;    // 0: 32 segments
+    std::uint64_t min_cwnd_floor = 0;  // 0: 4 segments
     cc_clock::duration initial_rtt = std::chrono::milliseconds{100};
     std::uint64_t seed = 1;  // where the ProbeBW gain cycle starts, so flows do not move in step
   };

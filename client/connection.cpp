@@ -218,8 +218,8 @@ std::uint64_t connection::queue(const protocol::request& req) {
   const auto id = next_id_;
   next_id_ += get != nullptr ? get->count : 1;
   std::byte* at = send_buf_.get() + send_used_;
-  auto n = codec::encode_request({at, protocol::max_request_size}, id, req,
-                                 token_ ? &*token_ : nullptr);
+  auto n =
+      codec::encode_request({at, protocol::max_request_size}, id, req, token_ ? &*token_ : nullptr);
   if (!n)
     throw failure{exit_code::usage,
                   fmt::format("request too large: {}", protocol::to_string(n.error()))};

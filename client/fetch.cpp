@@ -132,20 +132,19 @@ task<std::vector<stat_answer>> stat_all(request_engine& engine, std::vector<conn
   // Whatever is still asked when this ends, by return or by destruction, is forgotten.
   const cancel_on_exit forget{engine, keys};
   for (std::size_t i = 0; i < conns.size(); ++i) {
-    keys[i] = engine.start(
-        *conns[i], protocol::stat_request{path}, {timeout, 30 * timeout},
-        [&, i](request_engine::outcome o) {
-          --pending;
-          keys[i] = 0;
-          if (auto* r = std::get_if<protocol::reply>(&o)) {
-            if (auto* e = std::get_if<protocol::error_reply>(r))
-              answers[i] = {stat_answer::kind::refused, {}, e->code};
-            else if (auto* st = std::get_if<protocol::stat_reply>(r))
-              answers[i] = {stat_answer::kind::file, *st, errc::ok};
-            if (!first_answer) first_answer = clock::now();
-          }
-          g.open();
-        });
+    keys[i] = engine.start(*conns[i], protocol::stat_request{path}, {timeout, 30 * timeout},
+                           [&, i](request_engine::outcome o) {
+                             --pending;
+                             keys[i] = 0;
+                             if (auto* r = std::get_if<protocol::reply>(&o)) {
+                               if (auto* e = std::get_if<protocol::error_reply>(r))
+                                 answers[i] = {stat_answer::kind::refused, {}, e->code};
+                               else if (auto* st = std::get_if<protocol::stat_reply>(r))
+                                 answers[i] = {stat_answer::kind::file, *st, errc::ok};
+                               if (!first_answer) first_answer = clock::now();
+                             }
+                             g.open();
+                           });
   }
   while (pending > 0) {
     auto limit = clock::duration::max();
@@ -279,8 +278,8 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
       std::find_if(sources_.begin(), sources_.end(), [](auto& s) { return s.verified; });
   auto version = ref->version;
   const auto& ref_conn = *ref->conn;
-  auto block = bounded_block(path_, st.size, choose_block_size(ref_conn, opt_.block_size, st.max_block),
-                             st.max_block);
+  auto block = bounded_block(
+      path_, st.size, choose_block_size(ref_conn, opt_.block_size, st.max_block), st.max_block);
   log::debug("{}: {} bytes; block size {} (path MTU {}, server cap {})", path_, st.size, block,
              ref_conn.path_mtu(), st.max_block);
   std::optional<part_file> holder;
@@ -350,18 +349,19 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
       // blocks already here are worth keeping for a rerun: this throws then.
       auto asking = engine.ask(*ref->conn, protocol::stat_request{path_}, {opt_.timeout});
       (void)co_await asking;
-      const auto smaller = bounded_block(
-          path_, part.size(), smaller_block(part.block_size(), ref_conn.server().family()),
-          st.max_block);
+      const auto smaller =
+          bounded_block(path_, part.size(),
+                        smaller_block(part.block_size(), ref_conn.server().family()), st.max_block);
       if (smaller >= part.block_size())
         throw failure{exit_code::network,
                       fmt::format("{}: no block of {} bytes arrives, though the server answers: "
                                   "the path drops datagrams that large, and a file this large "
                                   "needs blocks at least that large",
                                   path_, part.block_size())};
-      log::warn("{}: no block of {} bytes arrives, though the server answers: the path drops "
-                "datagrams that large; going on with {}-byte blocks",
-                path_, part.block_size(), smaller);
+      log::warn(
+          "{}: no block of {} bytes arrives, though the server answers: the path drops "
+          "datagrams that large; going on with {}-byte blocks",
+          path_, part.block_size(), smaller);
       block = smaller;
       restart_part(part, version, smaller);
       mark_progress();  // twice at most: smaller_block goes to 1232 bytes, then 512
@@ -417,7 +417,8 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
                     fmt::format("{}: the file changed {} times during the transfer; giving up",
                                 path_, stats_.restarts)};
     log::warn("{}: the file changed on the server; starting over", path_);
-    restart_part(part, version, bounded_block(path_, version.size, part.block_size(), st.max_block));
+    restart_part(part, version,
+                 bounded_block(path_, version.size, part.block_size(), st.max_block));
     mark_progress();  // max_restarts at most
   }
   if (opt_.stream_fd < 0) part.commit(opt_.keep_mtime, opt_.replace);

@@ -25,7 +25,7 @@ namespace ferry::client {
 struct fetch_options {
   std::uint32_t block_size = 0;  // 0: the largest that the path carries unfragmented
   clock::duration timeout = std::chrono::seconds{10};  // give up after this long without progress
-  int max_restarts = 3;          // new versions of the file tolerated during one run
+  int max_restarts = 3;  // new versions of the file tolerated during one run
   // Blocks one GET-RUN may ask for; 1 sends a GET for every block.
   std::uint16_t max_run = protocol::max_run_blocks;
   std::uint32_t max_window = 0;  // blocks in flight at most per server; 0: congestion control's
@@ -54,8 +54,8 @@ struct fetch_result {
   std::uint64_t size = 0;
   std::uint64_t bytes_fetched = 0;  // payload bytes received and written in this run
   std::uint64_t resumed_bytes = 0;  // already in OUT.part when this run started
-  std::uint64_t requests = 0;   // blocks asked for
-  std::uint64_t datagrams = 0;  // GETs and GET-RUNs that asked for them
+  std::uint64_t requests = 0;       // blocks asked for
+  std::uint64_t datagrams = 0;      // GETs and GET-RUNs that asked for them
   std::uint64_t retransmits = 0;
   std::uint64_t duplicates = 0;  // replies for blocks already done
   std::uint64_t corrupt = 0;     // replies that failed to decode or to checksum
@@ -123,11 +123,11 @@ class fetcher {
     // spurious (the reordering window widens); false if by a timeout.
     std::unordered_map<std::uint64_t, bool> lost_by_order;
     std::uint64_t seq = 0, first_id = 0;
-    double pace_tokens = 0;  // pacing: bytes that may be asked for now (see may_send)
+    double pace_tokens = 0;               // pacing: bytes that may be asked for now (see may_send)
     clock::time_point next_tail_probe{};  // the earliest time for the next tail loss probe
     clock::time_point pace_at{};
     clock::time_point last_backoff{}, last_heard{}, next_probe{};
-    bool runs = true;  // it takes GET-RUN; false once it refused one (an older server)
+    bool runs = true;             // it takes GET-RUN; false once it refused one (an older server)
     std::uint64_t probe_key = 0;  // the exchange that asks a silent source whether it is back
     bool probing = false;
     source_result result;
@@ -218,15 +218,15 @@ class fetcher {
   std::uint64_t scan_ = 0;                              // next block never asked for
   std::uint64_t streamed_ = 0;                          // bytes written to opt_.stream_fd
   std::vector<std::byte> stream_buf_;
-  std::size_t next_source_ = 0;                         // where pump() starts, for fairness
+  std::size_t next_source_ = 0;  // where pump() starts, for fairness
   clock::time_point last_progress_{}, last_flush_{}, last_report_{}, last_trace_{};
   outcome outcome_ = outcome::running;
   bool heard_since_progress_ = false;  // any reply came since the last block
   // Starts the clock of --timeout without progress afresh.
   void mark_progress() noexcept;
   bool busy_since_progress_ = false;  // only "busy" came back since the last block
-  bool full_block_seen_ = false;  // a block of the full size came back in this transfer
-  int silent_timeouts_ = 0;  // timeouts before any did
+  bool full_block_seen_ = false;      // a block of the full size came back in this transfer
+  int silent_timeouts_ = 0;           // timeouts before any did
   clock::time_point transfer_started_{};
   protocol::errc last_error_ = protocol::errc::ok;
   int errors_confirmed_away_ = 0;  // error replies that a STAT then contradicted

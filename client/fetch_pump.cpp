@@ -17,8 +17,7 @@ namespace ferry::client {
 using protocol::errc;
 using namespace fetch_tuning;
 
-void fetcher::send_blocks(source& s, std::uint64_t index, std::uint16_t count,
-                          bool retransmit) {
+void fetcher::send_blocks(source& s, std::uint64_t index, std::uint16_t count, bool retransmit) {
   protocol::get_request req{path_, index * part_->block_size(), part_->block_size(), count};
   const auto now = clock::now();
   if (s.flights.empty()) s.last_heard = std::max(s.last_heard, now);
@@ -86,7 +85,8 @@ fetcher::pump_result fetcher::pump_source(source& s) {
       // that, and the replies on their way free the room within microseconds.
       const auto quantum = std::clamp<std::uint64_t>(
           static_cast<std::uint64_t>(s.cc->pacing_rate() / 1000.0) / block, 1,
-          std::min<std::uint64_t>(opt_.max_run, std::max<std::uint64_t>(1, s.cc->cwnd() / block / 4)));
+          std::min<std::uint64_t>(opt_.max_run,
+                                  std::max<std::uint64_t>(1, s.cc->cwnd() / block / 4)));
       if (n < quantum && n == by_window && by_window < by_pace && s.in_flight_bytes > 0)
         return pump_result::waiting;
     }
@@ -127,11 +127,11 @@ bool fetcher::tail_pick(source& s, std::uint64_t& index) {
   const auto srtt = s.conn->rtt().srtt();
   if (now < s.next_tail_probe) return false;
   // Without an RTT sample yet (a mirror that just came back), the RTO's first guess.
-  const auto overdue = s.conn->rtt().has_sample()
-                           ? srtt + std::max(s.loss.window(s.cc->min_rtt(), srtt, s.cc->round()),
-                                             srtt / 2) +
-                                 std::chrono::milliseconds{10}
-                           : s.conn->rtt().rto();
+  const auto overdue =
+      s.conn->rtt().has_sample()
+          ? srtt + std::max(s.loss.window(s.cc->min_rtt(), srtt, s.cc->round()), srtt / 2) +
+                std::chrono::milliseconds{10}
+          : s.conn->rtt().rto();
   bool found = false;
   s.flights.for_each([&](std::uint64_t, const flight& f) {
     if (now - f.cc.sent < overdue) return false;
@@ -155,9 +155,10 @@ void fetcher::start_congestion(source& s) {
       std::min<std::uint64_t>(s.conn->receive_buffer() / 2, std::uint64_t{256} << 10);
   // The first flight goes out before any rate is known: 32 blocks, but no more than 1 MiB (16
   // blocks of 64 KiB, as the window started before) nor than the socket holds.
-  c.initial_cwnd = std::max<std::uint64_t>(
-      std::min<std::uint64_t>({32ull * c.segment, std::uint64_t{1} << 20, s.conn->receive_buffer()}),
-      4ull * c.segment);
+  c.initial_cwnd =
+      std::max<std::uint64_t>(std::min<std::uint64_t>({32ull * c.segment, std::uint64_t{1} << 20,
+                                                       s.conn->receive_buffer()}),
+                              4ull * c.segment);
   if (s.conn->rtt().has_sample()) c.initial_rtt = s.conn->rtt().srtt();
   c.seed = s.conn->first_id();
   s.cc.emplace(c, clock::now());

@@ -29,9 +29,9 @@ void fetcher::restart_part(part_file& part, const protocol::file_version& versio
                   fmt::format("{}: {} after {} bytes of it were written to standard output, "
                               "which cannot be taken back; run the command again",
                               path_,
-                              data_bad                        ? "the digest did not match"
-                              : version != part.version()     ? "the file changed on the server"
-                                                              : "the transfer had to start over",
+                              data_bad                    ? "the digest did not match"
+                              : version != part.version() ? "the file changed on the server"
+                                                          : "the transfer had to start over",
                               streamed_)};
   part.restart(version, block);
 }
@@ -49,7 +49,8 @@ void fetcher::stream_out() {
   } waited{last_progress_, started};
   const auto ready = part_->in_order_bytes();
   while (streamed_ < ready) {
-    stream_buf_.resize(static_cast<std::size_t>(std::min<std::uint64_t>(ready - streamed_, 1 << 20)));
+    stream_buf_.resize(
+        static_cast<std::size_t>(std::min<std::uint64_t>(ready - streamed_, 1 << 20)));
     part_->read(streamed_, stream_buf_);
     std::size_t at = 0;
     while (at < stream_buf_.size()) {
@@ -62,9 +63,8 @@ void fetcher::stream_out() {
         continue;
       }
       if (n <= 0)
-        throw failure{exit_code::local_io,
-                      fmt::format("cannot write to standard output: {}",
-                                  std::strerror(n < 0 ? errno : EIO))};
+        throw failure{exit_code::local_io, fmt::format("cannot write to standard output: {}",
+                                                       std::strerror(n < 0 ? errno : EIO))};
       at += static_cast<std::size_t>(n);
     }
     streamed_ += stream_buf_.size();

@@ -181,14 +181,12 @@ void fetcher::probe(source& s, clock::time_point now) {
   s.next_probe = now + probe_every;
   s.probing = true;
   const auto key = engine_->start(
-      *s.conn, protocol::stat_request{path_}, {probe_every},
-      [this, &s](request_engine::outcome o) {
+      *s.conn, protocol::stat_request{path_}, {probe_every}, [this, &s](request_engine::outcome o) {
         s.probing = false;
         s.probe_key = 0;
         // No answer: it is still silent, and the next probe asks again.
         auto* r = std::get_if<protocol::reply>(&o);
-        if (r == nullptr || outcome_ != outcome::running || s.state != source_state::silent)
-          return;
+        if (r == nullptr || outcome_ != outcome::running || s.state != source_state::silent) return;
         s.last_heard = clock::now();
         try {
           on_probe_reply(s, *r);
@@ -266,8 +264,7 @@ void fetcher::handle_reply(source& s, const codec::decoded_reply& r) {
       // for one block at a time from now on, the rest of this run too (not lost: never queued);
       // the other runs in flight draw the same answer and come here as well.
       if (s.runs)
-        log::info("{} does not take GET-RUN; asking it for one block at a time",
-                  s.result.address);
+        log::info("{} does not take GET-RUN; asking it for one block at a time", s.result.address);
       s.runs = false;
       retire_run(s, id, run_length);
       return pump();
@@ -331,7 +328,8 @@ void fetcher::trace(const source& s) const {
       "pacing {:.2f} MB/s, {} requests, {} retransmitted, reorder window x{}",
       s.result.address, modes[static_cast<int>(s.cc->state())], s.cc->bandwidth() / 1e6,
       ms(s.cc->min_rtt()), ms(s.conn->rtt().srtt()), s.cc->cwnd(), s.in_flight_bytes,
-      s.cc->pacing_rate() / 1e6, s.result.requests, s.result.retransmits, s.loss.multiplier(s.cc->round()));
+      s.cc->pacing_rate() / 1e6, s.result.requests, s.result.retransmits,
+      s.loss.multiplier(s.cc->round()));
 }
 
 failure fetcher::no_progress() const {

@@ -25,9 +25,7 @@ struct flight {
 
 class flight_table {
  public:
-  void clear() noexcept {
-    head_ = count_ = live_ = 0;
-  }
+  void clear() noexcept { head_ = count_ = live_ = 0; }
   [[nodiscard]] std::size_t size() const noexcept { return live_; }
   [[nodiscard]] bool empty() const noexcept { return live_ == 0; }
 

@@ -137,8 +137,8 @@ std::uint32_t part_file::blocks_for(std::uint64_t size, std::uint32_t wish,
 
 void part_file::start_fresh(const protocol::file_version& version, std::uint32_t block) {
   if (block == 0 || blocks_for(version.size, block, block) != block)
-    throw failure{exit_code::internal, fmt::format("{} bytes in blocks of {} are too many blocks",
-                                                   version.size, block)};
+    throw failure{exit_code::internal,
+                  fmt::format("{} bytes in blocks of {} are too many blocks", version.size, block)};
   version_ = version;
   block_ = block;
   blocks_ = version.size / block + (version.size % block != 0 ? 1 : 0);
@@ -285,8 +285,8 @@ void part_file::hash_done_blocks() {
     const auto most = std::max<std::uint64_t>(1, read_back_bytes / block_);
     while (end < blocks_ && end - hashed_ < most && is_done(end)) ++end;
     const auto offset = hashed_ * block_;
-    const auto length = static_cast<std::size_t>(
-        std::min<std::uint64_t>(end * block_, version_.size) - offset);
+    const auto length =
+        static_cast<std::size_t>(std::min<std::uint64_t>(end * block_, version_.size) - offset);
     if (read_back_.size() < length) read_back_.resize(length);
     read(offset, {read_back_.data(), length});
     hash_->update({read_back_.data(), length});
@@ -301,8 +301,8 @@ std::uint64_t part_file::in_order_bytes() const noexcept {
 void part_file::read(std::uint64_t offset, std::span<std::byte> out) {
   std::size_t at = 0;
   while (at < out.size()) {
-    const ssize_t n = ::pread(data_.get(), out.data() + at, out.size() - at,
-                              static_cast<off_t>(offset + at));
+    const ssize_t n =
+        ::pread(data_.get(), out.data() + at, out.size() - at, static_cast<off_t>(offset + at));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) fail_io(data_path_, "read back", n < 0 ? errno : EIO);
     at += static_cast<std::size_t>(n);

@@ -172,9 +172,9 @@ void request_engine::on_timer() noexcept {
     auto& x = it->second;
     if (now - x.alive >= x.opt.timeout) {
       const auto& server = x.conn->server();
-      complete(key, no_answer(to_string(server),
-                              std::chrono::duration<double>(x.opt.timeout).count(),
-                              server.port(), x.busy));
+      complete(key,
+               no_answer(to_string(server), std::chrono::duration<double>(x.opt.timeout).count(),
+                         server.port(), x.busy));
       continue;
     }
     auto* conn = x.conn;
@@ -191,14 +191,15 @@ void request_engine::on_unreachable(connection& conn, int err) noexcept {
     if (x.conn == &conn) silent.push_back(key);
   const auto& server = conn.server();
   try {
-    const auto why =
-        err == ECONNREFUSED
-            ? fmt::format("{} refused the request (ICMP port unreachable): nothing listens on "
-                          "UDP port {} there; is ferryd running?",
-                          to_string(server), server.port())
-            : fmt::format("{} cannot be reached: {} (an ICMP error; a router or firewall on "
-                          "the way says so)",
-                          to_string(server), std::strerror(err));
+    const auto why = err == ECONNREFUSED
+                         ? fmt::format(
+                               "{} refused the request (ICMP port unreachable): nothing listens on "
+                               "UDP port {} there; is ferryd running?",
+                               to_string(server), server.port())
+                         : fmt::format(
+                               "{} cannot be reached: {} (an ICMP error; a router or firewall on "
+                               "the way says so)",
+                               to_string(server), std::strerror(err));
     for (auto key : silent) complete(key, failure{exit_code::network, why});
   } catch (const std::exception&) {
     // Out of memory for the message: the timeout ends these requests instead.

@@ -49,7 +49,6 @@ enum class file_action : std::uint8_t {
 [[nodiscard]] file_action decide_file(const protocol::list_entry& remote,
                                       const local_entry& local) noexcept;
 
-
 // rsync's itemized change string (11 characters, YXcstpoguax) for a regular file: `fetched`
 // false means only the mtime was set.
 [[nodiscard]] std::string itemize_file(bool is_new, bool fetched, bool size_differs,

@@ -17,10 +17,14 @@ std::size_t utf8_length(std::string_view s) {
   std::size_t n = 0;
   std::uint32_t cp = 0;
   if (c0 < 0x80) return 1;
-  if (c0 >= 0xc2 && c0 <= 0xdf) n = 2, cp = c0 & 0x1fu;
-  else if (c0 >= 0xe0 && c0 <= 0xef) n = 3, cp = c0 & 0x0fu;
-  else if (c0 >= 0xf0 && c0 <= 0xf4) n = 4, cp = c0 & 0x07u;
-  else return 0;
+  if (c0 >= 0xc2 && c0 <= 0xdf)
+    n = 2, cp = c0 & 0x1fu;
+  else if (c0 >= 0xe0 && c0 <= 0xef)
+    n = 3, cp = c0 & 0x0fu;
+  else if (c0 >= 0xf0 && c0 <= 0xf4)
+    n = 4, cp = c0 & 0x07u;
+  else
+    return 0;
   if (s.size() < n) return 0;
   for (std::size_t i = 1; i < n; ++i) {
     if ((b(i) & 0xc0) != 0x80) return 0;
@@ -44,14 +48,22 @@ bool is_shell_special(char c) {
 
 std::string escape_byte(unsigned char c) {
   switch (c) {
-    case '\a': return "\\a";
-    case '\b': return "\\b";
-    case '\t': return "\\t";
-    case '\n': return "\\n";
-    case '\v': return "\\v";
-    case '\f': return "\\f";
-    case '\r': return "\\r";
-    default: return fmt::format("\\{:03o}", c);
+    case '\a':
+      return "\\a";
+    case '\b':
+      return "\\b";
+    case '\t':
+      return "\\t";
+    case '\n':
+      return "\\n";
+    case '\v':
+      return "\\v";
+    case '\f':
+      return "\\f";
+    case '\r':
+      return "\\r";
+    default:
+      return fmt::format("\\{:03o}", c);
   }
 }
 

@@ -36,8 +36,8 @@ struct decoded_reply {
 // version), so that an error can be answered without parsing the datagram again. It stays
 // empty when the datagram is not recognisably a ferry request: no magic, or longer than any
 // request can be (nothing of such a datagram is read).
-[[nodiscard]] result<decoded_request> decode_request(std::span<const std::byte> wire,
-                                                     std::optional<protocol::header>& header) noexcept;
+[[nodiscard]] result<decoded_request> decode_request(
+    std::span<const std::byte> wire, std::optional<protocol::header>& header) noexcept;
 
 // Decodes a reply. Every datagram carries a checksum over all of its bytes: a mismatch is
 // errc::corrupt, anything else wrong is errc::malformed.

@@ -24,7 +24,7 @@ inline constexpr std::size_t max_name = 255;     // NAME_MAX
 inline constexpr std::size_t max_depth = 64;     // path components in one request
 inline constexpr std::size_t max_message = 256;  // error text
 inline constexpr std::size_t max_list_entries = 256;
-inline constexpr std::uint16_t max_run_blocks = 64;  // blocks one GET-RUN asks for
+inline constexpr std::uint16_t max_run_blocks = 64;    // blocks one GET-RUN asks for
 inline constexpr std::size_t max_request_size = 8192;  // no valid request is larger
 inline constexpr std::size_t max_datagram = 65507;     // largest IPv4 UDP payload
 

@@ -30,9 +30,8 @@ int receiver::receive(int fd) noexcept {
 
 namespace {
 bool same_destination(const datagram& a, const datagram& b) noexcept {
-  return a.to == b.to ||
-         (a.to != nullptr && b.to != nullptr && a.to_length == b.to_length &&
-          std::memcmp(a.to, b.to, a.to_length) == 0);
+  return a.to == b.to || (a.to != nullptr && b.to != nullptr && a.to_length == b.to_length &&
+                          std::memcmp(a.to, b.to, a.to_length) == 0);
 }
 }  // namespace
 
@@ -44,8 +43,8 @@ std::size_t messages::build(std::span<const datagram> d) noexcept {
     // Every segment but the last must be exactly the first one's size.
     std::size_t j = i + 1, bytes = d[i].size, run_parts = d[i].part_count;
     while (d[i].gso && j < d.size() && d[j].gso && same_destination(d[j], d[i]) &&
-           d[j - 1].size == d[i].size && d[j].size <= d[i].size &&
-           j - i < udp_gso::max_segments && bytes + d[j].size <= udp_gso::max_bytes &&
+           d[j - 1].size == d[i].size && d[j].size <= d[i].size && j - i < udp_gso::max_segments &&
+           bytes + d[j].size <= udp_gso::max_bytes &&
            parts + run_parts + d[j].part_count <= max_parts) {
       bytes += d[j].size;
       run_parts += d[j].part_count;
@@ -63,7 +62,8 @@ std::size_t messages::build(std::span<const datagram> d) noexcept {
       for (std::uint8_t p = 0; p < d[k].part_count; ++p) {
         const auto& part = d[k].parts[p];
         auto* prev = parts > first_part ? &parts_[parts - 1] : nullptr;
-        if (prev != nullptr && static_cast<std::byte*>(prev->iov_base) + prev->iov_len == part.iov_base)
+        if (prev != nullptr &&
+            static_cast<std::byte*>(prev->iov_base) + prev->iov_len == part.iov_base)
           prev->iov_len += part.iov_len;
         else
           parts_[parts++] = part;

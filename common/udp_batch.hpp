@@ -28,7 +28,9 @@ class receiver {
   [[nodiscard]] int receive(int fd) noexcept;
   [[nodiscard]] unsigned slots() const noexcept { return slots_; }
   // Of message `i` of the last receive(): longer than its slot (and so cut short)?
-  [[nodiscard]] bool truncated(unsigned i) const noexcept { return (msgs_[i].msg_hdr.msg_flags & MSG_TRUNC) != 0; }
+  [[nodiscard]] bool truncated(unsigned i) const noexcept {
+    return (msgs_[i].msg_hdr.msg_flags & MSG_TRUNC) != 0;
+  }
   // Its bytes, and who sent it (unset for a connected socket's).
   [[nodiscard]] std::span<const std::byte> bytes(unsigned i) const noexcept {
     return {buf_.get() + i * slot_size_, msgs_[i].msg_len};

@@ -28,7 +28,8 @@ std::optional<std::uint64_t> parse_rate(std::string_view text) noexcept {
   }
   if (text.empty() || !std::isdigit(static_cast<unsigned char>(text.front()))) return std::nullopt;
   double value = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value, std::chars_format::fixed);
+  const auto [end, ec] =
+      std::from_chars(text.data(), text.data() + text.size(), value, std::chars_format::fixed);
   if (ec != std::errc{} || end != text.data() + text.size()) return std::nullopt;
   const double bytes = std::floor(value * scale);
   if (!(bytes >= 1) || bytes > 4.6e18) return std::nullopt;

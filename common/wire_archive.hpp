@@ -28,8 +28,7 @@ class span_output_archive
     : public cereal::OutputArchive<span_output_archive, cereal::AllowEmptyClassElision> {
  public:
   // Writes the leading byte that says the fields are little-endian.
-  explicit span_output_archive(std::span<std::byte> out)
-      : OutputArchive{this}, out_{out} {
+  explicit span_output_archive(std::span<std::byte> out) : OutputArchive{this}, out_{out} {
     (*this)(std::uint8_t{1});
   }
 
@@ -84,15 +83,11 @@ class span_input_archive
 // cereal finds these by argument-dependent lookup. Integers only: the wire has no floats, and
 // bool and enums travel as range-checked bytes (see codec.cpp).
 template <class T>
-  requires std::is_integral_v<T>
-void CEREAL_SAVE_FUNCTION_NAME(span_output_archive& ar, const T& t) {
-  ar.save_integer(t);
-}
+requires std::is_integral_v<T>
+void CEREAL_SAVE_FUNCTION_NAME(span_output_archive& ar, const T& t) { ar.save_integer(t); }
 template <class T>
-  requires std::is_integral_v<T>
-void CEREAL_LOAD_FUNCTION_NAME(span_input_archive& ar, T& t) {
-  t = ar.load_integer<T>();
-}
+requires std::is_integral_v<T>
+void CEREAL_LOAD_FUNCTION_NAME(span_input_archive& ar, T& t) { t = ar.load_integer<T>(); }
 
 template <class Archive, class T>
 CEREAL_ARCHIVE_RESTRICT(span_input_archive, span_output_archive)
@@ -102,12 +97,14 @@ CEREAL_SERIALIZE_FUNCTION_NAME(Archive& ar, cereal::SizeTag<T>& t) {
 
 template <class T>
 void CEREAL_SAVE_FUNCTION_NAME(span_output_archive& ar, const cereal::BinaryData<T>& bd) {
-  static_assert(sizeof(std::remove_pointer_t<std::decay_t<T>>) == 1, "bytes only: no byte order to mind");
+  static_assert(sizeof(std::remove_pointer_t<std::decay_t<T>>) == 1,
+                "bytes only: no byte order to mind");
   ar.save_bytes(bd.data, static_cast<std::size_t>(bd.size));
 }
 template <class T>
 void CEREAL_LOAD_FUNCTION_NAME(span_input_archive& ar, cereal::BinaryData<T>& bd) {
-  static_assert(sizeof(std::remove_pointer_t<std::decay_t<T>>) == 1, "bytes only: no byte order to mind");
+  static_assert(sizeof(std::remove_pointer_t<std::decay_t<T>>) == 1,
+                "bytes only: no byte order to mind");
   const auto n = static_cast<std::size_t>(bd.size);
   const auto* from = ar.take(n);
   if (n > 0) std::memcpy(bd.data, from, n);

@@ -8,8 +8,7 @@
 
 namespace ferry::detail {
 
-std::uint64_t xxh3_64_seeded_avx2(const void* data, std::size_t size,
-                                  std::uint64_t seed) noexcept {
+std::uint64_t xxh3_64_seeded_avx2(const void* data, std::size_t size, std::uint64_t seed) noexcept {
   return XXH3_64bits_withSeed(data, size, seed);
 }
 

@@ -14,6 +14,8 @@ run_suite() {
 }
 
 started=$SECONDS
+echo "=== format"
+bash scripts/format.sh --check
 run_suite build
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   run_suite build-asan -DFERRY_SANITIZE=address,undefined

@@ -86,8 +86,7 @@ void address_validator::mac(std::uint32_t window, const sockaddr* peer,
     for (int i = 0; i < 8; ++i) out[8 * h + i] = std::byte(halves[h] >> (8 * i));
 }
 
-protocol::address_token address_validator::issue(const sockaddr* peer,
-                                                 std::uint64_t now_ms) const {
+protocol::address_token address_validator::issue(const sockaddr* peer, std::uint64_t now_ms) const {
   const auto window = static_cast<std::uint32_t>(now_ms / window_ms);
   protocol::address_token t{};
   for (std::size_t i = 0; i < 4; ++i) t[i] = std::byte(window >> (8 * i));

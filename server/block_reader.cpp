@@ -24,8 +24,8 @@ std::size_t block_reader::serve_run(client_state& c, std::span<const pending_get
   std::byte* slots[scheduler::max_run];
   read_outcome outcomes[scheduler::max_run];
   const auto n = batch_.payload_slots(block, {slots, std::min(run.size(), scheduler::max_run)});
-  const auto whole = read_blocks(cached->fd->get(), run[0].offset, block, {slots, n},
-                                 {outcomes, n}, !cached->in_memory);
+  const auto whole = read_blocks(cached->fd->get(), run[0].offset, block, {slots, n}, {outcomes, n},
+                                 !cached->in_memory);
   for (; done < whole; ++done) {
     if (batch_.next_payload() != slots[done]) break;
     ++stats_.reads_inline;
@@ -86,7 +86,7 @@ std::size_t block_reader::serve_mapped(client_state& c, const open_file& f,
 }
 
 block_reader::one block_reader::serve_one(client_state& c, const pending_get& g,
-                                         std::uint64_t now) {
+                                          std::uint64_t now) {
   const auto* cached = files_.find(g.rel, now);
   if (cached == nullptr) return {};
   // A page-cache hit is answered right here; a read that would wait for a disk goes to the pool.

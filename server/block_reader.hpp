@@ -5,8 +5,8 @@
 #include <memory>
 #include <span>
 
-#include "common/unique_fd.hpp"
 #include "common/protocol.hpp"
+#include "common/unique_fd.hpp"
 #include "server/client_table.hpp"
 #include "server/file_cache.hpp"
 #include "server/reply_batch.hpp"

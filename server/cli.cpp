@@ -61,7 +61,8 @@ int main(int argc, char** argv) {
              auto r = parse_rate(text);
              if (!r)
                throw CLI::ValidationError{
-                   name, "'" + text + "' is not a rate: use bytes per second, e.g. 500K, 20M, 1.5G"};
+                   name,
+                   "'" + text + "' is not a rate: use bytes per second, e.g. 500K, 20M, 1.5G"};
              into = *r;
            },
            what)

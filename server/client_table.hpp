@@ -40,10 +40,10 @@ struct client_state {
   token_bucket rate;
   std::size_t jobs = 0;  // pool jobs in flight for it
   std::uint64_t last_seen_ms = 0;
-  std::uint64_t turn = 0;            // the last turn it was considered in
-  std::size_t served_in_turn = 0;    // GETs served to it in that turn
-  bool ready = false;                // waiting in the scheduler's round
-  bool gso = true;                   // false once the kernel refused UDP GSO towards it
+  std::uint64_t turn = 0;                 // the last turn it was considered in
+  std::size_t served_in_turn = 0;         // GETs served to it in that turn
+  bool ready = false;                     // waiting in the scheduler's round
+  bool gso = true;                        // false once the kernel refused UDP GSO towards it
   std::list<peer_key>::iterator recency;  // its place in the table's order of recency
 };
 

@@ -24,12 +24,12 @@ enum class port_sharing : std::uint8_t {
 struct config {
   std::string root;
   std::string bind = "127.0.0.1";
-  std::uint16_t port = default_port;  // 0 takes a free port
-  unsigned workers = 1;               // loops, each with its own socket; 0: one per core
+  std::uint16_t port = default_port;             // 0 takes a free port
+  unsigned workers = 1;                          // loops, each with its own socket; 0: one per core
   port_sharing share_port = port_sharing::none;  // any: --reuseport
   std::uint32_t max_block = protocol::max_block_size;
-  std::size_t max_jobs = 64;               // queued file-system jobs; beyond: errc::busy
-  std::size_t max_digest_jobs = 2;         // whole-file digests computed at once
+  std::size_t max_jobs = 64;              // queued file-system jobs; beyond: errc::busy
+  std::size_t max_digest_jobs = 2;        // whole-file digests computed at once
   std::size_t max_send_queue = 4u << 20;  // bytes waiting for a full socket buffer to drain
   int socket_buffer = 8 << 20;            // SO_RCVBUF / SO_SNDBUF wish
   double stats_interval = 0;              // seconds between counter events; 0: SIGUSR1 only

@@ -130,8 +130,7 @@ protocol::list_reply stat_page(int dir_fd, const std::vector<protocol::list_entr
 
 }  // namespace
 
-dir_cache::snapshot_ptr dir_cache::find(const protocol::file_version& key,
-                                        bool allow_provisional) {
+dir_cache::snapshot_ptr dir_cache::find(const protocol::file_version& key, bool allow_provisional) {
   std::lock_guard lock{mutex_};
   auto it = map_.find({key.dev, key.ino});
   if (it == map_.end()) return nullptr;

@@ -143,8 +143,7 @@ std::size_t read_blocks(int fd, std::uint64_t offset, std::uint32_t block,
   if (got < 0) return 0;
   // Only blocks that arrived whole count; a short read leaves the rest to read_block.
   std::size_t whole = 0;
-  for (auto left = static_cast<std::uint64_t>(got); whole < n && out[whole].length <= left;
-       ++whole)
+  for (auto left = static_cast<std::uint64_t>(got); whole < n && out[whole].length <= left; ++whole)
     left -= out[whole].length;
   return whole;
 }
@@ -191,18 +190,16 @@ std::shared_ptr<const file_mapping> file_mapping::map(int fd, std::uint64_t offs
                                                       bool populate) noexcept {
   const auto base_offset = offset / page_size * page_size;
   const auto span = offset + length - base_offset;
-  if (length == 0 || span > static_cast<std::uint64_t>(PTRDIFF_MAX) ||
-      offset + length < offset)
+  if (length == 0 || span > static_cast<std::uint64_t>(PTRDIFF_MAX) || offset + length < offset)
     return nullptr;
   install_sigbus_handler();
   void* p = ::mmap(nullptr, static_cast<std::size_t>(span), PROT_READ,
-                   MAP_SHARED | (populate ? MAP_POPULATE : 0), fd,
-                   static_cast<off_t>(base_offset));
+                   MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, static_cast<off_t>(base_offset));
   if (p == MAP_FAILED) return nullptr;
   try {
-    return std::shared_ptr<const file_mapping>{new file_mapping{
-        static_cast<const std::byte*>(p), base_offset, static_cast<std::size_t>(span), offset,
-        length}};
+    return std::shared_ptr<const file_mapping>{
+        new file_mapping{static_cast<const std::byte*>(p), base_offset,
+                         static_cast<std::size_t>(span), offset, length}};
   } catch (...) {
     ::munmap(p, static_cast<std::size_t>(span));
     return nullptr;

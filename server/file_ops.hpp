@@ -52,8 +52,8 @@ struct read_outcome {
 // fstat and one preadv2, and fills out[i] for each block read whole. Returns how many were; the
 // caller reads the rest, if any, with read_block, which reports what stopped this one.
 [[nodiscard]] std::size_t read_blocks(int fd, std::uint64_t offset, std::uint32_t block,
-                                      std::span<std::byte* const> slots, std::span<read_outcome> out,
-                                      bool nowait) noexcept;
+                                      std::span<std::byte* const> slots,
+                                      std::span<read_outcome> out, bool nowait) noexcept;
 
 // A read-only shared mapping of part of a regular file. Its pages are the page cache's own, so
 // a block can be hashed and sent from it with no copy in between. Touching a page past the
@@ -85,9 +85,9 @@ class file_mapping {
   file_mapping(const std::byte* base, std::uint64_t base_offset, std::size_t mapped,
                std::uint64_t offset, std::uint64_t length) noexcept
       : base_{base}, base_offset_{base_offset}, mapped_{mapped}, offset_{offset}, length_{length} {}
-  const std::byte* base_;       // the first mapped page
-  std::uint64_t base_offset_;   // its file offset, page-aligned
-  std::size_t mapped_;          // bytes mapped from base_
+  const std::byte* base_;          // the first mapped page
+  std::uint64_t base_offset_;      // its file offset, page-aligned
+  std::size_t mapped_;             // bytes mapped from base_
   std::uint64_t offset_, length_;  // the range asked for
 };
 

@@ -38,9 +38,9 @@ class token_bucket {
   }
   void refill(std::uint64_t now_ms) noexcept {
     if (rate_ == 0 || now_ms <= updated_ms_) return;
-    tokens_ = std::min(static_cast<double>(burst()),
-                       tokens_ + static_cast<double>(rate_) *
-                                     static_cast<double>(now_ms - updated_ms_) / 1000.0);
+    tokens_ = std::min(
+        static_cast<double>(burst()),
+        tokens_ + static_cast<double>(rate_) * static_cast<double>(now_ms - updated_ms_) / 1000.0);
     updated_ms_ = now_ms;
   }
 

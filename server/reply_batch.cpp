@@ -125,9 +125,8 @@ void reply_batch::clear() noexcept {
 void reply_batch::flush() noexcept {
   // Group each client's replies, keeping their order: equal-sized replies to one client can
   // then go out as one UDP GSO send.
-  std::stable_sort(out_.begin(), out_.end(), [](const outgoing& a, const outgoing& b) {
-    return a.key.bytes < b.key.bytes;
-  });
+  std::stable_sort(out_.begin(), out_.end(),
+                   [](const outgoing& a, const outgoing& b) { return a.key.bytes < b.key.bytes; });
   udp_batch::datagram d[max_replies];
   for (std::size_t i = 0; i < out_.size(); ++i) {
     const auto& o = out_[i];
@@ -156,8 +155,9 @@ void reply_batch::flush() noexcept {
     if (sent == 0 || udp_batch::buffer_full(err)) break;
     if (err == EINTR) continue;
     if (msgs_.datagrams_of(0) > 1 && udp_batch::gso_refusal(err)) {
-      // EIO or ENOPROTOOPT: no GSO at all on this device or kernel. Otherwise not this segment size on this client's
-      // path, so none for this client. Either way these replies go again, one datagram each.
+      // EIO or ENOPROTOOPT: no GSO at all on this device or kernel. Otherwise not this segment size
+      // on this client's path, so none for this client. Either way these replies go again, one
+      // datagram each.
       const auto key = out_[next].key;
       ++stats_.gso_refused;
       if (err == EIO || err == ENOPROTOOPT) gso_ok_ = false;

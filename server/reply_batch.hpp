@@ -24,7 +24,8 @@ class reply_sink {
   // Sends the messages as sendmmsg(2) would: returns how many went, or -1 with errno set.
   virtual int send_messages(std::span<mmsghdr> msgs) noexcept = 0;
   // Keeps a reply that could not go now (the socket buffer is full), or drops it.
-  virtual void keep(const endpoint& peer, std::span<const iovec> bufs, std::size_t total) noexcept = 0;
+  virtual void keep(const endpoint& peer, std::span<const iovec> bufs,
+                    std::size_t total) noexcept = 0;
   // The kernel refused UDP GSO towards this client; its next replies go one by one.
   virtual void gso_refused(const peer_key& key) noexcept = 0;
 
@@ -49,7 +50,8 @@ class reply_batch {
   [[nodiscard]] std::byte* payload_slot(std::uint32_t block) noexcept;
   // Room for up to `slots.size()` replies of `block` bytes, back to back: fills `slots` with
   // where their payloads go and returns how many fit. Their add() calls must follow in order.
-  [[nodiscard]] std::size_t payload_slots(std::uint32_t block, std::span<std::byte*> slots) noexcept;
+  [[nodiscard]] std::size_t payload_slots(std::uint32_t block,
+                                          std::span<std::byte*> slots) noexcept;
   // Where the next add() expects its payload.
   [[nodiscard]] const std::byte* next_payload() const noexcept {
     return buf_.get() + used_ + protocol::data_reply_overhead;

@@ -14,15 +14,22 @@ void log_request(const endpoint& peer, std::uint64_t id, const protocol::request
     const auto rid = std::to_string(id);
     if (const auto* g = std::get_if<protocol::get_request>(&req)) {
       log::write(log::level::debug, "request",
-                 {{"client", client}, {"id", rid}, {"type", g->count > 1 ? "get_run" : "get"},
-                  {"path", g->path}, {"offset", std::to_string(g->offset)},
-                  {"block", std::to_string(g->block_size)}, {"count", std::to_string(g->count)}});
+                 {{"client", client},
+                  {"id", rid},
+                  {"type", g->count > 1 ? "get_run" : "get"},
+                  {"path", g->path},
+                  {"offset", std::to_string(g->offset)},
+                  {"block", std::to_string(g->block_size)},
+                  {"count", std::to_string(g->count)}});
     } else if (const auto* st = std::get_if<protocol::stat_request>(&req)) {
       log::write(log::level::debug, "request",
                  {{"client", client}, {"id", rid}, {"type", "stat"}, {"path", st->path}});
     } else if (const auto* l = std::get_if<protocol::list_request>(&req)) {
       log::write(log::level::debug, "request",
-                 {{"client", client}, {"id", rid}, {"type", "list"}, {"path", l->path},
+                 {{"client", client},
+                  {"id", rid},
+                  {"type", "list"},
+                  {"path", l->path},
                   {"cursor", l->cursor}});
     }
   } catch (...) {
@@ -32,7 +39,8 @@ void log_request(const endpoint& peer, std::uint64_t id, const protocol::request
 void log_refusal(const endpoint& peer, std::uint64_t id, protocol::errc code) noexcept {
   try {
     log::write(log::level::debug, "refused",
-               {{"client", to_string(peer)}, {"id", std::to_string(id)},
+               {{"client", to_string(peer)},
+                {"id", std::to_string(id)},
                 {"code", std::string{protocol::code_name(code)}}});
   } catch (...) {
   }

@@ -67,8 +67,8 @@ scheduler::turn_result scheduler::turn(std::uint64_t now, const serve_fn& serve,
     }
     const bool rate_ok = c.rate.ready(now);
     if (!rate_ok)
-      result.wait_ms = result.wait_ms == 0 ? c.rate.wait_ms()
-                                           : std::min(result.wait_ms, c.rate.wait_ms());
+      result.wait_ms =
+          result.wait_ms == 0 ? c.rate.wait_ms() : std::min(result.wait_ms, c.rate.wait_ms());
     if (!rate_ok || c.jobs >= limits_.max_client_jobs || c.served_in_turn >= quota) {
       // This client has had its part for now; the others go on. A full pass over every
       // waiting client that serves nobody ends the turn.
@@ -86,8 +86,7 @@ scheduler::turn_result scheduler::turn(std::uint64_t now, const serve_fn& serve,
     while (n < most && n < c.queue.size()) {
       const auto& prev = c.queue[n - 1];
       const auto& g = c.queue[n];
-      if (g.block != prev.block || g.offset != prev.offset + prev.block || g.rel != prev.rel)
-        break;
+      if (g.block != prev.block || g.offset != prev.offset + prev.block || g.rel != prev.rel) break;
       ++n;
     }
     pending_get run[max_run];

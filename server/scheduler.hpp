@@ -57,10 +57,10 @@ class scheduler {
   void clear() noexcept { ready_.clear(); }
 
  private:
-  client_table& clients_;             // unowned
-  shared_token_bucket& total_rate_;   // unowned
+  client_table& clients_;            // unowned
+  shared_token_bucket& total_rate_;  // unowned
   limits limits_;
-  stats& stats_;                      // unowned
+  stats& stats_;                // unowned
   std::deque<peer_key> ready_;  // clients with queued GETs, in round-robin order
   std::uint64_t turn_ = 0;
   std::size_t clients_last_turn_ = 0;

@@ -60,7 +60,10 @@ udp_server::udp_server(uv_loop_t* loop, config cfg, std::shared_ptr<shared_state
       batch_{*this, total_rate_, stats_},
       reader_{files_, batch_, stats_},
       send_queue_{cfg_.max_send_queue, stats_},
-      jobs_{loop, *this, clients_, {cfg_.max_jobs, cfg_.max_client_jobs, cfg_.max_digest_jobs},
+      jobs_{loop,
+            *this,
+            clients_,
+            {cfg_.max_jobs, cfg_.max_client_jobs, cfg_.max_digest_jobs},
             stats_},
       dirs_{std::make_shared<dir_cache>()} {
   cfg_.max_block = std::clamp(cfg_.max_block, protocol::min_block_size, protocol::max_block_size);
@@ -268,9 +271,8 @@ void udp_server::handle_get(client_state& c, std::uint64_t id, const protocol::g
 
 void udp_server::schedule_serving() noexcept {
   if (stopping_ || !scheduler_.waiting() || !send_queue_.empty() || rate_timer_armed_) return;
-  uv_idle_start(serve_idle_.get(), [](uv_idle_t* h) {
-    static_cast<udp_server*>(h->data)->serve_turn();
-  });
+  uv_idle_start(serve_idle_.get(),
+                [](uv_idle_t* h) { static_cast<udp_server*>(h->data)->serve_turn(); });
 }
 
 void udp_server::serve_turn() noexcept {
@@ -477,7 +479,8 @@ void udp_server::check_root() noexcept {
   struct stat st {};
   if (root_gone_ || ::fstat(root_.get(), &st) != 0 || st.st_nlink != 0) return;
   root_gone_ = true;
-  log::write(log::level::error, "the served directory was deleted; restart ferryd to serve it again",
+  log::write(log::level::error,
+             "the served directory was deleted; restart ferryd to serve it again",
              {{"root", cfg_.root}}, true);
 }
 

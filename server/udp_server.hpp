@@ -13,9 +13,9 @@
 #include <string>
 
 #include "common/address.hpp"
-#include "common/unique_fd.hpp"
 #include "common/protocol.hpp"
 #include "common/udp_batch.hpp"
+#include "common/unique_fd.hpp"
 #include "common/uv_owned.hpp"
 #include "server/block_reader.hpp"
 #include "server/client_table.hpp"
@@ -136,8 +136,8 @@ class udp_server final : private job_host, private reply_sink {
   const address_validator& validator_;  // in shared_
   shared_token_bucket& total_rate_;     // in shared_
   std::unique_ptr<uv_owned<uv_poll_t>> poll_;
-  uv_owned<uv_idle_t> serve_idle_;   // runs while GETs wait and nothing else wakes the loop
-  uv_owned<uv_timer_t> rate_timer_;  // wakes serving when a rate limit allows more
+  uv_owned<uv_idle_t> serve_idle_;    // runs while GETs wait and nothing else wakes the loop
+  uv_owned<uv_timer_t> rate_timer_;   // wakes serving when a rate limit allows more
   uv_owned<uv_timer_t> prune_timer_;  // forgets idle clients
   bool rate_timer_armed_ = false;
   int poll_events_ = 0;

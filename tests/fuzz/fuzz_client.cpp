@@ -96,7 +96,8 @@ proto::data_reply honest_block(std::uint64_t offset) {
   d.version = true_stat().version;
   const auto& c = content();
   const auto len = offset < c.size() ? std::min<std::uint64_t>(block, c.size() - offset) : 0;
-  d.payload = reinterpret_cast<const std::byte*>(c.data()) + std::min<std::uint64_t>(offset, c.size());
+  d.payload =
+      reinterpret_cast<const std::byte*>(c.data()) + std::min<std::uint64_t>(offset, c.size());
   d.length = static_cast<std::uint32_t>(len);
   d.eof = offset + len >= c.size();
   return d;
@@ -123,7 +124,8 @@ std::optional<proto::reply> answer(script& s, int& silences, const proto::reques
   }
   const bool is_stat = std::holds_alternative<proto::stat_request>(req);
   // A block in answer to a STAT only costs the client a retransmission timeout.
-  if (!scripted || (is_stat && kind >= 5)) return is_stat ? proto::reply{true_stat()} : honest_block(offset);
+  if (!scripted || (is_stat && kind >= 5))
+    return is_stat ? proto::reply{true_stat()} : honest_block(offset);
   switch (kind) {
     case 0:
       if (silences++ < max_silences) return std::nullopt;
@@ -258,8 +260,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   (void)quiet;
   const auto out = work_dir() / "f.bin";
   std::error_code ec;
-  for (const auto* suffix : {"", ".part", ".part.state"})
-    fs::remove(out.string() + suffix, ec);
+  for (const auto* suffix : {"", ".part", ".part.state"}) fs::remove(out.string() + suffix, ec);
 
   // The input's first half scripts the fetch, the second the listing.
   const std::span<const std::uint8_t> in{data, size};

@@ -81,8 +81,7 @@ msg_type type_of(const Body& body) {
       return msg_type::get_run_request;
     return std::array{msg_type::list_request, msg_type::stat_request,
                       msg_type::get_request}[body.index()];
-  }
-  else
+  } else
     return std::array{msg_type::list_reply, msg_type::stat_reply, msg_type::data_reply,
                       msg_type::error_reply, msg_type::token_reply}[body.index()];
 }
@@ -107,11 +106,10 @@ std::span<const std::byte> round_trip(std::span<const std::byte> wire, const Dec
                    "a datagram re-encodes to other bytes");
   const auto again = decode(encoded);
   FERRY_FUZZ_CHECK(again, "a re-encoded datagram does not decode");
-  FERRY_FUZZ_CHECK(again->hdr.type == d.hdr.type &&
-                       again->hdr.flags == (token ? proto::flag_token : 0) &&
-                       again->hdr.request_id == d.hdr.request_id &&
-                       (!token || again->hdr.token == d.hdr.token),
-                   "a re-encoded datagram has another header");
+  FERRY_FUZZ_CHECK(
+      again->hdr.type == d.hdr.type && again->hdr.flags == (token ? proto::flag_token : 0) &&
+          again->hdr.request_id == d.hdr.request_id && (!token || again->hdr.token == d.hdr.token),
+      "a re-encoded datagram has another header");
   FERRY_FUZZ_CHECK(same_body(again->body, d.body),
                    "a re-encoded datagram decodes to another value");
   return encoded;
@@ -120,8 +118,7 @@ std::span<const std::byte> round_trip(std::span<const std::byte> wire, const Dec
 void check_request(std::span<const std::byte> wire, const codec::decoded_request& d) {
   FERRY_FUZZ_CHECK(d.hdr.type == type_of(d.body), "header type and body disagree");
   FERRY_FUZZ_CHECK(wire.size() <= proto::max_request_size, "an oversized request decoded");
-  if (const auto* get = std::get_if<proto::get_request>(&d.body))
-  {
+  if (const auto* get = std::get_if<proto::get_request>(&d.body)) {
     FERRY_FUZZ_CHECK(get->block_size > 0, "a GET of zero bytes decoded");
     FERRY_FUZZ_CHECK(get->count >= 1 && get->count <= proto::max_run_blocks,
                      "a GET-RUN of a count out of range decoded");

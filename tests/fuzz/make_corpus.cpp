@@ -94,7 +94,8 @@ void write_decode_seeds(const fs::path& dir) {
   for (std::size_t i = 0; i < token.token.size(); ++i) token.token[i] = std::byte(0x30 + i);
   save(dir, "token_reply", reply(token));
   std::vector<std::byte> with_token(proto::max_request_size);
-  auto n = ferry::codec::encode_request(with_token, 7, proto::get_request{"f", 0, 512}, &token.token);
+  auto n =
+      ferry::codec::encode_request(with_token, 7, proto::get_request{"f", 0, 512}, &token.token);
   if (!n) throw std::logic_error{"a request with a token did not encode"};
   with_token.resize(*n);
   save(dir, "get_with_token", with_token);

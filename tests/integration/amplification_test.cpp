@@ -100,7 +100,8 @@ proto::address_token token_for(const raw_socket& s, const ferry::endpoint& serve
 }  // namespace
 
 TEST_SUITE("address validation") {
-  TEST_CASE("a request without a valid token draws only a token reply, within three times its size") {
+  TEST_CASE(
+      "a request without a valid token draws only a token reply, within three times its size") {
     temp_dir root;
     root.write_random("f.bin", 1 << 20, 1);
     running_server srv{root.path()};
@@ -176,7 +177,8 @@ TEST_SUITE("address validation") {
     CHECK(e->code == proto::errc::unsupported_version);
   }
 
-  TEST_CASE("a real client's datagrams replayed from 127.0.0.2 draw at most three times their bytes") {
+  TEST_CASE(
+      "a real client's datagrams replayed from 127.0.0.2 draw at most three times their bytes") {
     temp_dir root;
     root.write_random("f.bin", 4 << 20, 2);
     running_server srv{root.path()};
@@ -217,7 +219,9 @@ TEST_SUITE("address validation") {
       sent += d.size();
     }
     // Everything sent has been taken in, and every answer had time to arrive.
-    wait_until([&] { return srv.counters().datagrams_in.load() >= before.datagrams_in + recorded.size(); });
+    wait_until([&] {
+      return srv.counters().datagrams_in.load() >= before.datagrams_in + recorded.size();
+    });
     std::this_thread::sleep_for(300ms);
     done = true;
     reader.join();
@@ -228,7 +232,8 @@ TEST_SUITE("address validation") {
     CHECK(data_replies == 0);
     CHECK(received <= proto::amplification_limit * sent);
     // The server's own view agrees: what it sent to anyone during the replay.
-    CHECK(after.bytes_out - before.bytes_out <= proto::amplification_limit * (after.bytes_in - before.bytes_in));
+    CHECK(after.bytes_out - before.bytes_out <=
+          proto::amplification_limit * (after.bytes_in - before.bytes_in));
     CHECK(after.get_requests == before.get_requests);
   }
 }
@@ -253,7 +258,8 @@ class greedy_client {
 
  private:
   void ask() {
-    const auto wire = request(next_id_++, proto::get_request{path_, offset_, proto::max_block_size}, &token_);
+    const auto wire =
+        request(next_id_++, proto::get_request{path_, offset_, proto::max_block_size}, &token_);
     (void)::send(socket_.fd(), wire.data(), wire.size(), MSG_DONTWAIT);
     offset_ += proto::max_block_size;
     if (offset_ >= size_) offset_ = 0;
@@ -310,9 +316,9 @@ share_result compete(const running_server::tweak& tweak) {
   const double secs = std::chrono::duration<double>(steady::now() - start).count();
   const auto greedy_bytes = greedy.bytes() - greedy_before;
   MESSAGE("normal client: " << res.requests << " requests, " << res.retransmits
-                            << " retransmits; server dropped " << srv.counters().dropped_queue_full.load()
-                            << " GETs at full queues, " << srv.counters().send_dropped.load()
-                            << " at the send queue");
+                            << " retransmits; server dropped "
+                            << srv.counters().dropped_queue_full.load() << " GETs at full queues, "
+                            << srv.counters().send_dropped.load() << " at the send queue");
   CHECK(res.size == size);
   CHECK(root.read("copy.bin") == root.read("normal.bin"));
   return {static_cast<double>(size) / secs / 1e6, static_cast<double>(greedy_bytes) / secs / 1e6};

@@ -8,8 +8,8 @@
 
 #include <atomic>
 #include <cstdint>
-#include <map>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -27,7 +27,6 @@ namespace proto = ferry::protocol;
 namespace fs = std::filesystem;
 using ferry::client::fetch_options;
 using namespace ferry::test;
-
 
 }  // namespace
 
@@ -86,7 +85,8 @@ TEST_CASE("ferryd answers each block of a GET-RUN with its own id, up to the que
   keep.reserve(200);
   // Within the limit: all 10 blocks, each with the id that goes with its offset.
   const auto id = cli.next_id();
-  const auto got = run_replies(cli, id, proto::get_request{"f.bin", 512 * 20, 512, 10}, keep, 300ms);
+  const auto got =
+      run_replies(cli, id, proto::get_request{"f.bin", 512 * 20, 512, 10}, keep, 300ms);
   CHECK(got.size() == 10);
   for (const auto& [rid, d] : got) {
     const auto nth = rid - id;

@@ -53,8 +53,9 @@ proto::stat_reply the_file(std::uint64_t size = content.size()) {
 }
 
 // A server that answers STAT truly and every GET with `answer(get)`.
-scripted_server serving(std::function<std::optional<proto::reply>(const proto::get_request&)> answer,
-                        proto::stat_reply st = the_file()) {
+scripted_server serving(
+    std::function<std::optional<proto::reply>(const proto::get_request&)> answer,
+    proto::stat_reply st = the_file()) {
   return scripted_server{[st, answer](const ferry::codec::decoded_request& r,
                                       std::uint64_t) -> std::optional<proto::reply> {
     if (std::holds_alternative<proto::stat_request>(r.body)) return st;
@@ -163,9 +164,8 @@ TEST_CASE("a half-good server still times out, and a good rerun resumes what arr
   const auto o = fetch_from(liar, dest / "f.bin", one_second());
   REQUIRE(o.failed);
   CHECK(o.seconds < 4.0);
-  auto honest = serving([](const proto::get_request& g) -> std::optional<proto::reply> {
-    return block_of(g);
-  });
+  auto honest = serving(
+      [](const proto::get_request& g) -> std::optional<proto::reply> { return block_of(g); });
   const auto r = fetch_once(honest.endpoint(), "f.bin", dest / "f.bin", one_second());
   CHECK(read_file(dest / "f.bin") == content);
   CHECK(r.resumed_bytes > 0);
@@ -206,18 +206,18 @@ TEST_CASE("a claimed size cannot make the client's state unbounded") {
 
 TEST_CASE("ls stops a listing that never ends at --max-entries, having printed that many") {
   std::atomic<std::uint64_t> pages{0};
-  scripted_server endless{[&](const ferry::codec::decoded_request& r,
-                              std::uint64_t) -> std::optional<proto::reply> {
-    const auto* l = std::get_if<proto::list_request>(&r.body);
-    if (l == nullptr) return proto::error_reply{proto::errc::bad_request, ""};
-    // Names that rise for ever: the cursor plus one, page after page.
-    const std::uint64_t from = l->cursor.empty() ? 0 : std::stoull(l->cursor.substr(1)) + 1;
-    proto::list_reply page;
-    for (std::uint64_t i = from; i < from + 30; ++i)
-      page.entries.push_back({fmt::format("n{:012}", i), proto::entry_type::file, 1, 0});
-    ++pages;
-    return page;
-  }};
+  scripted_server endless{
+      [&](const ferry::codec::decoded_request& r, std::uint64_t) -> std::optional<proto::reply> {
+        const auto* l = std::get_if<proto::list_request>(&r.body);
+        if (l == nullptr) return proto::error_reply{proto::errc::bad_request, ""};
+        // Names that rise for ever: the cursor plus one, page after page.
+        const std::uint64_t from = l->cursor.empty() ? 0 : std::stoull(l->cursor.substr(1)) + 1;
+        proto::list_reply page;
+        for (std::uint64_t i = from; i < from + 30; ++i)
+          page.entries.push_back({fmt::format("n{:012}", i), proto::entry_type::file, 1, 0});
+        ++pages;
+        return page;
+      }};
   ferry::client::command_options o;
   o.address = to_string(endless.endpoint());
   o.timeout_s = 2;

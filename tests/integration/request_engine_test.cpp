@@ -63,11 +63,11 @@ TEST_CASE("a lost request is asked again, and the answer ends the exchange") {
 TEST_CASE("a token demand is answered at once with the token") {
   proto::address_token token{};
   token[0] = std::byte{42};
-  scripted_server srv{[&](const ferry::codec::decoded_request& r,
-                          std::uint64_t) -> std::optional<proto::reply> {
-    if (!r.hdr.has_token() || r.hdr.token != token) return proto::token_reply{token};
-    return a_file();
-  }};
+  scripted_server srv{
+      [&](const ferry::codec::decoded_request& r, std::uint64_t) -> std::optional<proto::reply> {
+        if (!r.hdr.has_token() || r.hdr.token != token) return proto::token_reply{token};
+        return a_file();
+      }};
   connection conn{srv.endpoint()};
   const auto start = clock::now();
   const auto reply = ask(conn, proto::stat_request{"f"}, {std::chrono::seconds{10}});
@@ -135,18 +135,16 @@ TEST_CASE("a closed port ends the exchange at once, on the kernel's ICMP refusal
 
 TEST_CASE("a digest being computed is polled until ready, and a digest that never comes ends") {
   SUBCASE("ready after a few polls") {
-    scripted_server srv{[](const auto&, std::uint64_t n) -> std::optional<proto::reply> {
-      return a_file(n >= 4);
-    }};
+    scripted_server srv{
+        [](const auto&, std::uint64_t n) -> std::optional<proto::reply> { return a_file(n >= 4); }};
     connection conn{srv.endpoint()};
     const auto st = ferry::client::stat_with_digest(conn, "f", std::chrono::seconds{5});
     CHECK(st.digest_ready);
     CHECK(srv.requests() == 5);
   }
   SUBCASE("never ready") {
-    scripted_server srv{[](const auto&, std::uint64_t) -> std::optional<proto::reply> {
-      return a_file(false);
-    }};
+    scripted_server srv{
+        [](const auto&, std::uint64_t) -> std::optional<proto::reply> { return a_file(false); }};
     connection conn{srv.endpoint()};
     const auto start = clock::now();
     std::optional<failure> got;
@@ -162,9 +160,8 @@ TEST_CASE("a digest being computed is polled until ready, and a digest that neve
 }
 
 TEST_CASE("exchanges to several servers run at once on one loop, and a cancelled one is silent") {
-  scripted_server fast{[](const auto&, std::uint64_t) -> std::optional<proto::reply> {
-    return a_file();
-  }};
+  scripted_server fast{
+      [](const auto&, std::uint64_t) -> std::optional<proto::reply> { return a_file(); }};
   scripted_server mute{[](const auto&, std::uint64_t) { return std::optional<proto::reply>{}; }};
   ferry::client::connection_group group{{fast.endpoint(), mute.endpoint(), fast.endpoint()}};
   auto conns = group.members();

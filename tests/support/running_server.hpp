@@ -215,9 +215,9 @@ class blocking_client {
 
   // Encodes `req` with `id` into a datagram, without sending it and without a token: what a
   // client that was never validated, or a spoofer, sends.
-  [[nodiscard]] static std::vector<std::byte> encode(std::uint64_t id,
-                                                     const protocol::request& req,
-                                                     const protocol::address_token* token = nullptr);
+  [[nodiscard]] static std::vector<std::byte> encode(
+      std::uint64_t id, const protocol::request& req,
+      const protocol::address_token* token = nullptr);
   // The same, with this client's address token, which it first asks the server for if it has
   // none yet: a request the server will answer.
   [[nodiscard]] std::vector<std::byte> encode_validated(std::uint64_t id,

@@ -8,9 +8,9 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <queue>
@@ -156,8 +156,7 @@ class simulation {
     if (backlog + f.segment > static_cast<double>(path_.queue)) return;
     link_free_ = start + std::chrono::duration_cast<cc_clock::duration>(
                              std::chrono::duration<double>(f.segment / path_.rate));
-    if (!chance(path_.loss_down))
-      push({link_free_ + path_.one_way, kind::reply, e.flow, e.seq});
+    if (!chance(path_.loss_down)) push({link_free_ + path_.one_way, kind::reply, e.flow, e.seq});
   }
 
   void on_reply(flow& f, cc_clock::time_point now, std::uint64_t seq) {
@@ -332,10 +331,10 @@ TEST_CASE("RACK: an answer overtaken by a later one is lost only after the reord
   r.on_ack(5, 40ms);  // the sixth request came back after 40 ms
   const auto w = r.window(min_rtt, srtt, 0);
   CHECK(w == 10ms);
-  CHECK_FALSE(r.lost(5, t0, t0 + 1s, w));              // not sent before the one answered
-  CHECK_FALSE(r.lost(2, t0, t0 + 40ms + 9ms, w));       // may still be on its way
-  CHECK(r.lost(2, t0, t0 + 40ms + 10ms, w));            // overdue
-  r.on_ack(3, 80ms);                                    // an older request: no newer evidence
+  CHECK_FALSE(r.lost(5, t0, t0 + 1s, w));          // not sent before the one answered
+  CHECK_FALSE(r.lost(2, t0, t0 + 40ms + 9ms, w));  // may still be on its way
+  CHECK(r.lost(2, t0, t0 + 40ms + 10ms, w));       // overdue
+  r.on_ack(3, 80ms);                               // an older request: no newer evidence
   CHECK(r.lost(2, t0, t0 + 50ms, r.window(min_rtt, srtt, 0)));
 }
 

@@ -140,8 +140,7 @@ TEST_CASE("the wide XXH3 paths equal libxxhash, whichever vector unit they use")
     REQUIRE(XXH3_128bits_reset(state) == XXH_OK);
     const std::span<const std::byte> all{content};
     for (std::size_t at = 0, step = 1; at < all.size(); at += step, step = step * 3 + 7)
-      ferry::detail::xxh3_128_update_avx2(state, all.data() + at,
-                                          std::min(step, all.size() - at));
+      ferry::detail::xxh3_128_update_avx2(state, all.data() + at, std::min(step, all.size() - at));
     const XXH128_hash_t h = XXH3_128bits_digest(state);
     XXH3_freeState(state);
     CHECK(proto::digest128{h.high64, h.low64} == reference(content));

@@ -90,8 +90,8 @@ TEST_CASE("counts and offsets out of range are refused both ways") {
   // lies past 2^64 is a bad request; the largest valid one decodes.
   CHECK(ferry::codec::decode_request(run_wire(1, "f", 0, 512, 0)).error() == errc::bad_request);
   CHECK(ferry::codec::decode_request(run_wire(1, "f", 0, 512, 1)).error() == errc::bad_request);
-  CHECK(ferry::codec::decode_request(run_wire(1, "f", 0, 512, proto::max_run_blocks + 1))
-            .error() == errc::bad_request);
+  CHECK(ferry::codec::decode_request(run_wire(1, "f", 0, 512, proto::max_run_blocks + 1)).error() ==
+        errc::bad_request);
   CHECK(ferry::codec::decode_request(run_wire(1, "f", near_end, 2048, 2)).error() ==
         errc::bad_request);
   CHECK(ferry::codec::decode_request(run_wire(1, "f", near_end, 512, 2)));

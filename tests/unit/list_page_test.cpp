@@ -33,8 +33,8 @@ std::size_t wire_size(const proto::list_reply& page) {
 }
 
 // Pages through `entries` from the start, as a client does, and returns every name seen.
-std::vector<std::string> page_all(const std::vector<proto::list_entry>& entries,
-                                  std::size_t budget, std::size_t* pages = nullptr) {
+std::vector<std::string> page_all(const std::vector<proto::list_entry>& entries, std::size_t budget,
+                                  std::size_t* pages = nullptr) {
   std::vector<std::string> seen;
   std::string cursor;
   for (std::size_t i = 0; i < entries.size() + 2; ++i) {

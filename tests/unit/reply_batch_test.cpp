@@ -120,8 +120,9 @@ std::vector<std::vector<std::byte>> datagrams_of(const message& m) {
   std::vector<std::vector<std::byte>> out;
   const auto seg = m.segment == 0 ? m.bytes.size() : m.segment;
   for (std::size_t at = 0; at < m.bytes.size(); at += seg)
-    out.emplace_back(m.bytes.begin() + static_cast<std::ptrdiff_t>(at),
-                     m.bytes.begin() + static_cast<std::ptrdiff_t>(std::min(at + seg, m.bytes.size())));
+    out.emplace_back(
+        m.bytes.begin() + static_cast<std::ptrdiff_t>(at),
+        m.bytes.begin() + static_cast<std::ptrdiff_t>(std::min(at + seg, m.bytes.size())));
   return out;
 }
 
@@ -193,7 +194,7 @@ TEST_CASE("what a full socket buffer does not take goes to the send queue, in or
   h.add(a, 1, 100, 1);
   h.add(a, 2, 100, 1);
   h.add(b, 3, 100, 1);
-  h.sink.script.push_back({1, 0});       // one message goes,
+  h.sink.script.push_back({1, 0});        // one message goes,
   h.sink.script.push_back({-1, EAGAIN});  // then the buffer is full
   h.batch.flush();
   CHECK(h.sink.sent.size() == 1);

@@ -173,7 +173,8 @@ TEST_CASE("serving stops when the server may not send") {
   harness h;
   auto& c = h.client(1000);
   h.ask(c, 10);
-  const auto r = h.sched.turn(0, [](client_state&, std::span<pending_get>) {}, [] { return false; });
+  const auto r = h.sched.turn(
+      0, [](client_state&, std::span<pending_get>) {}, [] { return false; });
   CHECK(r.served == 0);
   CHECK(h.clients.queued() == 10);
 }

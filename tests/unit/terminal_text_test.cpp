@@ -49,7 +49,8 @@ TEST_CASE("control characters and bytes that are not UTF-8 become $'...' escapes
   CHECK(utf8("tab\there") == "'tab'$'\\t''here'");
   CHECK(utf8("del\x7f") == "'del'$'\\177'");
   // A lone 0x9b is CSI on terminals that take 8-bit controls; U+009B is the same in UTF-8.
-  CHECK(utf8("x\x9b" "2J") == "'x'$'\\233''2J'");
+  CHECK(utf8("x\x9b"
+             "2J") == "'x'$'\\233''2J'");
   CHECK(utf8("x\xc2\x9b") == "'x'$'\\302\\233'");
   // Overlong and surrogate encodings are not UTF-8.
   CHECK(utf8("\xc0\xaf") == "''$'\\300\\257'");
@@ -58,7 +59,13 @@ TEST_CASE("control characters and bytes that are not UTF-8 become $'...' escapes
 
 TEST_CASE("on a terminal that is not UTF-8, every byte above 0x7f is escaped") {
   // U+00DB in UTF-8 is c3 9b: on an 8-bit terminal its second byte is CSI.
-  CHECK(quote_for_terminal("\xc3\x9b" "2J", false) == "''$'\\303\\233''2J'");
+  CHECK(quote_for_terminal("\xc3\x9b"
+                           "2J",
+                           false) == "''$'\\303\\233''2J'");
   CHECK(quote_for_terminal("plain", false) == "plain");
-  CHECK(quote_for_terminal("\xc3\x9b" "2J", true) == "\xc3\x9b" "2J");
+  CHECK(quote_for_terminal("\xc3\x9b"
+                           "2J",
+                           true) ==
+        "\xc3\x9b"
+        "2J");
 }

@@ -4,8 +4,8 @@
 
 #include "common/wire_archive.hpp"
 
-#include <cereal/archives/portable_binary.hpp>
 #include <doctest/doctest.h>
+#include <cereal/archives/portable_binary.hpp>
 
 #include <array>
 #include <cstdint>
@@ -49,8 +49,8 @@ struct sample {
 std::vector<std::byte> portable_binary_bytes(const sample& s) {
   std::ostringstream os;
   {
-    cereal::PortableBinaryOutputArchive ar{os,
-                                           cereal::PortableBinaryOutputArchive::Options::LittleEndian()};
+    cereal::PortableBinaryOutputArchive ar{
+        os, cereal::PortableBinaryOutputArchive::Options::LittleEndian()};
     s.save(ar);
   }
   const auto str = os.str();
