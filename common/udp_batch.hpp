@@ -55,6 +55,11 @@ class receiver {
   std::unique_ptr<udp_gso::gro_control[]> ctrl_;
 };
 
+// An iovec over bytes that sending only reads (iovec has no const flavour).
+[[nodiscard]] inline iovec iov_of(const void* p, std::size_t n) noexcept {
+  return iovec{const_cast<void*>(p), n};
+}
+
 // One datagram to send: its bytes in one or two parts (a prefix, and a payload kept elsewhere).
 struct datagram {
   const sockaddr* to = nullptr;  // null on a connected socket

@@ -42,6 +42,17 @@ struct read_outcome {
   bool eof = false;
 };
 
+// The fields of the data reply that carries a block read as `r` from `offset`.
+[[nodiscard]] inline protocol::data_reply data_reply_of(std::uint64_t offset,
+                                                        const read_outcome& r) noexcept {
+  protocol::data_reply meta;
+  meta.offset = offset;
+  meta.eof = r.eof;
+  meta.version = r.version;
+  meta.length = r.length;
+  return meta;
+}
+
 // Reads up to `block` bytes at `offset` from the regular file `fd` into `out`, together with
 // the file's version at the time of reading. With `nowait`, returns would_block instead of
 // waiting for the disk.

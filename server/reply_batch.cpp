@@ -9,19 +9,6 @@
 
 namespace ferry::server {
 
-namespace {
-iovec make_iov(const void* p, std::size_t n) { return iovec{const_cast<void*>(p), n}; }
-
-protocol::data_reply meta_of(std::uint64_t offset, const read_outcome& r) noexcept {
-  protocol::data_reply meta;
-  meta.offset = offset;
-  meta.eof = r.eof;
-  meta.version = r.version;
-  meta.length = r.length;
-  return meta;
-}
-}  // namespace
-
 reply_batch::reply_batch(reply_sink& sink, shared_token_bucket& total_rate, stats& counters)
     : sink_{sink},
       total_rate_{total_rate},
@@ -66,8 +53,8 @@ void reply_batch::add(const client_state& c, std::uint64_t id, std::uint64_t off
                       const read_outcome& r) noexcept {
   std::byte* at = buf_.get() + used_;
   const std::span<const std::byte> payload{at + protocol::data_reply_overhead, r.length};
-  auto n = codec::encode_data_prefix({at, protocol::data_reply_overhead}, id, meta_of(offset, r),
-                                     payload);
+  auto n = codec::encode_data_prefix({at, protocol::data_reply_overhead}, id,
+                                     data_reply_of(offset, r), payload);
   // The payload was read right behind a prefix of exactly this size.
   if (!n || *n != protocol::data_reply_overhead) {
     ++stats_.internal_errors;
@@ -88,7 +75,7 @@ bool reply_batch::add_mapped(const client_state& c, std::uint64_t id, std::uint6
     protocol::data_reply meta;
     std::span<const std::byte> payload;
     bool ok;
-  } e{buf_.get() + used_, id, meta_of(offset, r), {map->at(offset), r.length}, false};
+  } e{buf_.get() + used_, id, data_reply_of(offset, r), {map->at(offset), r.length}, false};
   // The checksum reads the whole payload, and the file may have shrunk since its fstat.
   const bool read = read_mapped(
       [](void* p) {
@@ -111,9 +98,9 @@ bool reply_batch::add_mapped(const client_state& c, std::uint64_t id, std::uint6
 }
 
 std::size_t reply_batch::reply_iov(const outgoing& o, iovec* out) const noexcept {
-  out[0] = make_iov(buf_.get() + o.at, o.head);
+  out[0] = udp_batch::iov_of(buf_.get() + o.at, o.head);
   if (o.payload == nullptr) return 1;
-  out[1] = make_iov(o.payload, o.size - o.head);
+  out[1] = udp_batch::iov_of(o.payload, o.size - o.head);
   return 2;
 }
 

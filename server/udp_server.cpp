@@ -29,8 +29,6 @@ constexpr int recv_rounds = 16;
 // 64 KiB. A datagram longer than any request is dropped as truncated, never decoded.
 constexpr std::size_t recv_slot = 64 * 1024;
 constexpr std::uint64_t prune_every_ms = 1'000;
-
-iovec make_iov(const void* p, std::size_t n) { return iovec{const_cast<void*>(p), n}; }
 }  // namespace
 
 udp_server::udp_server(uv_loop_t* loop, config cfg, std::shared_ptr<shared_state> shared)
@@ -436,7 +434,7 @@ void udp_server::send_reply(const endpoint& peer, std::uint64_t id, const protoc
     ++stats_.amplification_withheld;
     return;
   }
-  const iovec iov = make_iov(out, *n);
+  const iovec iov = udp_batch::iov_of(out, *n);
   send(peer, {&iov, 1});
 }
 
@@ -457,18 +455,13 @@ void udp_server::send_error(const endpoint& peer, std::uint64_t id, errc code,
 
 void udp_server::send_block(const endpoint& peer, std::uint64_t id, std::uint64_t offset,
                             const read_outcome& r, const std::byte* payload) noexcept {
-  protocol::data_reply meta;
-  meta.offset = offset;
-  meta.eof = r.eof;
-  meta.version = r.version;
-  meta.length = r.length;
   std::byte prefix[protocol::data_reply_overhead];
-  auto n = codec::encode_data_prefix(prefix, id, meta, {payload, r.length});
+  auto n = codec::encode_data_prefix(prefix, id, data_reply_of(offset, r), {payload, r.length});
   if (!n) {
     ++stats_.internal_errors;
     return;
   }
-  const iovec bufs[2] = {make_iov(prefix, *n), make_iov(payload, r.length)};
+  const iovec bufs[2] = {udp_batch::iov_of(prefix, *n), udp_batch::iov_of(payload, r.length)};
   // Its bytes were charged to the rate limits when its job was admitted.
   send(peer, {bufs, r.length > 0 ? 2u : 1u}, false);
 }
