@@ -1,14 +1,10 @@
 #include "server/udp_server.hpp"
 
-#include <fcntl.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/uio.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
-#include <stdexcept>
 
 #include "common/codec.hpp"
 #include "common/log.hpp"
@@ -35,6 +31,7 @@ udp_server::udp_server(uv_loop_t* loop, config cfg, std::shared_ptr<shared_state
     : loop_{loop},
       cfg_{std::move(cfg)},
       shared_{shared ? std::move(shared) : std::make_shared<shared_state>(cfg_.max_rate)},
+      root_{cfg_.root},
       validator_{shared_->validator},
       total_rate_{shared_->total_rate},
       serve_idle_{loop, uv_idle_init},
@@ -55,9 +52,9 @@ udp_server::udp_server(uv_loop_t* loop, config cfg, std::shared_ptr<shared_state
                  {cfg_.max_client_queue, cfg_.max_client_jobs,
                   cfg_.max_rate != 0 || cfg_.max_client_rate != 0},
                  stats_},
-      batch_{*this, total_rate_, stats_},
+      outbox_{socket_, clients_, total_rate_, cfg_.max_send_queue, stats_, *this},
+      batch_{outbox_, total_rate_, stats_},
       reader_{files_, batch_, stats_},
-      send_queue_{cfg_.max_send_queue, stats_},
       jobs_{loop,
             *this,
             clients_,
@@ -75,16 +72,12 @@ udp_server::udp_server(uv_loop_t* loop, config cfg, std::shared_ptr<shared_state
       [](uv_timer_t* t) {
         auto& s = *static_cast<udp_server*>(t->data);
         s.clients_.prune(uv_now(s.loop_));
-        s.check_root();
+        s.root_.check();
       },
       prune_every_ms, prune_every_ms);
   ::uv_unref(stop_async_.handle());
   ::uv_unref(counters_async_.handle());
 
-  const int root = ::open(cfg_.root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (root < 0)
-    throw std::runtime_error{fmt::format("cannot serve '{}': {}", cfg_.root, std::strerror(errno))};
-  root_.reset(root);
   // The server owns its socket rather than a uv_udp_t, to read and serve in batches.
   socket_ = open_server_socket(cfg_);
   poll_ = std::make_unique<uv_owned<uv_poll_t>>(loop_, uv_poll_init, socket_.get());
@@ -114,7 +107,7 @@ void udp_server::stop() noexcept {
   }
   files_.clear();
   batch_.clear();
-  send_queue_.clear();
+  outbox_.clear();
   clients_.clear();
   scheduler_.clear();
 }
@@ -131,7 +124,7 @@ void udp_server::request_counters() noexcept {
 
 void udp_server::update_poll() noexcept {
   if (stopping_ || !poll_) return;
-  const int events = UV_READABLE | (send_queue_.empty() ? 0 : UV_WRITABLE);
+  const int events = UV_READABLE | (outbox_.queue_empty() ? 0 : UV_WRITABLE);
   if (events == poll_events_) return;
   poll_events_ = events;
   uv_poll_start(poll_->get(), events, [](uv_poll_t* h, int status, int ev) {
@@ -151,7 +144,7 @@ void udp_server::on_poll(int status, int events) noexcept {
     update_poll();
     return;
   }
-  if (events & UV_WRITABLE) flush_send_queue();
+  if (events & UV_WRITABLE) outbox_.flush_queue();
   if (events & UV_READABLE) receive_batch();
   schedule_serving();
 }
@@ -215,9 +208,10 @@ void udp_server::handle_datagram(std::span<const std::byte> bytes, const endpoin
     // never a reply-typed datagram: two servers must not be made to answer each other forever.
     if (!header || !protocol::is_request_type(static_cast<std::uint8_t>(header->type))) return;
     if (decoded.error() == errc::unsupported_version)
-      send_error(peer, header->request_id, errc::unsupported_version, limit);
+      outbox_.send_error(peer, header->request_id, errc::unsupported_version, limit);
     else
-      send_error(peer, header->request_id, decoded.error(), validated(*header) ? no_limit : limit);
+      outbox_.send_error(peer, header->request_id, decoded.error(),
+                         validated(*header) ? outbox::no_limit : limit);
     return;
   }
   const auto id = decoded->hdr.request_id;
@@ -225,7 +219,7 @@ void udp_server::handle_datagram(std::span<const std::byte> bytes, const endpoin
     // Stateless: the server remembers nothing of a source until it echoes a valid token.
     ++stats_.unvalidated;
     const auto before = stats_.amplification_withheld.load();
-    send_reply(peer, id, protocol::token_reply{validator_.issue(peer.addr(), now)}, limit);
+    outbox_.send_reply(peer, id, protocol::token_reply{validator_.issue(peer.addr(), now)}, limit);
     if (stats_.amplification_withheld.load() == before) ++stats_.tokens_sent;
     return;
   }
@@ -258,8 +252,8 @@ void udp_server::handle_datagram(std::span<const std::byte> bytes, const endpoin
 
 void udp_server::handle_get(client_state& c, std::uint64_t id, const protocol::get_request& req) {
   auto rel = normalize_wire_path(req.path);
-  if (!rel) return send_error(c.peer, id, rel.error());
-  if (rel->empty()) return send_error(c.peer, id, errc::not_regular);
+  if (!rel) return outbox_.send_error(c.peer, id, rel.error());
+  if (rel->empty()) return outbox_.send_error(c.peer, id, errc::not_regular);
   // A GET-RUN is that many GETs, queued and served one by one like any others.
   scheduler_.enqueue(c, id, std::move(*rel), req.offset, req.block_size,
                      std::min(req.block_size, cfg_.max_block), req.count);
@@ -268,7 +262,7 @@ void udp_server::handle_get(client_state& c, std::uint64_t id, const protocol::g
 }
 
 void udp_server::schedule_serving() noexcept {
-  if (stopping_ || !scheduler_.waiting() || !send_queue_.empty() || rate_timer_armed_) return;
+  if (stopping_ || !scheduler_.waiting() || !outbox_.queue_empty() || rate_timer_armed_) return;
   uv_idle_start(serve_idle_.get(),
                 [](uv_idle_t* h) { static_cast<udp_server*>(h->data)->serve_turn(); });
 }
@@ -278,7 +272,7 @@ void udp_server::serve_turn() noexcept {
   if (stopping_) return;
   const auto done = scheduler_.turn(
       uv_now(loop_), [this](client_state& c, std::span<pending_get> run) { serve_run(c, run); },
-      [this] { return send_queue_.empty(); });
+      [this] { return outbox_.queue_empty(); });
   batch_.flush();
   if (done.rate_blocked && !rate_timer_armed_) {
     ++stats_.rate_waits;
@@ -305,7 +299,7 @@ void udp_server::serve_run(client_state& c, std::span<pending_get> run) {
     auto one = reader_.serve_one(c, g, now);
     if (one.answered) continue;
     if (one.error != errc::ok) {
-      send_error(c.peer, g.id, one.error, no_limit);
+      outbox_.send_error(c.peer, g.id, one.error);
       continue;
     }
     read_off_loop(c, g, std::move(one.file));
@@ -315,7 +309,7 @@ void udp_server::serve_run(client_state& c, std::span<pending_get> run) {
 void udp_server::read_off_loop(client_state& c, pending_get& g, std::shared_ptr<unique_fd> file) {
   auto job = std::make_unique<get_job>();
   job->for_client(c, g.id, std::move(g.rel));
-  job->root_fd = root_.get();
+  job->root_fd = root_.fd();
   job->offset = g.offset;
   job->block = g.block;
   job->file = std::move(file);
@@ -332,19 +326,19 @@ void udp_server::read_off_loop(client_state& c, pending_get& g, std::shared_ptr<
 
 void udp_server::handle_stat(client_state& c, std::uint64_t id, const protocol::stat_request& req) {
   auto rel = normalize_wire_path(req.path);
-  if (!rel) return send_error(c.peer, id, rel.error());
+  if (!rel) return outbox_.send_error(c.peer, id, rel.error());
   auto job = std::make_unique<stat_job>();
   job->for_client(c, id, std::move(*rel));
-  job->root_fd = root_.get();
+  job->root_fd = root_.fd();
   (void)jobs_.submit(std::move(job));
 }
 
 void udp_server::handle_list(client_state& c, std::uint64_t id, const protocol::list_request& req) {
   auto rel = normalize_wire_path(req.path);
-  if (!rel) return send_error(c.peer, id, rel.error());
+  if (!rel) return outbox_.send_error(c.peer, id, rel.error());
   auto job = std::make_unique<list_job>();
   job->for_client(c, id, std::move(*rel));
-  job->root_fd = root_.get();
+  job->root_fd = root_.fd();
   job->cursor = req.cursor;
   job->dirs = dirs_;
   (void)jobs_.submit(std::move(job));
@@ -372,7 +366,7 @@ void udp_server::finish_stat(const endpoint& peer, std::uint64_t id, stat_info& 
       if (!jobs_.submit(std::move(job))) digests_.finish(info.version, {}, false);
     }
   }
-  send_reply(peer, id, r, no_limit);
+  outbox_.send_reply(peer, id, r);
 }
 
 void udp_server::digest_done(const protocol::file_version& v, const protocol::digest128& digest,
@@ -381,110 +375,14 @@ void udp_server::digest_done(const protocol::file_version& v, const protocol::di
   digests_.finish(v, digest, ok);
 }
 
-void udp_server::send(const endpoint& peer, std::span<const iovec> bufs, bool charge) noexcept {
-  if (!socket_) return;
-  std::size_t total = 0;
-  for (const auto& b : bufs) total += b.iov_len;
-  if (charge) total_rate_.charge(total);
-  if (send_queue_.send(socket_.get(), peer, bufs, total)) {
-    note_held();
-    update_poll();
-  }
-}
-
-int udp_server::send_messages(std::span<mmsghdr> msgs) noexcept {
-  if (!socket_) {
-    errno = EBADF;
-    return -1;
-  }
-  return ::sendmmsg(socket_.get(), msgs.data(), static_cast<unsigned>(msgs.size()), MSG_DONTWAIT);
-}
-
-void udp_server::keep(const endpoint& peer, std::span<const iovec> bufs,
-                      std::size_t total) noexcept {
-  if (send_queue_.keep(peer, bufs, total)) {
-    note_held();
-    update_poll();
-  }
-}
-
-void udp_server::gso_refused(const peer_key& key) noexcept {
-  if (auto* c = clients_.find(key); c != nullptr) c->gso = false;
-}
-
-void udp_server::note_held() noexcept {
-  const std::uint64_t now = clients_.queued_bytes() + jobs_.buffer_bytes() + send_queue_.bytes();
-  if (now > stats_.held_peak.load(std::memory_order_relaxed)) stats_.held_peak = now;
-}
-
-void udp_server::flush_send_queue() noexcept {
-  if (socket_) send_queue_.flush(socket_.get());
+void udp_server::queue_changed() noexcept {
+  note_held();
   update_poll();
 }
 
-void udp_server::send_reply(const endpoint& peer, std::uint64_t id, const protocol::reply& reply,
-                            std::size_t limit) noexcept {
-  std::byte out[protocol::max_small_reply];
-  auto n = codec::encode_reply(out, id, reply);
-  if (!n) {
-    ++stats_.internal_errors;
-    return;
-  }
-  if (*n > limit) {
-    ++stats_.amplification_withheld;
-    return;
-  }
-  const iovec iov = udp_batch::iov_of(out, *n);
-  send(peer, {&iov, 1});
-}
-
-void udp_server::send_error(const endpoint& peer, std::uint64_t id, errc code,
-                            std::size_t limit) noexcept {
-  ++stats_.errors_sent;
-  if (log::current_level() == log::level::debug) log_refusal(peer, id, code);
-  ++stats_.refusals[static_cast<std::size_t>(code) % stats_.refusals.size()];
-  try {
-    protocol::error_reply e{code, std::string{protocol::to_string(code)}};
-    // To an unvalidated source the code alone must do, if the text would break the limit.
-    if (limit != no_limit && codec::error_reply_size(e.message.size()) > limit) e.message.clear();
-    send_reply(peer, id, e, limit);
-  } catch (...) {
-    ++stats_.internal_errors;
-  }
-}
-
-void udp_server::send_block(const endpoint& peer, std::uint64_t id, std::uint64_t offset,
-                            const read_outcome& r, const std::byte* payload) noexcept {
-  std::byte prefix[protocol::data_reply_overhead];
-  auto n = codec::encode_data_prefix(prefix, id, data_reply_of(offset, r), {payload, r.length});
-  if (!n) {
-    ++stats_.internal_errors;
-    return;
-  }
-  const iovec bufs[2] = {udp_batch::iov_of(prefix, *n), udp_batch::iov_of(payload, r.length)};
-  // Its bytes were charged to the rate limits when its job was admitted.
-  send(peer, {bufs, r.length > 0 ? 2u : 1u}, false);
-}
-
-void udp_server::check_root() noexcept {
-  // ferryd serves the directory it opened, not its name: once that directory is deleted, every
-  // request is refused until a restart. Clients see not_found; the operator is told once.
-  struct stat st {};
-  if (root_gone_ || ::fstat(root_.get(), &st) != 0 || st.st_nlink != 0) return;
-  root_gone_ = true;
-  log::write(log::level::error,
-             "the served directory was deleted; restart ferryd to serve it again",
-             {{"root", cfg_.root}}, true);
-}
-
-void udp_server::root_refused(errc code) noexcept {
-  // A client that may not read the root itself is worth one line a minute, not one a request.
-  const auto now = uv_now(loop_);
-  if (code != errc::permission_denied || (root_refused_ms_ != 0 && now - root_refused_ms_ < 60'000))
-    return;
-  root_refused_ms_ = now;
-  log::write(log::level::warn, "the served directory cannot be read by ferryd's user",
-             {{"root", cfg_.root}}, true);
+void udp_server::note_held() noexcept {
+  const std::uint64_t now = clients_.queued_bytes() + jobs_.buffer_bytes() + outbox_.queued_bytes();
+  if (now > stats_.held_peak.load(std::memory_order_relaxed)) stats_.held_peak = now;
 }
 
 std::size_t udp_server::active_addresses() noexcept { return clients_.active(uv_now(loop_)); }

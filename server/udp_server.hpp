@@ -22,10 +22,11 @@
 #include "server/config.hpp"
 #include "server/file_cache.hpp"
 #include "server/file_ops.hpp"
+#include "server/outbox.hpp"
 #include "server/pool_jobs.hpp"
 #include "server/reply_batch.hpp"
 #include "server/scheduler.hpp"
-#include "server/send_queue.hpp"
+#include "server/served_root.hpp"
 #include "server/stats.hpp"
 
 namespace ferry::server {
@@ -35,7 +36,7 @@ namespace ferry::server {
 // from the file cache into the reply batch, or through the job pool; STAT and LIST to the job
 // pool. Lives on the loop thread: construct, run the loop, call stop() from the loop (or
 // request_stop() from anywhere), and destroy it after uv_run returns.
-class udp_server final : private job_host, private reply_sink {
+class udp_server final : private job_host, private outbox::watcher {
  public:
   // Opens the root and binds the socket. Throws on any setup error, with a message for the user.
   // Servers of one process pass the same `shared`; null makes one of their own.
@@ -63,7 +64,7 @@ class udp_server final : private job_host, private reply_sink {
   // True when nothing the server took in is still being worked on: no file-system job, no
   // queued GET, no datagram waiting for the socket. Loop thread only; for harnesses and tests.
   [[nodiscard]] bool quiescent() const noexcept {
-    return jobs_.in_flight() == 0 && clients_.queued() == 0 && send_queue_.empty();
+    return jobs_.in_flight() == 0 && clients_.queued() == 0 && outbox_.queue_empty();
   }
 
   // Distinct client addresses heard from in the last minute. Loop thread only.
@@ -74,11 +75,8 @@ class udp_server final : private job_host, private reply_sink {
   void handle_datagram(std::span<const std::byte> bytes, const endpoint& peer);
 
  private:
-  static constexpr std::size_t no_limit = std::numeric_limits<std::size_t>::max();
-
   void on_poll(int status, int events) noexcept;
   void receive_batch() noexcept;
-  void flush_send_queue() noexcept;
   void update_poll() noexcept;
   // Starts the idle handle that runs serve_turn() once per turn of the loop, after I/O.
   void schedule_serving() noexcept;
@@ -88,50 +86,42 @@ class udp_server final : private job_host, private reply_sink {
   void serve_run(client_state& c, std::span<pending_get> run);
   // Hands a GET to the pool, with the file's descriptor if one is cached.
   void read_off_loop(client_state& c, pending_get& g, std::shared_ptr<unique_fd> file);
-  void check_root() noexcept;
 
   void handle_get(client_state& c, std::uint64_t id, const protocol::get_request& req);
   void handle_stat(client_state& c, std::uint64_t id, const protocol::stat_request& req);
   void handle_list(client_state& c, std::uint64_t id, const protocol::list_request& req);
 
-  // `charge`: count the bytes against --max-rate (false when they were charged in advance).
-  void send(const endpoint& peer, std::span<const iovec> bufs, bool charge = true) noexcept;
-  // Sends `reply` if it encodes to at most `limit` bytes; otherwise withholds it.
-  void send_reply(const endpoint& peer, std::uint64_t id, const protocol::reply& reply,
-                  std::size_t limit) noexcept;
-  void send_error(const endpoint& peer, std::uint64_t id, protocol::errc code,
-                  std::size_t limit) noexcept;
   // Raises stats::held_peak to what is held now, if that is more.
   void note_held() noexcept;
 
   // job_host: what finished pool jobs do.
   void send_error(const endpoint& peer, std::uint64_t id, protocol::errc code) noexcept override {
-    send_error(peer, id, code, no_limit);
+    outbox_.send_error(peer, id, code);
   }
   void send_reply(const endpoint& peer, std::uint64_t id,
                   const protocol::reply& reply) noexcept override {
-    send_reply(peer, id, reply, no_limit);
+    outbox_.send_reply(peer, id, reply);
   }
   void send_block(const endpoint& peer, std::uint64_t id, std::uint64_t offset,
-                  const read_outcome& r, const std::byte* payload) noexcept override;
+                  const read_outcome& r, const std::byte* payload) noexcept override {
+    outbox_.send_block(peer, id, offset, r, payload);
+  }
   void remember_file(const std::string& rel, std::shared_ptr<unique_fd> fd) override {
     files_.remember(rel, std::move(fd), uv_now(loop_));
   }
   void finish_stat(const endpoint& peer, std::uint64_t id, stat_info& info) override;
-  void root_refused(protocol::errc code) noexcept override;
+  void root_refused(protocol::errc code) noexcept override { root_.refused(code, uv_now(loop_)); }
   void digest_done(const protocol::file_version& v, const protocol::digest128& digest,
                    bool ok) override;
   void job_finished() noexcept override { schedule_serving(); }
 
-  // reply_sink: where the reply batch sends.
-  int send_messages(std::span<mmsghdr> msgs) noexcept override;
-  void keep(const endpoint& peer, std::span<const iovec> bufs, std::size_t total) noexcept override;
-  void gso_refused(const peer_key& key) noexcept override;
+  // outbox::watcher: datagrams started or stopped waiting for the socket.
+  void queue_changed() noexcept override;
 
   uv_loop_t* loop_;  // unowned
   config cfg_;
   std::shared_ptr<shared_state> shared_;
-  unique_fd root_;
+  served_root root_;
   unique_fd socket_;
   const address_validator& validator_;  // in shared_
   shared_token_bucket& total_rate_;     // in shared_
@@ -146,8 +136,6 @@ class udp_server final : private job_host, private reply_sink {
   std::function<void()> counters_done_;
   std::mutex stop_mutex_;  // guards both asyncs between request_*() and their closing
   bool stopping_ = false;
-  bool root_gone_ = false;
-  std::uint64_t root_refused_ms_ = 0;
   struct stats stats_;
 
   udp_batch::receiver receiver_;  // every datagram is decoded from its slots, then dropped
@@ -155,9 +143,9 @@ class udp_server final : private job_host, private reply_sink {
   scheduler scheduler_;
   file_cache files_;
   digest_cache digests_;
+  outbox outbox_;
   reply_batch batch_;
   block_reader reader_;
-  send_queue send_queue_;
   job_pool jobs_;
   std::shared_ptr<dir_cache> dirs_;  // shared with pool jobs
 };
