@@ -24,7 +24,7 @@ namespace ferry::server {
 [[nodiscard]] protocol::list_reply make_page(const std::vector<protocol::list_entry>& sorted,
                                              std::string_view cursor, std::size_t budget);
 
-// Sorted directory snapshots of names and types, shared by all pool threads and keyed by path.
+// Sorted directory snapshots of names and types, shared by all pool threads.
 // A snapshot is reused while the directory's identity and change times are unchanged, so paging
 // through a large directory reads it once; each page stats its own entries, because a file's
 // size and mtime change without changing its directory. Resuming after a name keeps the cursor
