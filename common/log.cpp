@@ -94,20 +94,30 @@ std::string quote(std::string_view value) {
   return out;
 }
 
+std::string key_value_line(level l, std::string_view message, std::span<const field> fields) {
+  auto line = fmt::format("ts={} level={} msg={}", timestamp(), name_of(l), quote(message));
+  for (const auto& f : fields) line += fmt::format(" {}={}", f.key, quote(f.value));
+  line += '\n';
+  return line;
+}
+
 void write(level l, std::string_view message, std::initializer_list<field> fields,
            bool force) noexcept {
+  write(l, message, std::span<const field>{fields.begin(), fields.size()}, force);
+}
+
+void write(level l, std::string_view message, std::span<const field> fields, bool force) noexcept {
   // "off" silences everything; `force` only lifts the level filter.
   if (current_level() == level::off || (!force && l < current_level())) return;
   try {
     std::string line;
     if (g_style.load(std::memory_order_relaxed) == style::key_value) {
-      line = fmt::format("ts={} level={} msg={}", timestamp(), name_of(l), quote(message));
-      for (const auto& f : fields) line += fmt::format(" {}={}", f.key, quote(f.value));
+      line = key_value_line(l, message, fields);
     } else {
       line = fmt::format("{}: {}: {}", g_program, name_of(l), message);
       for (const auto& f : fields) line += fmt::format(" {}={}", f.key, quote(f.value));
+      line += '\n';
     }
-    line += '\n';
     // One write per line, so lines from different threads never interleave.
     std::fwrite(line.data(), 1, line.size(), stderr);
   } catch (...) {

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <initializer_list>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -31,6 +32,13 @@ struct field {
 // such as counters on SIGUSR1) at any level but off. Never throws; lines never interleave.
 void write(level l, std::string_view message, std::initializer_list<field> fields = {},
            bool force = false) noexcept;
+void write(level l, std::string_view message, std::span<const field> fields,
+           bool force = false) noexcept;
+
+// The line write() would print in the key_value style, with its newline, whatever the style
+// and level: for logs kept in a file of their own.
+[[nodiscard]] std::string key_value_line(level l, std::string_view message,
+                                         std::span<const field> fields);
 
 // Quotes a value for key=value output when it needs it: "a b" stays readable, a quote or a
 // control byte is escaped, so one event is always one line.

@@ -62,6 +62,34 @@ check_eq "every stderr line of ferryd is a key=value event" 0 "$bad"
 check "the listening event names the address" grep -q "msg=listening addr=$SRV_ADDR" "$ERRLOG"
 check "the stop is logged" grep -q 'msg=stopping signal=15' "$ERRLOG"
 
+section "the access log: one line per finished transfer or listing"
+# In the first section's log, at info level: the transfers, the refusals and the listing.
+access() { grep 'msg=access' "$ERRLOG" | grep -E "$1"; }
+line=$(access 'op=get .*path=b\.bin' || true)
+check "a transfer has one line: $line" test "$(grep -c . <<<"$line")" -eq 1
+check "it names the client and the result" \
+  grep -Eq "client=127\.0\.0\.1:[0-9]+ path=b\.bin result=ok bytes=[0-9]+ requests=[0-9]+ refusals=0 duration_ms=[0-9]+" <<<"$line"
+# A block asked again is sent again, so the bytes are the file's at least.
+check_int "its bytes cover the file" "$(sed -E 's/.* bytes=([0-9]+) .*/\1/' <<<"$line")" -ge $((3 * 1024 * 1024))
+check "a refused STAT has its line" access 'op=stat .*path=missing\.txt result=not_found'
+check "a path outside the root has its line" access 'path=\.\./escape result=outside_root'
+check "the listing has one line with its entries" access 'op=list .*path=\. result=ok entries=3 '
+# --access-log FILE: the same lines in a file of their own, also at --log-level warn.
+start_server "$ROOT" --log-level warn --access-log "$TMP/access.log" || fail "ferryd started"
+ERRLOG=$SRV_LOG.err
+run_ferry get "$SRV_ADDR" a.txt -o got-a4.txt
+check_rc "get a.txt" 0
+run_ferry ls "$SRV_ADDR" dir
+check_rc "ls dir" 0
+stop_server "$SRV_PID"
+check "--access-log writes the transfer to its file" \
+  grep -Eq '^ts=[0-9T:.-]+Z level=info msg=access op=get client=127\.0\.0\.1:[0-9]+ path=a\.txt result=ok bytes=(6|12|18) ' "$TMP/access.log"
+check "and the listing" grep -Eq 'msg=access op=list .*path=dir result=ok entries=0 ' "$TMP/access.log"
+check "and nothing of it on stderr" bash -c "! grep -q msg=access '$ERRLOG'"
+run_bounded 10 "$FERRYD" --root "$ROOT" --port 0 --access-log "$TMP/no/such/dir/access.log"
+check_rc "an access log that cannot be opened stops ferryd" 1
+check "with the reason" grep -q "cannot open the access log" "$RUN_ERR"
+
 section "--log-level warn keeps info events out; --stats-interval prints counters by itself"
 start_server "$ROOT" --log-level warn --stats-interval 0.2 || fail "ferryd started"
 ERRLOG=$SRV_LOG.err

@@ -50,6 +50,10 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(protocol::min_block_size, protocol::max_block_size));
   app.add_option("--log-level", level, "debug, info, warn, error or off")->capture_default_str();
+  app.add_option("--access-log", cfg.access_log,
+                 "Append one line per finished transfer or listing to FILE; default: the log, at "
+                 "info level")
+      ->type_name("FILE");
   app.add_option("--stats-interval", cfg.stats_interval,
                  "Seconds between counter events on stderr; 0: only on SIGUSR1")
       ->capture_default_str()

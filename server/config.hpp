@@ -23,6 +23,8 @@ enum class port_sharing : std::uint8_t {
 
 struct config {
   std::string root;
+  // Where one line per finished transfer or listing goes: a file, or (empty) the log at info.
+  std::string access_log;
   std::string bind = "127.0.0.1";
   std::uint16_t port = default_port;             // 0 takes a free port
   unsigned workers = 1;                          // loops, each with its own socket; 0: one per core

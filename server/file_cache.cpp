@@ -2,7 +2,10 @@
 
 #include <sys/stat.h>
 
+#include <memory>
 #include <tuple>
+
+#include "server/pool_jobs.hpp"
 
 namespace ferry::server {
 
@@ -58,6 +61,18 @@ void digest_cache::finish(const protocol::file_version& v, const protocol::diges
     digests_.erase(order_.front());
     order_.erase(order_.begin());
   }
+}
+
+const protocol::digest128* digest_cache::find_or_start(stat_info& info, job_pool& pool) {
+  if (const auto* digest = find(info.version); digest != nullptr) return digest;
+  if (computing(info.version) || !pool.digest_room() || !info.fd) return nullptr;
+  auto job = std::make_unique<digest_job>();
+  job->fd = std::move(info.fd);
+  job->version = info.version;
+  job->counts_as_digest = true;
+  start(info.version);
+  if (!pool.submit(std::move(job))) finish(info.version, {}, false);
+  return nullptr;
 }
 
 }  // namespace ferry::server

@@ -41,6 +41,8 @@ class file_cache {
 };
 
 // Whole-file digests by file version, computed once each, off the loop. Loop thread only.
+class job_pool;
+
 class digest_cache {
  public:
   static constexpr std::size_t max_digests = 4096;
@@ -51,6 +53,10 @@ class digest_cache {
   }
   // Marks `v` as being computed.
   void start(const protocol::file_version& v) { computing_.insert(v); }
+  // The digest of the file `info` describes, if known. If not, starts computing it off the loop
+  // through `pool` (once per version, if the pool has room and `info` holds the file open,
+  // which it then gives up), and returns null: the client asks again until it is ready.
+  [[nodiscard]] const protocol::digest128* find_or_start(stat_info& info, job_pool& pool);
   // Ends the computation of `v`, keeping its digest if `ok` (the oldest kept makes room).
   void finish(const protocol::file_version& v, const protocol::digest128& digest, bool ok);
 

@@ -42,6 +42,18 @@ struct read_outcome {
   bool eof = false;
 };
 
+// The STAT reply for what stat_beneath() found, without the file's digest.
+[[nodiscard]] inline protocol::stat_reply stat_reply_of(const stat_info& info,
+                                                        std::uint32_t max_block) noexcept {
+  protocol::stat_reply r;
+  r.type = info.type;
+  r.size = info.type == protocol::entry_type::file ? info.version.size : 0;
+  r.mtime_ns = info.mtime_ns;
+  r.version = info.version;
+  r.max_block = max_block;
+  return r;
+}
+
 // The fields of the data reply that carries a block read as `r` from `offset`.
 [[nodiscard]] inline protocol::data_reply data_reply_of(std::uint64_t offset,
                                                         const read_outcome& r) noexcept {

@@ -24,12 +24,18 @@ void get_job::run() noexcept {
 
 void get_job::done(job_host& host) {
   if (opened) host.remember_file(rel, file);
+  host.accessed({.op = access_op::get,
+                 .peer = peer,
+                 .rel = rel,
+                 .bytes = outcome.error == errc::ok ? outcome.length : 0,
+                 .result = outcome.error});
   if (outcome.error != errc::ok) return host.send_error(peer, request_id, outcome.error);
   host.send_block(peer, request_id, offset, outcome, buffer.get());
 }
 
 void stat_job::done(job_host& host) {
   if (!info) {
+    host.accessed({.op = access_op::stat, .peer = peer, .rel = rel, .result = info.error()});
     if (rel.empty()) host.root_refused(info.error());
     return host.send_error(peer, request_id, info.error());
   }
@@ -41,6 +47,12 @@ void list_job::run() noexcept {
 }
 
 void list_job::done(job_host& host) {
+  host.accessed({.op = access_op::list,
+                 .peer = peer,
+                 .rel = rel,
+                 .entries = page ? page->entries.size() : 0,
+                 .last = page && page->end,
+                 .result = page ? errc::ok : page.error()});
   if (!page) {
     if (rel.empty()) host.root_refused(page.error());
     return host.send_error(peer, request_id, page.error());

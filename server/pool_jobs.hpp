@@ -10,6 +10,7 @@
 #include "common/address.hpp"
 #include "common/protocol.hpp"
 #include "common/unique_fd.hpp"
+#include "server/access_log.hpp"
 #include "server/client_table.hpp"
 #include "server/file_ops.hpp"
 #include "server/stats.hpp"
@@ -31,6 +32,8 @@ class job_host {
   virtual void root_refused(protocol::errc code) noexcept = 0;
   virtual void digest_done(const protocol::file_version& v, const protocol::digest128& digest,
                            bool ok) = 0;
+  // What the access log counts of a job that answered.
+  virtual void accessed(const access_event& e) noexcept = 0;
   // A job ended (done or not): what waited for it may go on.
   virtual void job_finished() noexcept = 0;
 

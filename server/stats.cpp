@@ -64,6 +64,7 @@ void log_counters(std::span<const stats* const> servers, bool force) noexcept {
                 {"prefix_full", n(&stats::prefix_full)},
                 {"clients_evicted", n(&stats::clients_evicted)},
                 {"held_peak", n(&stats::held_peak)},
+                {"access_lines_dropped", n(&stats::access_lines_dropped)},
                 {"active_addresses", n(&stats::active_addresses)}},
                force);
   } catch (...) {

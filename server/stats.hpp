@@ -33,6 +33,8 @@ struct stats {
   // The most bytes ever held at once for requests: waiting GETs, block buffers of pool jobs and
   // datagrams waiting for the socket buffer. Each is bounded; this shows how near they came.
   std::atomic<std::uint64_t> held_peak{0};
+  // Access-log lines dropped because the log file fell too far behind.
+  std::atomic<std::uint64_t> access_lines_dropped{0};
   // Error replies sent, by the code sent (protocol::errc values index it).
   std::array<std::atomic<std::uint64_t>, 16> refusals{};
   // active_addresses() as of its last publication (request_counters()).

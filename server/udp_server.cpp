@@ -9,6 +9,7 @@
 #include "common/codec.hpp"
 #include "common/log.hpp"
 #include "common/path_safety.hpp"
+#include "server/access_file.hpp"
 #include "server/request_log.hpp"
 #include "server/server_socket.hpp"
 
@@ -73,6 +74,10 @@ udp_server::udp_server(uv_loop_t* loop, config cfg, std::shared_ptr<shared_state
         auto& s = *static_cast<udp_server*>(t->data);
         s.clients_.prune(uv_now(s.loop_));
         s.root_.check();
+        if (s.access_) {
+          s.access_->expire(uv_now(s.loop_));
+          s.access_sink_->flush();
+        }
       },
       prune_every_ms, prune_every_ms);
   ::uv_unref(stop_async_.handle());
@@ -83,6 +88,8 @@ udp_server::udp_server(uv_loop_t* loop, config cfg, std::shared_ptr<shared_state
   poll_ = std::make_unique<uv_owned<uv_poll_t>>(loop_, uv_poll_init, socket_.get());
   poll_->get()->data = this;
   update_poll();
+  access_sink_ = make_access_sink(loop_, cfg_.access_log, stats_);
+  if (access_sink_) access_ = std::make_unique<access_log>(access_log::limits{}, *access_sink_);
 }
 
 udp_server::~udp_server() { stop(); }
@@ -104,6 +111,10 @@ void udp_server::stop() noexcept {
     std::lock_guard lock{stop_mutex_};
     stop_async_.close();
     counters_async_.close();
+  }
+  if (access_) {
+    access_->end_all();
+    access_sink_->flush();
   }
   files_.clear();
   batch_.clear();
@@ -250,10 +261,17 @@ void udp_server::handle_datagram(std::span<const std::byte> bytes, const endpoin
       decoded->body);
 }
 
+void udp_server::refuse(client_state& c, std::uint64_t id, access_op op, std::string_view path,
+                        errc code) noexcept {
+  if (access_)
+    access_->record({.op = op, .peer = c.peer, .rel = path, .result = code}, uv_now(loop_));
+  outbox_.send_error(c.peer, id, code);
+}
+
 void udp_server::handle_get(client_state& c, std::uint64_t id, const protocol::get_request& req) {
   auto rel = normalize_wire_path(req.path);
-  if (!rel) return outbox_.send_error(c.peer, id, rel.error());
-  if (rel->empty()) return outbox_.send_error(c.peer, id, errc::not_regular);
+  if (!rel) return refuse(c, id, access_op::get, req.path, rel.error());
+  if (rel->empty()) return refuse(c, id, access_op::get, req.path, errc::not_regular);
   // A GET-RUN is that many GETs, queued and served one by one like any others.
   scheduler_.enqueue(c, id, std::move(*rel), req.offset, req.block_size,
                      std::min(req.block_size, cfg_.max_block), req.count);
@@ -294,9 +312,21 @@ void udp_server::serve_turn() noexcept {
 
 void udp_server::serve_run(client_state& c, std::span<pending_get> run) {
   const auto now = uv_now(loop_);
-  for (auto done = reader_.serve_run(c, run, now); done < run.size(); ++done) {
+  auto sent = c.payload_sent;
+  auto done = reader_.serve_run(c, run, now);
+  if (access_ && done > 0)
+    access_->record(
+        {.peer = c.peer, .rel = run[0].rel, .requests = done, .bytes = c.payload_sent - sent}, now);
+  for (; done < run.size(); ++done) {
     auto& g = run[done];
+    sent = c.payload_sent;
     auto one = reader_.serve_one(c, g, now);
+    if (one.answered || one.error != errc::ok) {
+      if (access_)
+        access_->record(
+            {.peer = c.peer, .rel = g.rel, .bytes = c.payload_sent - sent, .result = one.error},
+            now);
+    }
     if (one.answered) continue;
     if (one.error != errc::ok) {
       outbox_.send_error(c.peer, g.id, one.error);
@@ -326,7 +356,7 @@ void udp_server::read_off_loop(client_state& c, pending_get& g, std::shared_ptr<
 
 void udp_server::handle_stat(client_state& c, std::uint64_t id, const protocol::stat_request& req) {
   auto rel = normalize_wire_path(req.path);
-  if (!rel) return outbox_.send_error(c.peer, id, rel.error());
+  if (!rel) return refuse(c, id, access_op::stat, req.path, rel.error());
   auto job = std::make_unique<stat_job>();
   job->for_client(c, id, std::move(*rel));
   job->root_fd = root_.fd();
@@ -335,7 +365,7 @@ void udp_server::handle_stat(client_state& c, std::uint64_t id, const protocol::
 
 void udp_server::handle_list(client_state& c, std::uint64_t id, const protocol::list_request& req) {
   auto rel = normalize_wire_path(req.path);
-  if (!rel) return outbox_.send_error(c.peer, id, rel.error());
+  if (!rel) return refuse(c, id, access_op::list, req.path, rel.error());
   auto job = std::make_unique<list_job>();
   job->for_client(c, id, std::move(*rel));
   job->root_fd = root_.fd();
@@ -345,25 +375,11 @@ void udp_server::handle_list(client_state& c, std::uint64_t id, const protocol::
 }
 
 void udp_server::finish_stat(const endpoint& peer, std::uint64_t id, stat_info& info) {
-  protocol::stat_reply r;
-  r.type = info.type;
-  r.size = info.type == protocol::entry_type::file ? info.version.size : 0;
-  r.mtime_ns = info.mtime_ns;
-  r.version = info.version;
-  r.max_block = cfg_.max_block;
+  auto r = stat_reply_of(info, cfg_.max_block);
   if (info.type == protocol::entry_type::file) {
-    if (const auto* digest = digests_.find(info.version); digest != nullptr) {
+    if (const auto* digest = digests_.find_or_start(info, jobs_); digest != nullptr) {
       r.digest_ready = true;
       r.digest = *digest;
-    } else if (!digests_.computing(info.version) && jobs_.digest_room() && info.fd) {
-      // Computed once per version, off the loop; the client asks again until it is ready.
-      auto job = std::make_unique<digest_job>();
-      job->peer = peer;
-      job->fd = std::move(info.fd);
-      job->version = info.version;
-      job->counts_as_digest = true;
-      digests_.start(info.version);
-      if (!jobs_.submit(std::move(job))) digests_.finish(info.version, {}, false);
     }
   }
   outbox_.send_reply(peer, id, r);

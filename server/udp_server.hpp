@@ -17,6 +17,7 @@
 #include "common/udp_batch.hpp"
 #include "common/unique_fd.hpp"
 #include "common/uv_owned.hpp"
+#include "server/access_log.hpp"
 #include "server/block_reader.hpp"
 #include "server/client_table.hpp"
 #include "server/config.hpp"
@@ -90,6 +91,9 @@ class udp_server final : private job_host, private outbox::watcher {
   void handle_get(client_state& c, std::uint64_t id, const protocol::get_request& req);
   void handle_stat(client_state& c, std::uint64_t id, const protocol::stat_request& req);
   void handle_list(client_state& c, std::uint64_t id, const protocol::list_request& req);
+  // Refuses a request before it is queued, and counts it in the access log.
+  void refuse(client_state& c, std::uint64_t id, access_op op, std::string_view path,
+              protocol::errc code) noexcept;
 
   // Raises stats::held_peak to what is held now, if that is more.
   void note_held() noexcept;
@@ -114,6 +118,9 @@ class udp_server final : private job_host, private outbox::watcher {
   void digest_done(const protocol::file_version& v, const protocol::digest128& digest,
                    bool ok) override;
   void job_finished() noexcept override { schedule_serving(); }
+  void accessed(const access_event& e) noexcept override {
+    if (access_) access_->record(e, uv_now(loop_));
+  }
 
   // outbox::watcher: datagrams started or stopped waiting for the socket.
   void queue_changed() noexcept override;
@@ -147,7 +154,9 @@ class udp_server final : private job_host, private outbox::watcher {
   reply_batch batch_;
   block_reader reader_;
   job_pool jobs_;
-  std::shared_ptr<dir_cache> dirs_;  // shared with pool jobs
+  std::shared_ptr<dir_cache> dirs_;           // shared with pool jobs
+  std::unique_ptr<access_sink> access_sink_;  // null: no access log
+  std::unique_ptr<access_log> access_;
 };
 
 }  // namespace ferry::server

@@ -14,19 +14,14 @@
 #include <vector>
 
 #include "common/codec.hpp"
+#include "support/endpoints.hpp"
 
 namespace {
 
 using namespace ferry;
 using namespace ferry::server;
 
-endpoint v4(std::uint16_t port) {
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(0x7f000001);
-  sin.sin_port = htons(port);
-  return endpoint::from(reinterpret_cast<const sockaddr*>(&sin));
-}
+endpoint v4(std::uint16_t port) { return test::v4(0x7f000001, port); }
 
 // What one message carried: to whom, its bytes, and its GSO segment size (0: one datagram).
 struct message {

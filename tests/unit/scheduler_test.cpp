@@ -11,18 +11,14 @@
 #include <string>
 #include <vector>
 
+#include "support/endpoints.hpp"
+
 namespace {
 
 using namespace ferry;
 using namespace ferry::server;
 
-endpoint v4(std::uint32_t addr, std::uint16_t port) {
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(addr);
-  sin.sin_port = htons(port);
-  return endpoint::from(reinterpret_cast<const sockaddr*>(&sin));
-}
+using test::v4;
 
 // A run the scheduler handed out: whose, and which blocks.
 struct served_run {
