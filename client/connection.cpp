@@ -191,8 +191,13 @@ void connection::deliver(std::span<const std::byte> datagram) noexcept {
   }
   heard_ = true;
   if (auto* t = std::get_if<protocol::token_reply>(&decoded->body)) {
-    // The handler sees it too: a request answered so must be sent again, with this token.
     token_ = t->token;
+    // Id 0 is the server replacing a token before it expires: nothing is to be sent again.
+    if (decoded->hdr.request_id == 0) {
+      ++token_refreshes_;
+      return;
+    }
+    // The handler sees it too: a request answered so must be sent again, with this token.
     ++token_replies_;
   }
   if (!handler_) return;
@@ -215,6 +220,8 @@ std::uint64_t connection::queue(const protocol::request& req) {
     flush();
   // A GET-RUN stands for as many GETs, with the ids that follow its own.
   const auto* get = std::get_if<protocol::get_request>(&req);
+  // Id 0 is never used: a token reply with it is the server's own refresh.
+  if (next_id_ == 0) ++next_id_;
   const auto id = next_id_;
   next_id_ += get != nullptr ? get->count : 1;
   std::byte* at = send_buf_.get() + send_used_;

@@ -88,6 +88,8 @@ class connection {
   [[nodiscard]] std::uint64_t malformed() const noexcept { return malformed_; }
   // Token replies received: one at the start, and one more after each server restart.
   [[nodiscard]] std::uint64_t token_replies() const noexcept { return token_replies_; }
+  // Fresh tokens the server handed out unasked, before the one in use expired.
+  [[nodiscard]] std::uint64_t token_refreshes() const noexcept { return token_refreshes_; }
   [[nodiscard]] int path_mtu() const noexcept;                // the kernel's view, 0 if unknown
   [[nodiscard]] std::size_t receive_buffer() const noexcept;  // bytes the kernel grants
 
@@ -124,6 +126,7 @@ class connection {
   std::uint64_t next_id_ = 0;
   std::uint64_t malformed_ = 0;
   std::uint64_t token_replies_ = 0;
+  std::uint64_t token_refreshes_ = 0;
   // The server's proof that we receive at our address; every request echoes it.
   std::optional<protocol::address_token> token_;
 };

@@ -58,7 +58,17 @@ std::uint64_t siphash24(const std::array<std::uint64_t, 2>& key,
   return s.v0 ^ s.v1 ^ s.v2 ^ s.v3;
 }
 
-address_validator::address_validator() {
+namespace {
+std::uint32_t window_of(const protocol::address_token& token) noexcept {
+  std::uint32_t window = 0;
+  for (std::size_t i = 4; i-- > 0;)
+    window = (window << 8) | std::to_integer<std::uint32_t>(token[i]);
+  return window;
+}
+}  // namespace
+
+address_validator::address_validator(std::uint64_t window_ms)
+    : window_ms_{window_ms == 0 ? default_window_ms : window_ms} {
   std::array<std::uint64_t, 4> secret{};
   auto* p = reinterpret_cast<char*>(secret.data());
   std::size_t got = 0;
@@ -87,7 +97,7 @@ void address_validator::mac(std::uint32_t window, const sockaddr* peer,
 }
 
 protocol::address_token address_validator::issue(const sockaddr* peer, std::uint64_t now_ms) const {
-  const auto window = static_cast<std::uint32_t>(now_ms / window_ms);
+  const auto window = static_cast<std::uint32_t>(now_ms / window_ms_);
   protocol::address_token t{};
   for (std::size_t i = 0; i < 4; ++i) t[i] = std::byte(window >> (8 * i));
   mac(window, peer, t.data() + 4);
@@ -98,10 +108,8 @@ bool address_validator::valid(const protocol::address_token& token, const sockad
                               std::uint64_t now_ms) const noexcept {
   address_key bound;
   if (address_key_of(peer, bound) == 0) return false;
-  std::uint32_t window = 0;
-  for (std::size_t i = 4; i-- > 0;)
-    window = (window << 8) | std::to_integer<std::uint32_t>(token[i]);
-  const auto now = static_cast<std::uint32_t>(now_ms / window_ms);
+  const auto window = window_of(token);
+  const auto now = static_cast<std::uint32_t>(now_ms / window_ms_);
   if (window != now && window + 1 != now) return false;
   std::byte expect[16];
   mac(window, peer, expect);
@@ -109,6 +117,11 @@ bool address_validator::valid(const protocol::address_token& token, const sockad
   unsigned diff = 0;
   for (std::size_t i = 0; i < 16; ++i) diff |= std::to_integer<unsigned>(expect[i] ^ token[4 + i]);
   return diff == 0;
+}
+
+bool address_validator::fresh(const protocol::address_token& token,
+                              std::uint64_t now_ms) const noexcept {
+  return window_of(token) == static_cast<std::uint32_t>(now_ms / window_ms_);
 }
 
 }  // namespace ferry::server

@@ -44,6 +44,7 @@ struct client_state {
   std::size_t served_in_turn = 0;         // GETs served to it in that turn
   bool ready = false;                     // waiting in the scheduler's round
   bool gso = true;                        // false once the kernel refused UDP GSO towards it
+  std::uint64_t token_sent_ms = 0;        // when it was last handed a fresh address token
   std::uint64_t payload_sent = 0;         // block bytes answered on the loop, for the access log
   std::list<peer_key>::iterator recency;  // its place in the table's order of recency
 };

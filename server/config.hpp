@@ -47,13 +47,16 @@ struct config {
   // Off only for the fuzz harness, which cannot echo tokens: every request is then served
   // whatever its source, as if validated.
   bool validate_addresses = true;
+  // How long an address token's window lasts (it lives one to two); tests shorten it.
+  std::uint64_t token_window_ms = address_validator::default_window_ms;
 };
 
 // What the workers of one process share (ferryd --workers): the address-validation secret, so
 // that a token from one worker is valid at every other when the kernel moves a client, and the
 // --max-rate bucket, so that the limit holds for the process. Immutable or locked.
 struct shared_state {
-  explicit shared_state(std::uint64_t max_rate) : total_rate{max_rate, 0} {}
+  explicit shared_state(const config& cfg)
+      : validator{cfg.token_window_ms}, total_rate{cfg.max_rate, 0} {}
   const address_validator validator;
   shared_token_bucket total_rate;
 };

@@ -49,7 +49,7 @@ unsigned usable_cores() noexcept {
 // Binds every worker's socket: the first takes the port (a free one for port 0), the others join
 // it. Throws with the first setup error.
 std::vector<std::unique_ptr<worker>> make_workers(const config& cfg, unsigned count) {
-  auto shared = std::make_shared<shared_state>(cfg.max_rate);
+  auto shared = std::make_shared<shared_state>(cfg);
   std::vector<std::unique_ptr<worker>> workers;
   for (unsigned i = 0; i < count; ++i) {
     config c = cfg;

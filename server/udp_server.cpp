@@ -31,7 +31,7 @@ constexpr std::uint64_t prune_every_ms = 1'000;
 udp_server::udp_server(uv_loop_t* loop, config cfg, std::shared_ptr<shared_state> shared)
     : loop_{loop},
       cfg_{std::move(cfg)},
-      shared_{shared ? std::move(shared) : std::make_shared<shared_state>(cfg_.max_rate)},
+      shared_{shared ? std::move(shared) : std::make_shared<shared_state>(cfg_)},
       root_{cfg_.root},
       validator_{shared_->validator},
       total_rate_{shared_->total_rate},
@@ -247,6 +247,7 @@ void udp_server::handle_datagram(std::span<const std::byte> bytes, const endpoin
     return;
   }
   client->last_seen_ms = now;
+  refresh_token(*client, decoded->hdr, now);
   if (log::current_level() == log::level::debug) log_request(peer, id, decoded->body);
   std::visit(
       [&](const auto& req) {
@@ -259,6 +260,16 @@ void udp_server::handle_datagram(std::span<const std::byte> bytes, const endpoin
         if constexpr (std::is_same_v<T, protocol::list_request>) handle_list(*client, id, req);
       },
       decoded->body);
+}
+
+void udp_server::refresh_token(client_state& c, const protocol::header& h, std::uint64_t now) {
+  // A live client gets a fresh token before the one it echoes expires, unasked (request id 0),
+  // at most every eighth of a window, so that a lost one is soon replaced.
+  if (!cfg_.validate_addresses || validator_.fresh(h.token, now) ||
+      now - c.token_sent_ms < validator_.window_ms() / 8)
+    return;
+  c.token_sent_ms = now;
+  outbox_.send_reply(c.peer, 0, protocol::token_reply{validator_.issue(c.peer.addr(), now)});
 }
 
 void udp_server::refuse(client_state& c, std::uint64_t id, access_op op, std::string_view path,

@@ -91,6 +91,8 @@ class udp_server final : private job_host, private outbox::watcher {
   void handle_get(client_state& c, std::uint64_t id, const protocol::get_request& req);
   void handle_stat(client_state& c, std::uint64_t id, const protocol::stat_request& req);
   void handle_list(client_state& c, std::uint64_t id, const protocol::list_request& req);
+  // Hands `c` a fresh address token if the one `h` echoes is due to be replaced.
+  void refresh_token(client_state& c, const protocol::header& h, std::uint64_t now);
   // Refuses a request before it is queued, and counts it in the access log.
   void refuse(client_state& c, std::uint64_t id, access_op op, std::string_view path,
               protocol::errc code) noexcept;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/codec.hpp"
+#include "server/server_socket.hpp"
 #include "support/loopback.hpp"
 
 namespace ferry::test {
@@ -111,5 +112,7 @@ void udp_relay::run() noexcept {
     }
   }
 }
+
+::ferry::endpoint udp_relay::source() const { return server::bound_endpoint(back_); }
 
 }  // namespace ferry::test

@@ -26,6 +26,8 @@ class udp_relay {
 
   // Where clients send their requests.
   [[nodiscard]] const ::ferry::endpoint& endpoint() const noexcept { return front_endpoint_; }
+  // Where the server sees the requests come from: the client, as far as it can tell.
+  [[nodiscard]] ::ferry::endpoint source() const;
 
   // After `n` data replies in total have been forwarded, drop everything the server sends
   // (requests still reach the server). Thread-safe.

@@ -54,12 +54,16 @@ TEST_SUITE("address validation") {
   TEST_CASE("a token is valid for its address and port, in its window and the next") {
     const address_validator v;
     const auto a = v4("192.0.2.1", 4000);
-    const auto t0 = std::uint64_t{5} * address_validator::window_ms + 17;
+    const auto t0 = std::uint64_t{5} * v.window_ms() + 17;
     const auto token = v.issue(sa(a), t0);
     CHECK(v.valid(token, sa(a), t0));
-    CHECK(v.valid(token, sa(a), t0 + address_validator::window_ms));  // the next window
-    CHECK_FALSE(v.valid(token, sa(a), t0 + 2 * address_validator::window_ms));
-    CHECK_FALSE(v.valid(token, sa(a), t0 - address_validator::window_ms));  // not yet issued
+    CHECK(v.valid(token, sa(a), t0 + v.window_ms()));  // the next window
+    CHECK_FALSE(v.valid(token, sa(a), t0 + 2 * v.window_ms()));
+    CHECK_FALSE(v.valid(token, sa(a), t0 - v.window_ms()));  // not yet issued
+    CHECK(v.window_ms() == 2048);  // tokens live seconds, so a replay soon draws only tokens
+    CHECK(v.fresh(token, t0));
+    CHECK_FALSE(v.fresh(token, t0 + v.window_ms()));  // valid, but due to be replaced
+    CHECK(v.fresh(v.issue(sa(a), t0 + v.window_ms()), t0 + v.window_ms()));
 
     SUBCASE("not for another port, address or family") {
       const auto port = v4("192.0.2.1", 4001);
@@ -87,7 +91,7 @@ TEST_SUITE("address validation") {
     SUBCASE("a window number moved forward does not make an old MAC fresh") {
       auto t = token;
       t[0] = std::byte(std::to_integer<unsigned>(t[0]) + 1);
-      CHECK_FALSE(v.valid(t, sa(a), t0 + address_validator::window_ms));
+      CHECK_FALSE(v.valid(t, sa(a), t0 + v.window_ms()));
     }
   }
 }
