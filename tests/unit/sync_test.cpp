@@ -2,7 +2,7 @@
 // local name, which names from a listing are accepted, the itemized change strings, and which
 // local names --delete keeps.
 
-#include "client/sync.hpp"
+#include "client/sync_plan.hpp"
 
 #include <doctest/doctest.h>
 
