@@ -137,6 +137,9 @@ int main(int argc, char** argv) {
                 "Leave an existing output alone: fetch nothing, exit 0");
   get->add_flag("!--no-mtime", g.keep_mtime,
                 "Leave the output's mtime at now (by default it gets the server's)");
+  get->add_flag("!--no-mode", g.keep_mode,
+                "Create the output 0644 less the umask (by default it gets the server's "
+                "permission bits, exactly, less setuid, setgid and sticky)");
   add_block_size(*get, g.block_size);
   add_retry(*get, get_o.retries);
   get->footer(

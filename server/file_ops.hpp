@@ -27,6 +27,7 @@ struct stat_info {
   protocol::entry_type type = protocol::entry_type::other;
   protocol::file_version version;
   std::int64_t mtime_ns = 0;
+  std::uint16_t mode = 0;  // permission bits, st_mode & 07777
   unique_fd fd;
 };
 

@@ -355,6 +355,7 @@ void udp_server::finish_stat(const endpoint& peer, std::uint64_t id, stat_info& 
   r.type = info.type;
   r.size = info.type == protocol::entry_type::file ? info.version.size : 0;
   r.mtime_ns = info.mtime_ns;
+  r.mode = info.mode;
   r.version = info.version;
   r.max_block = cfg_.max_block;
   if (info.type == protocol::entry_type::file) {
