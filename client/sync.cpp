@@ -20,13 +20,11 @@ namespace fs = std::filesystem;
 
 namespace detail {
 
-namespace {
-
-// A server's name in a message on stderr: quoted as GNU ls would when that is a terminal,
-// so that it cannot drive the terminal; as it is, in quotes, otherwise.
 std::string quoted_name(const std::string& name) {
   return ::isatty(STDERR_FILENO) == 1 ? quote_for_terminal(name) : "'" + name + "'";
 }
+
+namespace {
 
 // A bound on the names one sync walks, so that a huge or hostile tree cannot exhaust memory.
 constexpr std::size_t max_sync_entries = default_max_entries;
@@ -60,6 +58,7 @@ void syncer::run() {
   }
   transfer_all();
   for (const auto& [rel, path] : deletions_) remove_tree(path, rel);
+  dir_attrs();
   report();
 }
 
@@ -112,14 +111,17 @@ void syncer::walk(failover::connections& conns, const std::string& rel, std::siz
     }
     names.insert(e.name);
     const auto r = join(rel, e.name);
+    if (s_.filter.excluded(r, e.type == protocol::entry_type::dir)) {
+      ++excluded_;  // and --delete leaves the local name alone: it is in `names`
+      continue;
+    }
     const auto local = local_root_ / r;
     const auto found = lstat_or_record(local, r);
     if (!found) continue;
     const auto& l = *found;
     switch (e.type) {
       case protocol::entry_type::symlink:
-        log::warn("skipping symlink {} on the server: links are never followed", quoted_name(r));
-        symlinks_.push_back(r);
+        sync_link(r, e, l);
         break;
       case protocol::entry_type::other:
         log::warn("skipping special file {} on the server", quoted_name(r));
@@ -161,7 +163,10 @@ void syncer::walk(failover::connections& conns, const std::string& rel, std::siz
           }
           ++dirs_created_;
           item(itemize_new_dir, r + '/', "mkdir", 0, 0);
+        } else {
+          make_enterable(local, l);
         }
+        dirs_.push_back({r, e, l});
         walk(conns, r, depth + 1);
         break;
     }
@@ -177,7 +182,12 @@ void syncer::plan_deletions(const std::string& rel, const std::set<std::string>&
   std::vector<std::string> extra;
   for (fs::directory_iterator it{dir, ec}, end; !ec && it != end; it.increment(ec)) {
     const auto name = it->path().filename().string();
-    if (!names.contains(name) && !kept_on_delete(name, files)) extra.push_back(name);
+    if (names.contains(name) || kept_on_delete(name, files)) continue;
+    // An excluded name is left alone, as rsync does without --delete-excluded.
+    std::error_code dir_ec;
+    const bool is_dir = it->symlink_status(dir_ec).type() == fs::file_type::directory;
+    if (!s_.filter.empty() && s_.filter.excluded(join(rel, name), is_dir)) continue;
+    extra.push_back(name);
   }
   if (ec && ec != std::errc::no_such_file_or_directory) {
     record_error(rel.empty() ? "." : rel + '/', exit_code::local_io,

@@ -16,25 +16,38 @@ namespace ferry::client {
 
 namespace fs = std::filesystem;
 
-file_action decide_file(const protocol::list_entry& remote, const local_entry& local) noexcept {
+file_action decide_file(const protocol::list_entry& remote, const local_entry& local,
+                        bool checksum) noexcept {
   switch (local.kind) {
     case local_kind::missing:
       return file_action::fetch_new;
     case local_kind::file:
       if (local.size != remote.size) return file_action::fetch_changed;
-      return local.mtime_ns == remote.mtime_ns ? file_action::skip : file_action::check_digest;
+      return local.mtime_ns == remote.mtime_ns && !checksum ? file_action::skip
+                                                            : file_action::check_digest;
     default:
       return file_action::conflict;
   }
 }
 
-std::string itemize_file(bool is_new, bool fetched, bool size_differs, bool time_differs) {
+std::string itemize_file(bool is_new, bool fetched, bool size_differs, bool time_differs,
+                         bool perms_differ) {
   if (is_new) return ">f+++++++++";
   std::string s = fetched ? ">f........." : ".f.........";
   if (size_differs) s[3] = 's';
   if (time_differs) s[4] = 't';
+  if (perms_differ) s[5] = 'p';
   return s;
 }
+
+std::string itemize_dir(bool time_differs, bool perms_differ) {
+  std::string s = ".d.........";
+  if (time_differs) s[4] = 't';
+  if (perms_differ) s[5] = 'p';
+  return s;
+}
+
+std::string itemize_link(bool is_new) { return is_new ? "cL+++++++++" : "cLc........"; }
 
 bool kept_on_delete(const std::string& local_name, const std::set<std::string>& remote_files) {
   for (std::string_view suffix : {".part", ".part.state"}) {
@@ -59,6 +72,7 @@ local_entry lstat_local(const fs::path& p) {
                                  : local_kind::other;
   e.size = static_cast<std::uint64_t>(st.st_size);
   e.mtime_ns = std::int64_t{st.st_mtim.tv_sec} * 1'000'000'000 + st.st_mtim.tv_nsec;
+  e.mode = static_cast<std::uint16_t>(st.st_mode & protocol::max_mode);
   return e;
 }
 
@@ -88,6 +102,12 @@ void set_mtime(const fs::path& p, std::int64_t mtime_ns) {
   if (::utimensat(AT_FDCWD, p.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0)
     throw failure{exit_code::local_io, fmt::format("cannot set the mtime of '{}': {}", p.string(),
                                                    std::strerror(errno))};
+}
+
+void set_mode(const fs::path& p, std::uint16_t mode) {
+  if (::chmod(p.c_str(), static_cast<mode_t>(mode)) != 0)
+    throw failure{exit_code::local_io,
+                  fmt::format("cannot set the mode of '{}': {}", p.string(), std::strerror(errno))};
 }
 
 protocol::digest128 local_digest(const fs::path& p) {

@@ -20,24 +20,30 @@ struct local_entry {
   local_kind kind = local_kind::missing;
   std::uint64_t size = 0;
   std::int64_t mtime_ns = 0;
+  std::uint16_t mode = 0;  // permission bits, st_mode & 07777
 };
 
 enum class file_action : std::uint8_t {
   skip,           // same size and mtime: taken as unchanged, as rsync's quick check does
   fetch_new,      // nothing local by that name
   fetch_changed,  // the size differs
-  check_digest,   // same size, another mtime: compare digests before fetching anything
+  check_digest,   // same size, another mtime (or --checksum): compare digests first
   conflict,       // a directory, symlink or special file where the server has a file
 };
 
-// The plan for a remote regular file, given what is at its local name.
-[[nodiscard]] file_action decide_file(const protocol::list_entry& remote,
-                                      const local_entry& local) noexcept;
+// The plan for a remote regular file, given what is at its local name. With `checksum`
+// (--checksum), a file of the same size is compared by digest whatever its mtime.
+[[nodiscard]] file_action decide_file(const protocol::list_entry& remote, const local_entry& local,
+                                      bool checksum = false) noexcept;
 
 // rsync's itemized change string (11 characters, YXcstpoguax) for a regular file: `fetched`
-// false means only the mtime was set.
+// false means only the mtime or the permissions were set.
 [[nodiscard]] std::string itemize_file(bool is_new, bool fetched, bool size_differs,
-                                       bool time_differs);
+                                       bool time_differs, bool perms_differ = false);
+// The same for an existing directory whose mtime or permissions were set.
+[[nodiscard]] std::string itemize_dir(bool time_differs, bool perms_differ);
+// A symlink made (`is_new`) or given another target.
+[[nodiscard]] std::string itemize_link(bool is_new);
 inline constexpr std::string_view itemize_new_dir = "cd+++++++++";
 inline constexpr std::string_view itemize_deleting = "*deleting  ";
 
@@ -54,6 +60,8 @@ inline constexpr std::string_view itemize_deleting = "*deleting  ";
 // Sets the mtime of `p` itself (never of a symlink's target); the atime is left alone. Throws
 // failure(local_io).
 void set_mtime(const std::filesystem::path& p, std::int64_t mtime_ns);
+// Sets the permission bits of `p` to `mode` exactly (no umask). Throws failure(local_io).
+void set_mode(const std::filesystem::path& p, std::uint16_t mode);
 // XXH3-128 of the local file `p`, never through a symlink. Throws failure(local_io).
 [[nodiscard]] protocol::digest128 local_digest(const std::filesystem::path& p);
 

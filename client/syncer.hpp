@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -21,6 +22,7 @@
 #include "client/commands.hpp"
 #include "client/connection.hpp"
 #include "client/errors.hpp"
+#include "client/progress.hpp"
 #include "client/sync.hpp"
 #include "client/sync_plan.hpp"
 #include "common/address.hpp"
@@ -76,6 +78,17 @@ struct file_task {
   local_entry local;            // as the walk found it
 };
 
+// A remote directory below the root whose mode and mtime are set once its contents are written.
+struct dir_task {
+  std::string rel;
+  protocol::list_entry remote;
+  local_entry before;  // as the walk found it (missing: made by this sync)
+};
+
+// A server's name in a message on stderr: quoted as GNU ls would when that is a terminal,
+// so that it cannot drive the terminal; as it is, in quotes, otherwise.
+[[nodiscard]] std::string quoted_name(const std::string& name);
+
 // "dir/name", or "name" in the top directory.
 [[nodiscard]] inline std::string join(const std::string& dir, const std::string& name) {
   return dir.empty() ? name : dir + '/' + name;
@@ -105,16 +118,32 @@ class syncer {
   // Deletes `path` (contents first), never following a symlink: a link is removed itself.
   void remove_tree(const std::filesystem::path& path, const std::string& rel);
 
+  // --- local names other than fetched files (sync_local.cpp) ---
+  // A symlink on the server: made as one with --links (if its target stays inside, or with
+  // --unsafe-links), otherwise reported and skipped.
+  void sync_link(const std::string& rel, const protocol::list_entry& e, const local_entry& l);
+  // An existing local directory the walk enters gets u+rwx for the while, so that a directory
+  // the server has read-only can still be filled; dir_attrs() sets its real mode at the end.
+  void make_enterable(const std::filesystem::path& local, const local_entry& l);
+  // Sets the mode and mtime of every directory the walk entered, deepest first.
+  void dir_attrs();
+
   // --- the transfers and the report (sync_transfer.cpp) ---
   void transfer_all();
   void run_task(const file_task& t, failover::connections& conns) noexcept;
   void run_task_or_throw(const file_task& t, failover::connections& conns);
   // One change: a line now (unless quiet or JSON), an entry in the JSON list later.
   // Callers on pool threads hold mu_.
+  // A symlink's line ends in " -> TARGET"; its JSON entry has "target".
   void item(std::string_view code, const std::string& name, const char* action, std::uint64_t size,
-            std::uint64_t bytes, std::uint64_t resumed = 0);
+            std::uint64_t bytes, std::uint64_t resumed = 0, const std::string* target = nullptr);
   void record_error(const std::string& name, exit_code code, const std::string& what);
   void report();
+  // --- the progress line (sync_transfer.cpp); callers hold mu_ ---
+  // `done` bytes of task `t` are in; redraws at most ten times a second.
+  void progress(const file_task& t, std::uint64_t done);
+  // Task `t` is judged or fetched: its bytes count as done.
+  void progress_done(const file_task& t);
 
   struct error_entry {
     std::string name;
@@ -132,16 +161,23 @@ class syncer {
   std::size_t entries_seen_ = 0;
   bool too_many_ = false;
   std::vector<file_task> tasks_;
+  std::vector<dir_task> dirs_;  // in the order walked: parents before children
   std::vector<std::pair<std::string, std::filesystem::path>> deletions_;
 
   std::mutex mu_;  // guards what follows while the pool runs
   std::atomic<bool> stop_{false};
   std::uint64_t fetched_ = 0, skipped_ = 0, time_only_ = 0, deleted_ = 0, dirs_created_ = 0,
-                bytes_fetched_ = 0;
+                bytes_fetched_ = 0, excluded_ = 0, links_made_ = 0;
   std::vector<std::uint64_t> bytes_by_source_;  // in the order of the servers
   json items_ = json::array();
   std::vector<std::string> symlinks_, specials_;
   std::vector<error_entry> errors_;
+  // The progress line: files and bytes the transfers may fetch, and what is in of them.
+  std::unique_ptr<progress_bar> bar_;
+  std::uint64_t progress_files_ = 0, progress_files_done_ = 0;
+  std::uint64_t progress_total_ = 0, progress_done_ = 0;
+  std::map<const file_task*, std::uint64_t> progress_running_;  // bytes in, by running task
+  clock::time_point last_draw_{};
 };
 
 }  // namespace ferry::client::detail
