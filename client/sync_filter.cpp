@@ -130,13 +130,21 @@ bool link_stays_inside(std::string_view link_rel, std::string_view target) noexc
   long depth = 0;
   for (const char c : link_rel)
     if (c == '/') ++depth;
+  bool descended = false;
   while (!target.empty()) {
     const auto slash = target.find('/');
     const auto part = target.substr(0, slash);
     target = slash == std::string_view::npos ? std::string_view{} : target.substr(slash + 1);
     if (part.empty() || part == ".") continue;
-    depth += part == ".." ? -1 : 1;
-    if (depth < 0) return false;
+    if (part != "..") {
+      descended = true;
+      ++depth;
+      continue;
+    }
+    // A ".." after a name climbs out of whatever that name is, and a name may be another
+    // link: "y/y/y/.." with y -> "." leaves the root though its text does not. Only leading
+    // ".." climb through directories the sync itself made.
+    if (descended || --depth < 0) return false;
   }
   return true;
 }

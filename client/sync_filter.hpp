@@ -41,8 +41,9 @@ class path_filter {
 };
 
 // Whether a symlink at `link_rel` (its path below the sync's root) with `target` points inside
-// the root, judged by the text alone as rsync's --safe-links does: not absolute, not empty, and
-// no `..` that climbs above the root at any point of the target.
+// the root, judged by the text alone as rsync's --safe-links does (not absolute, not empty, no
+// `..` that climbs above the root), and stricter: every `..` comes before the first name, since
+// a `..` after a name that is itself a link can climb anywhere.
 [[nodiscard]] bool link_stays_inside(std::string_view link_rel, std::string_view target) noexcept;
 
 }  // namespace ferry::client

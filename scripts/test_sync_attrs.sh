@@ -28,6 +28,8 @@ ln -s plain.txt "$T/near"
 ln -s ../plain.txt "$T/sub/up"
 ln -s ../../etc/passwd "$T/sub/out"
 ln -s /etc/passwd "$T/abs"
+ln -s . "$T/dot"
+ln -s dot/dot/.. "$T/esc"  # its text stays inside; through dot -> . it leaves
 chmod 0640 "$T/plain.txt"
 chmod 0750 "$T/run.sh"
 chmod 04755 "$T/suid"
@@ -121,6 +123,8 @@ check_eq "a link up to the root's level is made" ../plain.txt "$(readlink "$OUT/
 check "with the link's own mtime" same_mtime "$T/near" "$OUT/near"
 check "a link that climbs out of the sync is not made" test ! -L "$OUT/sub/out"
 check "nor an absolute one" test ! -L "$OUT/abs"
+check_eq "a link to . is made" . "$(readlink "$OUT/dot")"
+check "but not one with .. after a name, which leaves through it" test ! -L "$OUT/esc"
 check "and each is named on stderr" grep -q "'abs' -> '/etc/passwd'.*outside the sync" "$RUN_ERR"
 ln -sfn run.sh "$T/near"
 run_ferry sync "$SRV_ADDR" t "$OUT" --links --exclude '*.tmp' --exclude 'cache/'
