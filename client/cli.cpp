@@ -187,7 +187,7 @@ int main(int argc, char** argv) {
       "  ferry sync 127.0.0.1:7070 sub/dir local/ --delete   and delete what the server lacks\n"
       "  ferry sync 127.0.0.1:7070 . mirror/ --dry-run       print the changes, make none\n"
       "  ferry sync 127.0.0.1:7070 . mirror/ --exclude '*.tmp' --exclude cache/\n"
-      "  ferry sync 127.0.0.1:7070 . mirror/ --include 'src/**.c' --exclude 'src/**'\n"
+      "  ferry sync 127.0.0.1:7070 . mirror/ --include '*/' --include '*.c' --exclude '*'\n"
       "A file with the same size and mtime is taken as unchanged without reading it. One with the\n"
       "same size and another mtime is compared by digest. An interrupted sync resumes when "
       "rerun.\n"

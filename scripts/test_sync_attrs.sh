@@ -91,6 +91,13 @@ check_eq "nothing fetched the second time" 0 "$(json_get "$RUN_OUT" files_fetche
 check_eq "and no mode or mtime to set" 0 "$(json_get "$RUN_OUT" files_time_only)"
 check "no directory reported changed" no_match '"attributes"' "$RUN_OUT"
 
+run_ferry sync "$SRV_ADDR" t "$TMP/only-sh" --include '*/' --include '*.sh' --exclude '*'
+check_rc "include directories and *.sh, exclude the rest" 0
+check_eq "only the .sh file, and every directory (as rsync makes them)" \
+  "cache keep ro run.sh sub sub/deep" \
+  "$(cd "$TMP/only-sh" && find . -mindepth 1 \( -type f -o -type d \) -printf '%P\n' | sort |
+    tr '\n' ' ' | sed 's/ $//')"
+
 section "a mode changed on the server, and --delete keeps excluded names"
 chmod 0600 "$T/plain.txt"
 touch -d '2003-01-01' "$T/sub/deep"
