@@ -137,6 +137,9 @@ int main(int argc, char** argv) {
                 "Leave an existing output alone: fetch nothing, exit 0");
   get->add_flag("!--no-mtime", g.keep_mtime,
                 "Leave the output's mtime at now (by default it gets the server's)");
+  get->add_flag("!--no-mode", g.keep_mode,
+                "Create the output 0644 less the umask (by default it gets the server's "
+                "permission bits, exactly, less setuid, setgid and sticky)");
   add_block_size(*get, g.block_size);
   add_retry(*get, get_o.retries);
   get->footer(
@@ -159,6 +162,23 @@ int main(int argc, char** argv) {
   sync->add_option("-j,--jobs", so.jobs, "Files transferred at once")
       ->capture_default_str()
       ->check(CLI::Range(1u, 64u));
+  sync->add_flag("-c,--checksum", so.checksum,
+                 "Compare every file of the same size by digest, whatever its mtime (costs a read "
+                 "of both copies)");
+  sync->add_flag("-l,--links", so.links,
+                 "Make symlinks as symlinks (one pointing outside the sync is skipped)");
+  sync->add_flag("--unsafe-links", so.unsafe_links,
+                 "With --links, make even symlinks that point outside the sync");
+  std::vector<std::string> excludes, includes;
+  auto* exclude = sync->add_option("--exclude", excludes,
+                                   "Leave out names that match PATTERN (repeatable; the first "
+                                   "--exclude or --include that matches decides)")
+                      ->type_name("PATTERN")
+                      ->allow_extra_args(false);
+  auto* include =
+      sync->add_option("--include", includes, "Keep names that match PATTERN (repeatable)")
+          ->type_name("PATTERN")
+          ->allow_extra_args(false);
   add_block_size(*sync, so.block_size);
   add_retry(*sync, sync_o.retries);
   sync->footer(
@@ -166,9 +186,15 @@ int main(int argc, char** argv) {
       "  ferry sync 127.0.0.1:7070 . mirror/                 the whole served tree\n"
       "  ferry sync 127.0.0.1:7070 sub/dir local/ --delete   and delete what the server lacks\n"
       "  ferry sync 127.0.0.1:7070 . mirror/ --dry-run       print the changes, make none\n"
+      "  ferry sync 127.0.0.1:7070 . mirror/ --exclude '*.tmp' --exclude cache/\n"
+      "  ferry sync 127.0.0.1:7070 . mirror/ --include '*/' --include '*.c' --exclude '*'\n"
       "A file with the same size and mtime is taken as unchanged without reading it. One with the\n"
       "same size and another mtime is compared by digest. An interrupted sync resumes when "
-      "rerun.\n");
+      "rerun.\n"
+      "Files and directories get the server's mtime and permission bits (never setuid, setgid\n"
+      "or sticky). Patterns: '*' and '?' stop at '/', '**' does not; a pattern with a '/' is\n"
+      "matched against the path below REMOTE_DIR, one without against the name alone, and one\n"
+      "ending in '/' matches only directories.\n");
 
   try {
     app.parse(argc, argv);
@@ -193,6 +219,15 @@ int main(int argc, char** argv) {
     } else if (*sync) {
       apply_verbosity(sync_o);
       sync_o.terminal = ::isatty(STDOUT_FILENO) == 1;
+      // The rules in the order given on the command line, --exclude and --include mixed.
+      std::size_t next_exclude = 0, next_include = 0;
+      for (const auto* opt : sync->parse_order()) {
+        if (opt == exclude) so.filter.add(false, excludes.at(next_exclude++));
+        if (opt == include) so.filter.add(true, includes.at(next_include++));
+      }
+      if (so.unsafe_links && !so.links)
+        throw failure{exit_code::usage, "--unsafe-links needs --links"};
+      so.progress = ::isatty(STDERR_FILENO) == 1 && !sync_o.json && !sync_o.quiet;
       with_retries(sync_o.retries, [&] { run_sync(sync_o, so, std::cout); });
     }
     std::cout.flush();

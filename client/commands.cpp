@@ -57,11 +57,10 @@ std::string hex(const std::string& s) {
 }
 
 json entry_json(const protocol::list_entry& e) {
-  json j{{"name", e.name},
-         {"type", std::string{protocol::to_string(e.type)}},
-         {"size", e.size},
-         {"mtime", e.mtime_ns / 1'000'000'000},
-         {"mtime_ns", e.mtime_ns}};
+  json j{{"name", e.name},         {"type", std::string{protocol::to_string(e.type)}},
+         {"size", e.size},         {"mtime", e.mtime_ns / 1'000'000'000},
+         {"mtime_ns", e.mtime_ns}, {"mode", fmt::format("{:04o}", e.mode)}};
+  if (e.type == protocol::entry_type::symlink) j["target"] = e.target;
   if (!valid_utf8(e.name)) j["name_hex"] = hex(e.name);
   return j;
 }
@@ -163,7 +162,7 @@ task<void> list_or_stat(request_engine& engine, connection& conn, const command_
     auto asking = engine.ask(conn, protocol::stat_request{o.path}, {timeout});
     auto st = expect_reply<protocol::stat_reply>(co_await asking, o.path);
     const auto name = std::filesystem::path{o.path}.filename().string();
-    emit({name.empty() ? o.path : name, st.type, st.size, st.mtime_ns});
+    emit({name.empty() ? o.path : name, st.type, st.size, st.mtime_ns, st.mode, {}});
   }
   if (o.json) out << (printed == 0 ? "[]\n" : "]\n");
 }
@@ -181,11 +180,9 @@ void run_stat(const command_options& o, std::ostream& out) {
   const auto st = stat_with_digest(conn, o.path, timeout_of(o));
   const bool file = st.type == protocol::entry_type::file;
   if (o.json) {
-    json j{{"path", o.path},
-           {"type", std::string{protocol::to_string(st.type)}},
-           {"size", st.size},
-           {"mtime", st.mtime_ns / 1'000'000'000},
-           {"mtime_ns", st.mtime_ns}};
+    json j{{"path", o.path},          {"type", std::string{protocol::to_string(st.type)}},
+           {"size", st.size},         {"mtime", st.mtime_ns / 1'000'000'000},
+           {"mtime_ns", st.mtime_ns}, {"mode", fmt::format("{:04o}", st.mode)}};
     if (file) j["digest"] = to_string(st.digest);
     if (file) j["max_block"] = st.max_block;
     print_json(out, j);
@@ -195,6 +192,7 @@ void run_stat(const command_options& o, std::ostream& out) {
   fmt::print(out, "type:   {}\n", protocol::to_string(st.type));
   fmt::print(out, "size:   {} ({})\n", st.size, human_bytes(static_cast<double>(st.size)));
   fmt::print(out, "mtime:  {}\n", format_mtime(st.mtime_ns));
+  fmt::print(out, "mode:   {:04o}\n", st.mode);
   if (file) fmt::print(out, "digest: {}\n", to_string(st.digest));
 }
 
@@ -236,6 +234,7 @@ void run_get(const command_options& o, const get_options& g, std::ostream& out) 
   fo.block_size = g.block_size;
   fo.timeout = timeout_of(o);
   fo.keep_mtime = g.keep_mtime;
+  fo.keep_mode = g.keep_mode;
   fo.replace = !g.no_clobber;
   if (to_stdout) fo.stream_fd = STDOUT_FILENO;
   std::unique_ptr<progress_bar> bar;

@@ -48,6 +48,7 @@ struct get_options {
   std::vector<std::string> mirrors;  // more servers with the same tree, used at once
   bool no_clobber = false;           // leave an existing output alone
   bool keep_mtime = true;            // give the output the server's mtime
+  bool keep_mode = true;             // and its permission bits (less setuid, setgid, sticky)
 };
 void run_get(const command_options& o, const get_options& g, std::ostream& out);
 // Fetches each of `paths` as run_get does; several go into the directory g.output names (the

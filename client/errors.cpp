@@ -41,7 +41,8 @@ std::string_view hint_for(protocol::errc e) noexcept {
     case errc::busy:
       return " (the server is overloaded; try again later)";
     case errc::unsupported_version:
-      return " (the server speaks another protocol version)";
+      return " (the server speaks another version of the ferry protocol; 'ferry --version' and "
+             "'ferryd --version' say which each speaks: run the same release at both ends)";
     default:
       return "";
   }

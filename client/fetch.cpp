@@ -269,6 +269,7 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
     sources_[0].version = st.version;
     sources_[0].verified = true;
   }
+  auto mode = st.mode;  // as the latest STAT of the version fetched says
   // The clock of --timeout without progress starts once the file is known: a STAT may wait
   // longer, for a digest the server is computing, and has its own bound.
   mark_progress();
@@ -319,6 +320,7 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
         const auto remote = co_await asking;
         if (remote.version == version) {
           want = remote.digest;
+          mode = remote.mode;  // a chmod changes no version
         } else {
           // Changed after our last block but before the check: the data may be mixed.
           stale_.push_back(version);
@@ -421,7 +423,10 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
                  bounded_block(path_, version.size, part.block_size(), st.max_block));
     mark_progress();  // max_restarts at most
   }
-  if (opt_.stream_fd < 0) part.commit(opt_.keep_mtime, opt_.replace);
+  stats_.mode = mode;
+  if (opt_.stream_fd < 0)
+    part.commit(opt_.keep_mtime, opt_.replace,
+                opt_.keep_mode ? std::optional{local_mode(mode)} : std::nullopt);
   stats_.size = part.size();
   stats_.block_size = part.block_size();
   stats_.seconds = seconds_since(started);

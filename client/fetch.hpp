@@ -34,7 +34,10 @@ struct fetch_options {
   // temporary part file whose written part is given back; nothing is kept for a rerun.
   int stream_fd = -1;
   bool keep_mtime = true;  // the output gets the remote file's mtime
-  bool replace = true;     // an existing output is replaced; false: it fails at the end instead
+  // The output gets the remote file's permission bits, exactly (no umask) but never setuid,
+  // setgid or sticky (local_mode); false: it is created 0644 less the umask.
+  bool keep_mode = true;
+  bool replace = true;  // an existing output is replaced; false: it fails at the end instead
   // Called about five times a second with (bytes done, total bytes); may be empty.
   std::function<void(std::uint64_t, std::uint64_t)> on_progress;
 };
@@ -52,6 +55,7 @@ struct source_result {
 
 struct fetch_result {
   std::uint64_t size = 0;
+  std::uint16_t mode = 0;           // the remote file's permission bits, as the server said
   std::uint64_t bytes_fetched = 0;  // payload bytes received and written in this run
   std::uint64_t resumed_bytes = 0;  // already in OUT.part when this run started
   std::uint64_t requests = 0;       // blocks asked for
@@ -65,6 +69,12 @@ struct fetch_result {
   protocol::digest128 digest;
   std::vector<source_result> sources;  // in the order given, the first being the primary
 };
+
+// The permission bits a local copy of a remote file with `remote_mode` gets: the server's, less
+// setuid, setgid and sticky, which a client never takes from a server's say-so.
+[[nodiscard]] constexpr std::uint16_t local_mode(std::uint16_t remote_mode) noexcept {
+  return static_cast<std::uint16_t>(remote_mode & 0777);
+}
 
 // Chooses a block size: the caller's wish or, by default, the largest payload that fits the
 // path MTU the kernel reports, capped by the server. Loopback therefore gets large blocks.

@@ -354,9 +354,13 @@ protocol::digest128 part_file::digest() {
   return hash_->finish();
 }
 
-void part_file::commit(bool keep_mtime, bool replace) {
+void part_file::commit(bool keep_mtime, bool replace, std::optional<std::uint16_t> mode) {
   if (!state_) throw failure{exit_code::internal, "a temporary part file has no name to commit"};
   flush();
+  // Like the mtime, set before the rename, so the file never appears under its name with
+  // other permissions than the ones asked for.
+  if (mode && ::fchmod(data_.get(), static_cast<mode_t>(*mode)) != 0)
+    fail_io(data_path_, "set the mode of", errno);
   if (keep_mtime) {
     // Set before the rename, so the file appears under its name with the server's time.
     auto sec = version_.mtime_ns / 1'000'000'000, nsec = version_.mtime_ns % 1'000'000'000;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -75,9 +76,11 @@ class part_file {
   // XXH3-128 of the whole file. Blocks are hashed as they arrive in order, so only those that
   // came out of order (or were there before this run) are read back.
   [[nodiscard]] protocol::digest128 digest();
-  // Gives OUT.part the remote file's mtime (if `keep_mtime`), renames it to OUT atomically
-  // (failing if OUT exists, unless `replace`) and removes the state file.
-  void commit(bool keep_mtime = true, bool replace = true);
+  // Gives OUT.part the remote file's mtime (if `keep_mtime`) and the permission bits `mode`
+  // (if given, exactly: no umask), renames it to OUT atomically (failing if OUT exists, unless
+  // `replace`) and removes the state file.
+  void commit(bool keep_mtime = true, bool replace = true,
+              std::optional<std::uint16_t> mode = std::nullopt);
 
   [[nodiscard]] const std::filesystem::path& data_path() const noexcept { return data_path_; }
 

@@ -53,4 +53,10 @@ void progress_bar::finish() {
   drawn_ = false;
 }
 
+void progress_bar::clear() {
+  if (drawn_) std::fputs("\r\033[K", stderr);
+  std::fflush(stderr);
+  drawn_ = false;
+}
+
 }  // namespace ferry::client

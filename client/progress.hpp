@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 namespace ferry::client {
 
@@ -14,7 +15,10 @@ class progress_bar {
  public:
   progress_bar(std::string label, std::uint64_t already_done);
   void update(std::uint64_t done, std::uint64_t total);
+  // What the next update() shows before the bar.
+  void set_label(std::string label) { label_ = std::move(label); }
   void finish();  // ends the line
+  void clear();   // erases the line, so that other output can take it; the next update() redraws
 
  private:
   std::string label_;

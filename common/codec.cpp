@@ -192,10 +192,32 @@ result<decoded_request> decode_request(std::span<const std::byte> wire,
   }
 }
 
+namespace {
+// A reply of another protocol version is unreadable, but for one: the error that says that the
+// server speaks another version. Its layout (an error reply's fields and trailing checksum) is
+// the same in every version, so a client can tell its user why no answer comes.
+result<decoded_reply> other_version_reply(std::span<const std::byte> wire,
+                                          const protocol::header& h) noexcept {
+  if (h.type != msg_type::error_reply) return errc::unsupported_version;
+  try {
+    auto body = decode_body<protocol::reply>(wire, h, [] { return protocol::error_reply{}; });
+    if (std::get<protocol::error_reply>(*body).code != errc::unsupported_version)
+      return errc::unsupported_version;
+    return decoded_reply{h, std::move(*body)};
+  } catch (...) {
+    return errc::unsupported_version;  // damaged, or not that error: unreadable, as any other
+  }
+}
+}  // namespace
+
 result<decoded_reply> decode_reply(std::span<const std::byte> wire) noexcept {
   if (wire.size() > protocol::max_datagram) return errc::malformed;
-  auto h = decode_header(wire);
-  if (!h) return h.error();
+  std::optional<protocol::header> header;
+  if (const auto e = read_header(wire, header); e != errc::ok) {
+    if (e == errc::unsupported_version) return other_version_reply(wire, *header);
+    return e;
+  }
+  const auto h = &*header;
   try {
     auto body = decode_body<protocol::reply>(wire, *h, [&]() -> protocol::reply {
       switch (h->type) {

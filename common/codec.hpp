@@ -67,8 +67,13 @@ struct decoded_reply {
 // Wire size of a list reply with no entries, and what each entry adds to it.
 inline constexpr std::size_t list_reply_base_size =
     protocol::header_size + 1 + 8 + 1 + protocol::checksum_size;
-[[nodiscard]] constexpr std::size_t list_entry_wire_size(std::size_t name_length) noexcept {
-  return 8 + name_length + 1 + 8 + 8;
+[[nodiscard]] constexpr std::size_t list_entry_wire_size(std::size_t name_length,
+                                                         std::size_t target_length = 0) noexcept {
+  return 8 + name_length + 1 + 8 + 8 + 2 + 8 + target_length;
 }
+// The largest entry fits a page on its own.
+static_assert(list_reply_base_size +
+                  list_entry_wire_size(protocol::max_name, protocol::max_link_target) <=
+              protocol::max_small_reply);
 
 }  // namespace ferry::codec

@@ -45,6 +45,24 @@ void load_version(in_archive& ar, protocol::file_version& v) {
   ar(v.dev, v.ino, v.size, v.mtime_ns, v.ctime_ns);
 }
 
+// Permission bits: nothing above 07777 (the file type is the entry's `type`).
+void save_mode(out_archive& ar, std::uint16_t mode) {
+  if (mode > protocol::max_mode) throw codec_error{errc::bad_request};
+  ar(mode);
+}
+std::uint16_t load_mode(in_archive& ar) {
+  std::uint16_t mode = 0;
+  ar(mode);
+  if (mode > protocol::max_mode) throw codec_error{errc::malformed};
+  return mode;
+}
+
+// Only a symlink has a target, and a target holds no NUL (readlink(2) never gives one).
+bool valid_target(const protocol::list_entry& e) {
+  if (e.target.empty()) return true;
+  return e.type == protocol::entry_type::symlink && e.target.find('\0') == std::string::npos;
+}
+
 constexpr std::uint8_t max_entry_type = static_cast<std::uint8_t>(protocol::entry_type::other);
 // errc::corrupt is never sent.
 constexpr std::uint8_t max_errc = static_cast<std::uint8_t>(errc::bad_request);
@@ -104,6 +122,9 @@ void save_body(out_archive& ar, const protocol::list_reply& m) {
     save_string(ar, e.name, protocol::max_name);
     save_u8(ar, static_cast<std::uint8_t>(e.type));
     ar(e.size, e.mtime_ns);
+    save_mode(ar, e.mode);
+    if (!valid_target(e)) throw codec_error{errc::bad_request};
+    save_string(ar, e.target, protocol::max_link_target);
   }
   save_u8(ar, m.end ? 1 : 0);
 }
@@ -118,6 +139,9 @@ void load_body(in_archive& ar, protocol::list_reply& m) {
     if (!protocol::valid_entry_name(e.name)) throw codec_error{errc::malformed};
     e.type = static_cast<protocol::entry_type>(load_u8(ar, max_entry_type));
     ar(e.size, e.mtime_ns);
+    e.mode = load_mode(ar);
+    load_string(ar, e.target, protocol::max_link_target);
+    if (!valid_target(e)) throw codec_error{errc::malformed};
   }
   m.end = load_bool(ar);
 }
@@ -128,6 +152,7 @@ void save_body(out_archive& ar, const protocol::stat_reply& m) {
     throw codec_error{errc::bad_request};
   save_u8(ar, static_cast<std::uint8_t>(m.type));
   ar(m.size, m.mtime_ns);
+  save_mode(ar, m.mode);
   save_version(ar, m.version);
   ar(m.max_block);
   save_u8(ar, m.digest_ready ? 1 : 0);
@@ -136,6 +161,7 @@ void save_body(out_archive& ar, const protocol::stat_reply& m) {
 void load_body(in_archive& ar, protocol::stat_reply& m) {
   m.type = static_cast<protocol::entry_type>(load_u8(ar, max_entry_type));
   ar(m.size, m.mtime_ns);
+  m.mode = load_mode(ar);
   load_version(ar, m.version);
   ar(m.max_block);
   if (m.max_block < protocol::min_block_size || m.max_block > protocol::max_block_size)

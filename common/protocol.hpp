@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -15,7 +16,7 @@ namespace ferry::protocol {
 
 // "FERY" in ASCII, then one version byte: a datagram that does not start so is not ours.
 inline constexpr std::array<std::uint8_t, 4> magic{0x46, 0x45, 0x52, 0x59};
-inline constexpr std::uint8_t version = 1;
+inline constexpr std::uint8_t version = 2;
 inline constexpr std::size_t header_size = 16;
 
 // Lengths the decoder enforces before it allocates anything.
@@ -24,6 +25,12 @@ inline constexpr std::size_t max_name = 255;     // NAME_MAX
 inline constexpr std::size_t max_depth = 64;     // path components in one request
 inline constexpr std::size_t max_message = 256;  // error text
 inline constexpr std::size_t max_list_entries = 256;
+// A symlink's target in a listing: longer ones are listed without it. With a name of max_name
+// bytes, an entry that carries one still fits a page of max_small_reply bytes.
+inline constexpr std::size_t max_link_target = 512;
+// Permission bits a listing or stat carries: st_mode & 07777 (setuid, setgid and sticky
+// included; what a client does with those is its own business).
+inline constexpr std::uint16_t max_mode = 07777;
 inline constexpr std::uint16_t max_run_blocks = 64;    // blocks one GET-RUN asks for
 inline constexpr std::size_t max_request_size = 8192;  // no valid request is larger
 inline constexpr std::size_t max_datagram = 65507;     // largest IPv4 UDP payload
@@ -141,10 +148,20 @@ struct get_request {
 };
 
 struct list_entry {
+  list_entry() = default;
+  // The fields in order; a file's mode and a symlink's target may be left out.
+  list_entry(std::string n, entry_type t, std::uint64_t s, std::int64_t m, std::uint16_t mo = 0,
+             std::string tg = {})
+      : name{std::move(n)}, type{t}, size{s}, mtime_ns{m}, mode{mo}, target{std::move(tg)} {}
+
   std::string name;
   entry_type type = entry_type::other;
   std::uint64_t size = 0;
   std::int64_t mtime_ns = 0;
+  std::uint16_t mode = 0;  // permission bits, st_mode & 07777
+  // A symlink's target, as readlink(2) gives it; empty for other types, and for a symlink
+  // whose target is longer than max_link_target or could not be read.
+  std::string target;
   friend bool operator==(const list_entry&, const list_entry&) = default;
 };
 
@@ -157,6 +174,7 @@ struct stat_reply {
   entry_type type = entry_type::other;
   std::uint64_t size = 0;
   std::int64_t mtime_ns = 0;
+  std::uint16_t mode = 0;  // permission bits, st_mode & 07777
   file_version version;
   std::uint32_t max_block = 0;  // the server's cap on block_size
   bool digest_ready = false;    // false: being computed, ask again

@@ -157,7 +157,9 @@ CHANGED_BYTES=$(($(file_size "$T/$C1") + $(file_size "$T/$C2") + $(file_size "$T
   123456 + 65025))
 say "bytes in changed and added files: $CHANGED_BYTES"
 
-# A partial download of a file still on the server, and one of a file that is not.
+# A partial download of a file still on the server, and one of a file that is not. Directories
+# get the server's mtime back, as rsync -t gives them: those a name was added to or removed from
+# on the server (d3, d0/s1, d3/s0), and d0/s2, whose local mtime the .part below changes.
 printf 'partial' >"$OUT/d0/s2/f014.bin.part"
 printf 'stray' >"$OUT/gone.bin.part"
 
@@ -170,6 +172,10 @@ cd+++++++++ newdir/
 >f.st...... $C2
 >f..t...... $C3
 .f..t...... $C5
+.d..t...... d0/s1/
+.d..t...... d0/s2/
+.d..t...... d3/
+.d..t...... d3/s0/
 *deleting   $R1
 *deleting   $R2
 *deleting   gone.bin.part

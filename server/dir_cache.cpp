@@ -103,14 +103,47 @@ result<std::vector<protocol::list_entry>> read_directory(int dir_fd) noexcept {
   }
 }
 
-// Fills in the type, size and mtime of `e` as they are now; false if it no longer exists.
+// The target of the symlink `name` in `dir_fd`, if it is at most max_link_target bytes long;
+// empty if it is longer or cannot be read.
+std::string link_target(int dir_fd, const char* name) noexcept {
+  try {
+    std::string target(protocol::max_link_target + 1, '\0');
+    const auto n = ::readlinkat(dir_fd, name, target.data(), target.size());
+    if (n <= 0 || static_cast<std::size_t>(n) > protocol::max_link_target) return {};
+    target.resize(static_cast<std::size_t>(n));
+    return target;
+  } catch (...) {
+    return {};
+  }
+}
+
+// Fills in the type, size, mtime, mode and (for a symlink) target of `e` as they are now; false
+// if it no longer exists.
 bool stat_entry(int dir_fd, protocol::list_entry& e) noexcept {
   struct stat st {};
   if (::fstatat(dir_fd, e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno != ENOENT;
   e.type = type_of(st.st_mode);
   e.size = S_ISREG(st.st_mode) || S_ISLNK(st.st_mode) ? static_cast<std::uint64_t>(st.st_size) : 0;
   e.mtime_ns = mtime_ns_of(st);
+  e.mode = static_cast<std::uint16_t>(st.st_mode & protocol::max_mode);
+  if (S_ISLNK(st.st_mode)) e.target = link_target(dir_fd, e.name.c_str());
   return true;
+}
+
+// Drops entries from the end of `page` until, targets included, it fits `budget` (keeping one,
+// which always fits): the page was cut by names alone, before the targets were read. What is
+// dropped comes in the next page, which starts after the last name kept.
+void fit_targets(protocol::list_reply& page, std::size_t budget) {
+  std::size_t used = codec::list_reply_base_size, keep = 0;
+  for (; keep < page.entries.size(); ++keep) {
+    const auto& e = page.entries[keep];
+    const auto cost = codec::list_entry_wire_size(e.name.size(), e.target.size());
+    if (keep > 0 && used + cost > budget) break;
+    used += cost;
+  }
+  if (keep == page.entries.size()) return;
+  page.entries.resize(keep);
+  page.end = false;
 }
 
 // A page of the snapshot's names after `cursor`, each stated now. Entries removed since the
@@ -124,6 +157,7 @@ protocol::list_reply stat_page(int dir_fd, const std::vector<protocol::list_entr
     if (page.entries.empty()) return page;
     after = page.entries.back().name;
     std::erase_if(page.entries, [&](protocol::list_entry& e) { return !stat_entry(dir_fd, e); });
+    fit_targets(page, budget);
     if (!page.entries.empty() || page.end) return page;
   }
 }

@@ -48,6 +48,7 @@ result<stat_info> stat_beneath(int root_fd, const std::string& rel) noexcept {
   info.type = type_of(st.st_mode);
   info.version = version_of(st);
   info.mtime_ns = mtime_ns_of(st);
+  info.mode = static_cast<std::uint16_t>(st.st_mode & protocol::max_mode);
   if (S_ISREG(st.st_mode)) {
     auto fd = open_regular_beneath(root_fd, rel);
     if (!fd) return fd.error();

@@ -27,6 +27,7 @@ struct stat_info {
   protocol::entry_type type = protocol::entry_type::other;
   protocol::file_version version;
   std::int64_t mtime_ns = 0;
+  std::uint16_t mode = 0;  // permission bits, st_mode & 07777
   unique_fd fd;
 };
 
@@ -49,6 +50,7 @@ struct read_outcome {
   r.type = info.type;
   r.size = info.type == protocol::entry_type::file ? info.version.size : 0;
   r.mtime_ns = info.mtime_ns;
+  r.mode = info.mode;
   r.version = info.version;
   r.max_block = max_block;
   return r;

@@ -51,7 +51,7 @@ bool same(const proto::list_reply& a, const proto::list_reply& b) {
   return a.entries == b.entries && a.end == b.end;
 }
 bool same(const proto::stat_reply& a, const proto::stat_reply& b) {
-  return a.type == b.type && a.size == b.size && a.mtime_ns == b.mtime_ns &&
+  return a.type == b.type && a.size == b.size && a.mtime_ns == b.mtime_ns && a.mode == b.mode &&
          a.version == b.version && a.max_block == b.max_block && a.digest_ready == b.digest_ready &&
          a.digest == b.digest;
 }
@@ -140,7 +140,7 @@ void check_reply_contract(std::span<const std::byte> wire, const codec::decoded_
     std::size_t size = codec::list_reply_base_size;
     for (const auto& e : list->entries) {
       FERRY_FUZZ_CHECK(valid_name(e.name), "a listing name PROTOCOL.md forbids decoded");
-      size += codec::list_entry_wire_size(e.name.size());
+      size += codec::list_entry_wire_size(e.name.size(), e.target.size());
     }
     FERRY_FUZZ_CHECK(size == wire.size(), "list_entry_wire_size disagrees with the encoding");
   } else if (const auto* stat = std::get_if<proto::stat_reply>(&d.body)) {

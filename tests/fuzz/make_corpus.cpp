@@ -60,9 +60,9 @@ void write_decode_seeds(const fs::path& dir) {
   save(dir, "get_run_request", request(proto::get_request{"big.bin", 65024, 1390, 32}));
 
   proto::list_reply page;
-  page.entries = {{"a.txt", proto::entry_type::file, 12, 1'700'000'000'000'000'000},
-                  {"sub", proto::entry_type::dir, 0, 1'700'000'000'000'000'001},
-                  {"link", proto::entry_type::symlink, 7, -1}};
+  page.entries = {{"a.txt", proto::entry_type::file, 12, 1'700'000'000'000'000'000, 0644, ""},
+                  {"sub", proto::entry_type::dir, 0, 1'700'000'000'000'000'001, 0755, ""},
+                  {"link", proto::entry_type::symlink, 7, -1, 0777, "sub/a.txt"}};
   save(dir, "list_reply", reply(page));
   save(dir, "list_reply_end", reply(proto::list_reply{{}, true}));
 
@@ -70,6 +70,7 @@ void write_decode_seeds(const fs::path& dir) {
   st.type = proto::entry_type::file;
   st.size = 3000;
   st.mtime_ns = 1'700'000'000'123'456'789;
+  st.mode = 0640;
   st.version = {2049, 1234567, 3000, st.mtime_ns, st.mtime_ns + 1};
   st.max_block = proto::max_block_size;
   st.digest_ready = true;

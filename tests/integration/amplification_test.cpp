@@ -167,7 +167,7 @@ TEST_SUITE("address validation") {
     running_server srv{root.path()};
     raw_socket s{"127.0.0.1"};
     auto wire = request(9, proto::stat_request{""});
-    wire[4] = std::byte{2};
+    wire[4] = std::byte{3};
     wire.resize(proto::header_size);  // 16 bytes: nothing after the header
     s.send_to(srv.endpoint(), wire);
     const auto r = next_reply(s);

@@ -41,6 +41,8 @@ proto::list_entry expected_entry(const std::filesystem::path& p) {
                                  : entry_type::other;
   e.size = S_ISREG(st.st_mode) || S_ISLNK(st.st_mode) ? static_cast<std::uint64_t>(st.st_size) : 0;
   e.mtime_ns = ns_of(st.st_mtim);
+  e.mode = static_cast<std::uint16_t>(st.st_mode & 07777);
+  if (S_ISLNK(st.st_mode)) e.target = std::filesystem::read_symlink(p).string();
   return e;
 }
 
@@ -53,6 +55,8 @@ void check_entries(const std::vector<proto::list_entry>& got,
     CHECK(got[i].type == want[i].type);
     CHECK(got[i].size == want[i].size);
     CHECK(got[i].mtime_ns == want[i].mtime_ns);
+    CHECK(got[i].mode == want[i].mode);
+    CHECK(got[i].target == want[i].target);
   }
 }
 

@@ -87,7 +87,8 @@ TEST_CASE("malformed datagrams are counted, dropped, and answered only when reco
     t.check_counters(0, n, 0);
   }
   SUBCASE("a wrong protocol version gets error_reply(unsupported_version) with its id") {
-    for (const std::uint8_t v : {std::uint8_t{0}, std::uint8_t{2}, std::uint8_t{255}}) {
+    for (const std::uint8_t v :
+         {std::uint8_t{0}, std::uint8_t{1}, std::uint8_t{3}, std::uint8_t{255}}) {
       CAPTURE(v);
       auto w = blocking_client::encode(55 + v, proto::stat_request{"f.txt"});
       w[4] = std::byte{v};
@@ -96,12 +97,12 @@ TEST_CASE("malformed datagrams are counted, dropped, and answered only when reco
     }
     // Not when it is reply-typed, though: see "reply-typed datagrams" below.
     auto reply_typed = blocking_client::encode(60, proto::stat_request{"f.txt"});
-    reply_typed[4] = std::byte{2};
+    reply_typed[4] = std::byte{3};
     reply_typed[5] = std::byte{0x82};
     t.send(reply_typed);
     t.wait_received();
     t.expect_served();
-    t.check_counters(4, 0, 3);
+    t.check_counters(5, 0, 4);
   }
   SUBCASE("a request with a matching checksum but bad content gets the decoder's error") {
     auto zero_block = unsealed(66, proto::get_request{"f.txt", 0, 512});
@@ -173,7 +174,7 @@ TEST_CASE("malformed datagrams are counted, dropped, and answered only when reco
       REQUIRE(n);
       w.resize(*n);
       t.send(w);
-      w[4] = std::byte{2};  // and from another version
+      w[4] = std::byte{3};  // and from another version
       t.send(w);
     }
     t.wait_received();
@@ -264,7 +265,7 @@ TEST_CASE("an oversized request of another version gets no reply either") {
   blocking_client cli{srv.endpoint()};
   traffic t{srv, cli};
   auto big = blocking_client::encode(12, proto::stat_request{"f.txt"});
-  big[4] = std::byte{2};
+  big[4] = std::byte{3};
   big.resize(60 * 1024, std::byte{0});
   t.send(big);
   t.wait_received();

@@ -158,6 +158,11 @@ class wire_builder {
     b_.push_back(std::byte{v});
     return *this;
   }
+  wire_builder& u16(std::uint16_t v) {
+    for (int i = 0; i < 2; ++i, v = static_cast<std::uint16_t>(v >> 8))
+      b_.push_back(std::byte(v & 0xff));
+    return *this;
+  }
   wire_builder& u32(std::uint32_t v) {
     for (int i = 0; i < 4; ++i, v >>= 8) b_.push_back(std::byte(v & 0xff));
     return *this;
@@ -201,16 +206,29 @@ class wire_builder {
   bytes b_;
 };
 
-// A list reply with one entry, written by hand so any field can be out of range.
-inline bytes list_reply_wire(std::string_view name, std::uint8_t type = 0, std::uint8_t end = 1) {
-  return wire_builder{msg_type::list_reply}.u64(1).str(name).u8(type).u64(10).i64(20).u8(end).get();
+// A list reply with one entry, written by hand so any field can be out of range: mode 0644 and
+// no target unless given.
+inline bytes list_reply_wire(std::string_view name, std::uint8_t type = 0, std::uint8_t end = 1,
+                             std::uint16_t mode = 0644, std::string_view target = {}) {
+  return wire_builder{msg_type::list_reply}
+      .u64(1)
+      .str(name)
+      .u8(type)
+      .u64(10)
+      .i64(20)
+      .u16(mode)
+      .str(target)
+      .u8(end)
+      .get();
 }
 
-inline bytes stat_reply_wire(std::uint8_t type, std::uint32_t max_block, std::uint8_t ready) {
+inline bytes stat_reply_wire(std::uint8_t type, std::uint32_t max_block, std::uint8_t ready,
+                             std::uint16_t mode = 0755) {
   return wire_builder{msg_type::stat_reply}
       .u8(type)
       .u64(100)
       .i64(200)
+      .u16(mode)
       .version(version_of_size(100))
       .u32(max_block)
       .u8(ready)
@@ -247,9 +265,9 @@ struct corpus {
     requests.push_back(encode_req(3, proto::stat_request{"a/b.txt"}));
     requests.push_back(encode_req(4, proto::get_request{"big.bin", 5 * four_gib + 17, 65024}));
     proto::list_reply list;
-    list.entries = {{"a.txt", proto::entry_type::file, 10, 5},
-                    {"dir", proto::entry_type::dir, 0, -1},
-                    {"link", proto::entry_type::symlink, 3, 0}};
+    list.entries = {{"a.txt", proto::entry_type::file, 10, 5, 0644, ""},
+                    {"dir", proto::entry_type::dir, 0, -1, 07755, ""},
+                    {"link", proto::entry_type::symlink, 3, 0, 0777, "a.txt"}};
     list.end = true;
     replies.push_back(encode_rep(5, list));
     replies.push_back(encode_rep(6, proto::list_reply{}));
@@ -257,6 +275,7 @@ struct corpus {
     st.type = proto::entry_type::file;
     st.size = 6 * four_gib;
     st.mtime_ns = 123;
+    st.mode = 04755;
     st.version = version_of_size(st.size);
     st.max_block = proto::max_block_size;
     st.digest_ready = true;

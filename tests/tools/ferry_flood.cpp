@@ -283,6 +283,7 @@ class generator {
             protocol::entry_type::file,
             v.size,
             0,
+            0644,
             v,
             static_cast<std::uint32_t>(between(protocol::min_block_size, protocol::max_block_size)),
             true,

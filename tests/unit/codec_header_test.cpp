@@ -96,7 +96,7 @@ TEST_CASE("header checks") {
     }
   }
   SUBCASE("wrong protocol version is unsupported_version") {
-    for (std::uint8_t v : {std::uint8_t{0}, std::uint8_t{2}, std::uint8_t{0xff}}) {
+    for (std::uint8_t v : {std::uint8_t{0}, std::uint8_t{1}, std::uint8_t{3}, std::uint8_t{0xff}}) {
       CAPTURE(v);
       auto req = request;
       req[4] = std::byte{v};

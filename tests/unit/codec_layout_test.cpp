@@ -44,9 +44,11 @@ TEST_CASE("the hand-written wire layout matches the encoder") {
   }
   SUBCASE("list_reply") {
     proto::list_reply m;
-    m.entries = {{"n", proto::entry_type::dir, 10, 20}};
+    m.entries = {{"n", proto::entry_type::dir, 10, 20, 0644, ""}};
     m.end = true;
     CHECK(encode_rep(7, m) == list_reply_wire("n", 1, 1));
+    m.entries = {{"l", proto::entry_type::symlink, 10, 20, 0777, "a/b"}};
+    CHECK(encode_rep(7, m) == list_reply_wire("l", 2, 1, 0777, "a/b"));
     CHECK(encode_rep(7, proto::list_reply{}) ==
           wire_builder{msg_type::list_reply}.u64(0).u8(0).get());
   }
@@ -55,6 +57,7 @@ TEST_CASE("the hand-written wire layout matches the encoder") {
     m.type = proto::entry_type::symlink;
     m.size = 100;
     m.mtime_ns = 200;
+    m.mode = 0755;
     m.version = version_of_size(100);
     m.max_block = 1024;
     m.digest_ready = true;

@@ -98,7 +98,8 @@ TEST_CASE("oversized length tags are rejected before anything is allocated") {
     auto build = [](std::size_t count) {
       wire_builder w{msg_type::list_reply};
       w.u64(count);
-      for (std::size_t i = 0; i < count; ++i) w.str(fmt::format("e{}", i)).u8(0).u64(i).i64(0);
+      for (std::size_t i = 0; i < count; ++i)
+        w.str(fmt::format("e{}", i)).u8(0).u64(i).i64(0).u16(0644).str("");
       return w.u8(1).get();
     };
     auto ok = decode_reply(build(proto::max_list_entries));

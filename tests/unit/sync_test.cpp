@@ -2,7 +2,9 @@
 // local name, which names from a listing are accepted, the itemized change strings, and which
 // local names --delete keeps.
 
-#include "client/sync.hpp"
+#include "client/sync_plan.hpp"
+
+#include "client/fetch.hpp"
 
 #include <doctest/doctest.h>
 
@@ -40,6 +42,35 @@ TEST_CASE("safe_entry_name: one component that stays in its directory") {
   for (const char* bad : {"", ".", "..", "a/b", "/", "../x", "a/"})
     CHECK_FALSE(ferry::protocol::valid_entry_name(bad));
   CHECK_FALSE(ferry::protocol::valid_entry_name(std::string{"a\0b", 3}));
+}
+
+TEST_CASE("decide_file with --checksum: the same size is always compared by digest") {
+  CHECK(decide_file(remote, {local_kind::file, 100, 5'000'000'001}, true) ==
+        file_action::check_digest);
+  CHECK(decide_file(remote, {local_kind::file, 100, 5'000'000'000}, true) ==
+        file_action::check_digest);
+  CHECK(decide_file(remote, {local_kind::file, 99, 5'000'000'001}, true) ==
+        file_action::fetch_changed);
+  CHECK(decide_file(remote, {}, true) == file_action::fetch_new);
+  CHECK(decide_file(remote, {local_kind::symlink, 100, 5'000'000'001}, true) ==
+        file_action::conflict);
+}
+
+TEST_CASE("itemize: permissions, directories and links") {
+  CHECK(itemize_file(false, false, false, false, true) == ".f...p.....");
+  CHECK(itemize_file(false, true, true, true, true) == ">f.stp.....");
+  CHECK(itemize_dir(true, false) == ".d..t......");
+  CHECK(itemize_dir(true, true) == ".d..tp.....");
+  CHECK(itemize_link(true) == "cL+++++++++");
+  CHECK(itemize_link(false) == "cLc........");
+}
+
+TEST_CASE("local_mode: the server's permission bits, never setuid, setgid or sticky") {
+  CHECK(ferry::client::local_mode(0644) == 0644);
+  CHECK(ferry::client::local_mode(04755) == 0755);
+  CHECK(ferry::client::local_mode(02750) == 0750);
+  CHECK(ferry::client::local_mode(01777) == 0777);
+  CHECK(ferry::client::local_mode(07000) == 0);
 }
 
 TEST_CASE("itemize_file: rsync's YXcstpoguax strings") {
