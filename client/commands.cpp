@@ -229,8 +229,10 @@ void run_get(const command_options& o, const get_options& g, std::ostream& out) 
     log::warn("'{}' exists; not fetched (--no-clobber)", target);
     return;
   }
-  std::vector<endpoint> servers{resolve_address(o.address, timeout_of(o))};
-  for (const auto& m : g.mirrors) servers.push_back(resolve_address(m, timeout_of(o)));
+  std::vector<std::string> names{o.address};
+  names.insert(names.end(), g.mirrors.begin(), g.mirrors.end());
+  std::vector<endpoint> servers;
+  for (const auto& s : resolve_sources(names, timeout_of(o))) servers.push_back(s.address);
   connection_group group{servers};
   fetch_options fo;
   fo.block_size = g.block_size;
