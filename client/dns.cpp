@@ -54,6 +54,18 @@ struct call {
   Fn done;
 };
 
+// Hands a lookup's outcome to its caller, from inside c-ares: nothing may escape.
+template <typename Fn, typename T>
+void finish(void* arg, dns_status st, T value) noexcept {
+  std::unique_ptr<call<Fn>> me{static_cast<call<Fn>*>(arg)};
+  --*me->pending;
+  try {
+    me->done(std::move(st), std::move(value));
+  } catch (...) {
+    log::debug("DNS: a lookup's callback threw");
+  }
+}
+
 }  // namespace
 
 dns_resolver::dns_resolver(uv_loop_t* loop, const dns_options& opt)
@@ -157,8 +169,6 @@ void dns_resolver::addresses(const std::string& host, std::uint16_t port, addres
   ::ares_getaddrinfo(
       channel_, host.c_str(), service.c_str(), &hints,
       [](void* arg, int status, int, ares_addrinfo* res) {
-        std::unique_ptr<call<addresses_fn>> me{static_cast<call<addresses_fn>*>(arg)};
-        --*me->pending;
         std::vector<endpoint> all;
         if (res != nullptr) {
           for (const auto* n = res->nodes; n != nullptr; n = n->ai_next) {
@@ -170,11 +180,7 @@ void dns_resolver::addresses(const std::string& host, std::uint16_t port, addres
         }
         auto st = status_of(status);
         if (st.ok() && all.empty()) st = status_of(ARES_ENODATA);
-        try {
-          me->done(std::move(st), std::move(all));
-        } catch (...) {
-          log::debug("DNS: a lookup's callback threw");
-        }
+        finish<addresses_fn>(arg, std::move(st), std::move(all));
       },
       c);
   rearm();
@@ -186,8 +192,6 @@ void dns_resolver::srv(const std::string& name, srv_fn done) {
   ::ares_query(
       channel_, name.c_str(), ns_c_in, ns_t_srv,
       [](void* arg, int status, int, unsigned char* abuf, int alen) {
-        std::unique_ptr<call<srv_fn>> me{static_cast<call<srv_fn>*>(arg)};
-        --*me->pending;
         std::vector<srv_record> records;
         auto st = status_of(status);
         if (st.ok()) {
@@ -200,11 +204,7 @@ void dns_resolver::srv(const std::string& name, srv_fn done) {
             ::ares_free_data(out);
           }
         }
-        try {
-          me->done(std::move(st), std::move(records));
-        } catch (...) {
-          log::debug("DNS: a lookup's callback threw");
-        }
+        finish<srv_fn>(arg, std::move(st), std::move(records));
       },
       c);
   rearm();

@@ -3,10 +3,8 @@
 // name with hundreds of records, and clear failures for a name that does not exist or a DNS
 // server that does not answer, within the time given.
 
-#include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <fmt/format.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -20,6 +18,7 @@
 #include "common/address.hpp"
 #include "common/unique_fd.hpp"
 #include "support/dnsmasq.hpp"
+#include "support/loopback.hpp"
 
 namespace {
 
@@ -136,13 +135,7 @@ TEST_CASE("a DNS server that does not answer ends the lookup within the time giv
   // A socket that is bound and never read: every query is lost without a word.
   ferry::unique_fd silent{::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)};
   REQUIRE(silent);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(silent.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  socklen_t len = sizeof a;
-  REQUIRE(::getsockname(silent.get(), reinterpret_cast<sockaddr*>(&a), &len) == 0);
-  const dns_options dead{fmt::format("127.0.0.1:{}", ntohs(a.sin_port))};
+  const dns_options dead{ferry::to_string(ferry::test::bind_loopback(silent.get()))};
   const auto start = std::chrono::steady_clock::now();
   const auto f = failure_of({"a.ferry.test", 7070, false}, dead, 1s);
   CHECK(f.code() == exit_code::network);

@@ -1,9 +1,7 @@
 #include "support/dnsmasq.hpp"
 
-#include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <fmt/format.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -16,6 +14,7 @@
 #include <thread>
 
 #include "common/unique_fd.hpp"
+#include "support/loopback.hpp"
 
 extern char** environ;
 
@@ -33,13 +32,7 @@ std::string find_dnsmasq() {
 std::uint16_t free_port() {
   unique_fd s{::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)};
   REQUIRE(s);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  socklen_t len = sizeof a;
-  REQUIRE(::getsockname(s.get(), reinterpret_cast<sockaddr*>(&a), &len) == 0);
-  return ntohs(a.sin_port);
+  return bind_loopback(s.get()).port();
 }
 
 // Whether something listens on UDP 127.0.0.1:`port`, as /proc/net/udp shows it.
