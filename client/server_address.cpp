@@ -169,12 +169,28 @@ std::vector<named_server> resolve_sources(const std::vector<std::string>& texts,
       continue;
     }
     const auto use = chosen(several, k);
+    const auto priority = use.front()->found.priority;
     for (const auto* c : use)
       if (out.size() < max_found_servers)
         out.push_back({c->found.address, to_string(c->found.address)});
     log::debug("{}: using {} of its {} servers, of priority {}", texts[k], use.size(), size[k],
-               use.front()->found.priority);
+               priority);
+    // Higher priorities, held back in their order; each distinct priority is one more step.
+    std::vector<std::uint16_t> later;
+    for (const auto& c : several)
+      if (c.group == k && c.found.priority > priority) later.push_back(c.found.priority);
+    std::sort(later.begin(), later.end());
+    later.erase(std::unique(later.begin(), later.end()), later.end());
+    for (const auto& c : several) {
+      if (c.group != k || c.found.priority <= priority || out.size() == max_found_servers) continue;
+      const auto step = std::lower_bound(later.begin(), later.end(), c.found.priority);
+      out.push_back({c.found.address, to_string(c.found.address),
+                     static_cast<int>(step - later.begin()) + 1});
+    }
   }
+  // The ones used first, then each standby step in turn.
+  std::stable_sort(out.begin(), out.end(),
+                   [](const auto& a, const auto& b) { return a.standby < b.standby; });
   return out;
 }
 

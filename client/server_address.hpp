@@ -23,13 +23,17 @@ namespace ferry::client {
 struct named_server {
   endpoint address;
   std::string name;
+  // 0: used from the start. n > 0: an SRV target of a higher priority than those used, held
+  // back; 1 for the next priority, 2 for the one after, and so on.
+  int standby = 0;
 };
 
 // Every server that `texts` (ADDR, then each --mirror) stand for, for `get` and `sync` to use
 // at once, in order. An ADDR that is one address is taken as it is (it may come up later). One
 // that stands for several (a name's addresses, SRV targets) has them all asked for the STAT of
 // the served directory at once, and those that answer (within a moment of the first) are used,
-// of the lowest SRV priority among them. Throws as resolve_address does.
+// of the lowest SRV priority among them. The SRV targets of higher priorities follow, as
+// standby (to fall back on when those fail). Throws as resolve_address does.
 [[nodiscard]] std::vector<named_server> resolve_sources(const std::vector<std::string>& texts,
                                                         clock::duration timeout);
 

@@ -184,6 +184,7 @@ class syncer {
     std::vector<endpoint> servers;
     std::vector<std::string> names;
     for (auto& s : resolve_sources(texts, timeout_)) {
+      if (s.standby > 0) continue;  // sync uses the servers of the lowest priority that answer
       servers.push_back(s.address);
       names.push_back(std::move(s.name));
     }
