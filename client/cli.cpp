@@ -25,14 +25,17 @@ constexpr const char* exit_codes_text =
     "  4  network: no answer before the timeout, a closed port, or no such address\n"
     "  5  integrity: digest mismatch, or the file kept changing during the transfer\n"
     "  6  local I/O: cannot write the output (disk full, permission, ...)\n"
-    "  130  interrupted by SIGINT or SIGTERM; rerun the same command to resume\n";
+    "  130  interrupted by SIGINT or SIGTERM; rerun the same command to resume\n"
+    "Environment:\n"
+    "  FERRY_DNS_SERVER  DNS servers to ask instead of /etc/resolv.conf's: IP[:PORT],...\n";
 
 void add_common(CLI::App& cmd, command_options& o, bool path_required,
                 const char* path_name = "PATH",
                 const char* path_help = "Path under the served directory",
                 std::vector<std::string>* paths = nullptr) {
   cmd.add_option("ADDR", o.address,
-                 "Server address: HOST[:PORT] or [IPV6]:PORT (port 7070 by default)")
+                 "Server address: HOST[:PORT] or [IPV6]:PORT (port 7070 by default), or "
+                 "srv+NAME for the servers in NAME's _ferry._udp SRV records")
       ->required();
   auto* p = paths != nullptr ? cmd.add_option(path_name, *paths, path_help)
                              : cmd.add_option(path_name, o.path, path_help);
@@ -148,6 +151,7 @@ int main(int argc, char** argv) {
       "  ferry get 127.0.0.1:7070 sub/file.iso -o /tmp/x.iso\n"
       "  ferry get 127.0.0.1:7070 -- -name-with-dash\n"
       "  ferry get host1 big.iso --mirror host2 --mirror host3   from all three at once\n"
+      "  ferry get srv+files.example big.iso   from the servers of _ferry._udp.files.example\n"
       "  ferry get 127.0.0.1:7070 a.iso b/c.iso -o dl/          both into dl/, as scp does\n"
       "An interrupted get leaves OUT.part and OUT.part.state; rerun the same command to resume.\n");
 

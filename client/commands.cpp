@@ -227,9 +227,9 @@ void run_get(const command_options& o, const get_options& g, std::ostream& out) 
     log::warn("'{}' exists; not fetched (--no-clobber)", target);
     return;
   }
-  std::vector<endpoint> servers{resolve_address(o.address, timeout_of(o))};
-  for (const auto& m : g.mirrors) servers.push_back(resolve_address(m, timeout_of(o)));
-  connection_group group{servers};
+  std::vector<std::string> names{o.address};
+  names.insert(names.end(), g.mirrors.begin(), g.mirrors.end());
+  const auto found = resolve_sources(names, timeout_of(o));
   fetch_options fo;
   fo.block_size = g.block_size;
   fo.timeout = timeout_of(o);
@@ -247,11 +247,32 @@ void run_get(const command_options& o, const get_options& g, std::ostream& out) 
         };
   }
   fetch_result r;
-  try {
-    r = fetcher{group.members(), o.path, target, fo}.run();
-  } catch (...) {
-    if (bar) bar->finish();
-    throw;
+  // The servers used at once, then, should they all fail, those of each higher SRV priority.
+  for (int step = 0;; ++step) {
+    std::vector<endpoint> servers;
+    for (const auto& s : found)
+      if (s.standby == step) servers.push_back(s.address);
+    const bool more =
+        std::any_of(found.begin(), found.end(), [&](auto& s) { return s.standby > step; });
+    if (servers.empty()) {
+      if (!more) throw failure{exit_code::network, "no server to fetch from"};
+      continue;
+    }
+    try {
+      connection_group group{servers};
+      r = fetcher{group.members(), o.path, target, fo}.run();
+      break;
+    } catch (const failure& f) {
+      // A stream cannot take back what it wrote, so it does not go on elsewhere.
+      if (f.code() != exit_code::network || !more || to_stdout) {
+        if (bar) bar->finish();
+        throw;
+      }
+      log::warn("{}; going on with the servers of the next SRV priority", f.what());
+    } catch (...) {
+      if (bar) bar->finish();
+      throw;
+    }
   }
   if (bar) bar->finish();
   log::info(

@@ -43,10 +43,15 @@ void syncer::run() {
     throw failure{exit_code::usage,
                   fmt::format("bad remote directory '{}': {}", o_.path, to_string(base.error()))};
   base_ = *base;
+  std::vector<std::string> texts{o_.address};
+  texts.insert(texts.end(), s_.mirrors.begin(), s_.mirrors.end());
   std::vector<endpoint> servers;
-  std::vector<std::string> names{o_.address};
-  names.insert(names.end(), s_.mirrors.begin(), s_.mirrors.end());
-  for (const auto& n : names) servers.push_back(resolve_address(n, timeout_));
+  std::vector<std::string> names;
+  for (auto& s : resolve_sources(texts, timeout_)) {
+    if (s.standby > 0) continue;  // sync uses the servers of the lowest priority that answer
+    servers.push_back(s.address);
+    names.push_back(std::move(s.name));
+  }
   servers_.emplace(std::move(servers), std::move(names));
   bytes_by_source_.assign(servers_->servers().size(), 0);
   {
