@@ -82,7 +82,9 @@ connection::connection(const endpoint& server, uv_loop_t* shared)
   (void)::setsockopt(fd, SOL_UDP, UDP_GRO, &on, sizeof on);
   std::random_device rd;
   // Request ids start at a random point so replies meant for an earlier run are not taken.
-  first_id_ = next_id_ = (static_cast<std::uint64_t>(rd()) << 32 | rd()) & 0x3fff'ffff'ffff'ffffULL;
+  // Never 0: a token reply with id 0 is the server's own refresh. Ids only grow from here.
+  first_id_ = next_id_ = std::max<std::uint64_t>(
+      1, (static_cast<std::uint64_t>(rd()) << 32 | rd()) & 0x3fff'ffff'ffff'ffffULL);
   if (shared == nullptr) uv_check(uv_loop_init(&own_loop_), "uv_loop_init");
   try {
     poll_ = std::make_unique<uv_owned<uv_poll_t>>(loop_, uv_poll_init, fd);
@@ -220,8 +222,6 @@ std::uint64_t connection::queue(const protocol::request& req) {
     flush();
   // A GET-RUN stands for as many GETs, with the ids that follow its own.
   const auto* get = std::get_if<protocol::get_request>(&req);
-  // Id 0 is never used: a token reply with it is the server's own refresh.
-  if (next_id_ == 0) ++next_id_;
   const auto id = next_id_;
   next_id_ += get != nullptr ? get->count : 1;
   std::byte* at = send_buf_.get() + send_used_;

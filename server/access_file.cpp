@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -21,6 +22,8 @@ access_file::access_file(uv_loop_t* loop, const std::string& path, stats& counte
 }
 
 access_file::~access_file() {
+  // The loop has ended, so no write is under way (a loop ends only when its requests have).
+  assert(!in_flight_);
   pending_.insert(0, writing_);
   for (std::size_t at = 0; at < pending_.size();) {
     const auto n = ::write(fd_.get(), pending_.data() + at, pending_.size() - at);
@@ -33,11 +36,12 @@ access_file::~access_file() {
 void access_file::write(std::span<const log::field> fields) noexcept {
   try {
     auto line = log::key_value_line(log::level::info, "access", fields);
-    if (pending_.size() + line.size() > max_pending) {
+    if (pending_.size() + writing_.size() + line.size() > max_pending) {
       ++stats_.access_lines_dropped;
       return;
     }
     pending_ += line;
+    if (pending_.size() >= flush_at) flush();
   } catch (...) {
     ++stats_.access_lines_dropped;
   }
@@ -51,11 +55,17 @@ void access_file::flush() noexcept {
   if (uv_fs_write(loop_, &req_, fd_.get(), &buf, 1, -1, on_written) == 0) {
     in_flight_ = true;
   } else {
-    writing_.clear();
+    drop_writing();
   }
 }
 
-void access_file::on_written(uv_fs_t* req) {
+void access_file::drop_writing() noexcept {
+  stats_.access_lines_dropped +=
+      static_cast<std::uint64_t>(std::count(writing_.begin(), writing_.end(), '\n'));
+  writing_.clear();
+}
+
+void access_file::on_written(uv_fs_t* req) noexcept {
   auto& self = *static_cast<access_file*>(req->data);
   const auto written = req->result;
   uv_fs_req_cleanup(req);

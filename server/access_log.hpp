@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <list>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -58,13 +59,16 @@ class access_log {
     std::uint64_t idle_ms = 5'000;
     std::size_t max_open = 4'096;
   };
-  access_log(limits l, access_sink& sink) noexcept : limits_{l}, sink_{sink} {}
+  // A null `sink` turns the log off: nothing is then kept or written.
+  access_log(limits l, std::unique_ptr<access_sink> sink) noexcept
+      : limits_{l}, sink_{std::move(sink)} {}
 
+  [[nodiscard]] bool on() const noexcept { return sink_ != nullptr; }
   // Never throws: an event that cannot be kept (no memory) is dropped.
   void record(const access_event& e, std::uint64_t now_ms) noexcept;
-  // Ends the entries idle for idle_ms or more.
+  // Ends the entries idle for idle_ms or more, and hands the sink its lines.
   void expire(std::uint64_t now_ms) noexcept;
-  // Ends every entry (the server is stopping).
+  // Ends every entry (the server is stopping), and hands the sink its lines.
   void end_all() noexcept;
   [[nodiscard]] std::size_t open() const noexcept { return entries_.size(); }
 
@@ -87,10 +91,13 @@ class access_log {
   };
   using table = std::unordered_map<key, entry, key_hash>;
 
+  static void add(entry& en, const access_event& e, std::uint64_t now_ms) noexcept;
+  // Writes the line of `en` and forgets it.
   void end(table::iterator it) noexcept;
+  void write(const key& k, const entry& en) noexcept;
 
   limits limits_;
-  access_sink& sink_;  // unowned
+  std::unique_ptr<access_sink> sink_;
   table entries_;
   std::list<const key*> order_;  // least recently active first
 };

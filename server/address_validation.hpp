@@ -45,6 +45,13 @@ class address_validator {
   // replaced (this checks the window only: ask valid() first).
   [[nodiscard]] bool fresh(const protocol::address_token& token,
                            std::uint64_t now_ms) const noexcept;
+  // True if a client that echoes `token`, and was last handed one at `last_sent_ms`, is due a
+  // fresh one: its token is not of the current window, and it was handed none in the last
+  // eighth of a window (so a lost one is soon replaced, and a burst of requests draws one).
+  [[nodiscard]] bool refresh_due(const protocol::address_token& token, std::uint64_t last_sent_ms,
+                                 std::uint64_t now_ms) const noexcept {
+    return !fresh(token, now_ms) && now_ms >= last_sent_ms + window_ms_ / 8;
+  }
 
  private:
   std::uint64_t window_ms_;

@@ -15,6 +15,8 @@
 
 namespace ferry::server {
 
+class job_pool;
+
 // A file the server opened recently, kept so that the GETs that follow need no path walk.
 struct open_file {
   std::shared_ptr<unique_fd> fd;
@@ -41,8 +43,6 @@ class file_cache {
 };
 
 // Whole-file digests by file version, computed once each, off the loop. Loop thread only.
-class job_pool;
-
 class digest_cache {
  public:
   static constexpr std::size_t max_digests = 4096;

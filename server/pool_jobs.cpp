@@ -77,12 +77,19 @@ void digest_job::dropped(job_host& host) noexcept {
   }
 }
 
+void job_pool::refuse_busy(const pool_job& job) noexcept {
+  if (job.counts_as_digest) return;
+  if (const auto op = job.logged_as())
+    host_.accessed({.op = *op, .peer = job.peer, .rel = job.rel, .result = errc::busy});
+  host_.send_error(job.peer, job.request_id, errc::busy);
+}
+
 bool job_pool::submit(std::unique_ptr<pool_job> job) noexcept {
   client_state* owner = job->has_client ? clients_.find(job->client) : nullptr;
   if (in_flight_ >= limits_.max_jobs ||
       (owner != nullptr && owner->jobs >= limits_.max_client_jobs)) {
     ++stats_.busy_sent;
-    if (!job->counts_as_digest) host_.send_error(job->peer, job->request_id, errc::busy);
+    refuse_busy(*job);
     return false;
   }
   job->pool_ = this;
@@ -96,7 +103,7 @@ bool job_pool::submit(std::unique_ptr<pool_job> job) noexcept {
       });
   if (rc != 0) {
     ++stats_.internal_errors;
-    if (!job->counts_as_digest) host_.send_error(job->peer, job->request_id, errc::busy);
+    refuse_busy(*job);
     return false;
   }
   ++in_flight_;

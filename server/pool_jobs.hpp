@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "common/address.hpp"
@@ -50,6 +51,8 @@ class pool_job {
   virtual void done(job_host& host) = 0;
   // Called instead of done() when the job was cancelled or the server is stopping.
   virtual void dropped(job_host&) noexcept {}
+  // What the access log counts the job's request as, if anything.
+  [[nodiscard]] virtual std::optional<access_op> logged_as() const noexcept { return std::nullopt; }
   // Makes it the answer to request `id` of client `c`, counted against that client's jobs.
   void for_client(const client_state& c, std::uint64_t id, std::string path) {
     peer = c.peer;
@@ -78,6 +81,9 @@ class get_job final : public pool_job {
  public:
   void run() noexcept override;
   void done(job_host& host) override;
+  [[nodiscard]] std::optional<access_op> logged_as() const noexcept override {
+    return access_op::get;
+  }
 
   int root_fd = -1;
   std::uint64_t offset = 0;
@@ -92,6 +98,9 @@ class stat_job final : public pool_job {
  public:
   void run() noexcept override { info = stat_beneath(root_fd, rel); }
   void done(job_host& host) override;
+  [[nodiscard]] std::optional<access_op> logged_as() const noexcept override {
+    return access_op::stat;
+  }
 
   int root_fd = -1;
   result<stat_info> info{protocol::errc::io_error};
@@ -102,6 +111,9 @@ class list_job final : public pool_job {
  public:
   void run() noexcept override;
   void done(job_host& host) override;
+  [[nodiscard]] std::optional<access_op> logged_as() const noexcept override {
+    return access_op::list;
+  }
 
   int root_fd = -1;
   std::string cursor;
@@ -146,6 +158,8 @@ class job_pool {
 
  private:
   void finished(std::unique_ptr<pool_job> job, int status) noexcept;
+  // Answers busy to the request the job was for, and logs it.
+  void refuse_busy(const pool_job& job) noexcept;
 
   uv_loop_t* loop_;        // unowned
   job_host& host_;         // unowned

@@ -16,6 +16,8 @@ struct stats {
   std::atomic<std::uint64_t> dropped_malformed{0}, dropped_corrupt{0}, dropped_truncated{0};
   // Requests without a valid token, answered (within the amplification limit) by a token.
   std::atomic<std::uint64_t> unvalidated{0}, tokens_sent{0};
+  // Fresh tokens handed unasked to validated clients whose own was about to expire.
+  std::atomic<std::uint64_t> tokens_refreshed{0};
   // Replies withheld because they would have exceeded the amplification limit.
   std::atomic<std::uint64_t> amplification_withheld{0};
   // GETs dropped because their client already had max_client_queue waiting (or the server

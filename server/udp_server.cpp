@@ -61,7 +61,8 @@ udp_server::udp_server(uv_loop_t* loop, config cfg, std::shared_ptr<shared_state
             clients_,
             {cfg_.max_jobs, cfg_.max_client_jobs, cfg_.max_digest_jobs},
             stats_},
-      dirs_{std::make_shared<dir_cache>()} {
+      dirs_{std::make_shared<dir_cache>()},
+      access_{access_log::limits{}, make_access_sink(loop, cfg_.access_log, stats_)} {
   cfg_.max_block = std::clamp(cfg_.max_block, protocol::min_block_size, protocol::max_block_size);
   stop_async_.get()->data = this;
   counters_async_.get()->data = this;
@@ -74,10 +75,7 @@ udp_server::udp_server(uv_loop_t* loop, config cfg, std::shared_ptr<shared_state
         auto& s = *static_cast<udp_server*>(t->data);
         s.clients_.prune(uv_now(s.loop_));
         s.root_.check();
-        if (s.access_) {
-          s.access_->expire(uv_now(s.loop_));
-          s.access_sink_->flush();
-        }
+        s.access_.expire(uv_now(s.loop_));
       },
       prune_every_ms, prune_every_ms);
   ::uv_unref(stop_async_.handle());
@@ -88,8 +86,6 @@ udp_server::udp_server(uv_loop_t* loop, config cfg, std::shared_ptr<shared_state
   poll_ = std::make_unique<uv_owned<uv_poll_t>>(loop_, uv_poll_init, socket_.get());
   poll_->get()->data = this;
   update_poll();
-  access_sink_ = make_access_sink(loop_, cfg_.access_log, stats_);
-  if (access_sink_) access_ = std::make_unique<access_log>(access_log::limits{}, *access_sink_);
 }
 
 udp_server::~udp_server() { stop(); }
@@ -112,10 +108,7 @@ void udp_server::stop() noexcept {
     stop_async_.close();
     counters_async_.close();
   }
-  if (access_) {
-    access_->end_all();
-    access_sink_->flush();
-  }
+  access_.end_all();
   files_.clear();
   batch_.clear();
   outbox_.clear();
@@ -262,27 +255,26 @@ void udp_server::handle_datagram(std::span<const std::byte> bytes, const endpoin
       decoded->body);
 }
 
-void udp_server::refresh_token(client_state& c, const protocol::header& h, std::uint64_t now) {
-  // A live client gets a fresh token before the one it echoes expires, unasked (request id 0),
-  // at most every eighth of a window, so that a lost one is soon replaced.
-  if (!cfg_.validate_addresses || validator_.fresh(h.token, now) ||
-      now - c.token_sent_ms < validator_.window_ms() / 8)
-    return;
+void udp_server::refresh_token(client_state& c, const protocol::header& h,
+                               std::uint64_t now) noexcept {
+  // A live client gets a fresh token before the one it echoes expires, unasked (request id 0).
+  if (!cfg_.validate_addresses || !validator_.refresh_due(h.token, c.token_sent_ms, now)) return;
   c.token_sent_ms = now;
+  ++stats_.tokens_refreshed;
   outbox_.send_reply(c.peer, 0, protocol::token_reply{validator_.issue(c.peer.addr(), now)});
 }
 
 void udp_server::refuse(client_state& c, std::uint64_t id, access_op op, std::string_view path,
-                        errc code) noexcept {
-  if (access_)
-    access_->record({.op = op, .peer = c.peer, .rel = path, .result = code}, uv_now(loop_));
+                        errc code, std::uint64_t requests) noexcept {
+  access_.record({.op = op, .peer = c.peer, .rel = path, .requests = requests, .result = code},
+                 uv_now(loop_));
   outbox_.send_error(c.peer, id, code);
 }
 
 void udp_server::handle_get(client_state& c, std::uint64_t id, const protocol::get_request& req) {
   auto rel = normalize_wire_path(req.path);
-  if (!rel) return refuse(c, id, access_op::get, req.path, rel.error());
-  if (rel->empty()) return refuse(c, id, access_op::get, req.path, errc::not_regular);
+  if (!rel) return refuse(c, id, access_op::get, req.path, rel.error(), req.count);
+  if (rel->empty()) return refuse(c, id, access_op::get, req.path, errc::not_regular, req.count);
   // A GET-RUN is that many GETs, queued and served one by one like any others.
   scheduler_.enqueue(c, id, std::move(*rel), req.offset, req.block_size,
                      std::min(req.block_size, cfg_.max_block), req.count);
@@ -325,18 +317,16 @@ void udp_server::serve_run(client_state& c, std::span<pending_get> run) {
   const auto now = uv_now(loop_);
   auto sent = c.payload_sent;
   auto done = reader_.serve_run(c, run, now);
-  if (access_ && done > 0)
-    access_->record(
+  if (access_.on() && done > 0)
+    access_.record(
         {.peer = c.peer, .rel = run[0].rel, .requests = done, .bytes = c.payload_sent - sent}, now);
   for (; done < run.size(); ++done) {
     auto& g = run[done];
     sent = c.payload_sent;
     auto one = reader_.serve_one(c, g, now);
     if (one.answered || one.error != errc::ok) {
-      if (access_)
-        access_->record(
-            {.peer = c.peer, .rel = g.rel, .bytes = c.payload_sent - sent, .result = one.error},
-            now);
+      access_.record(
+          {.peer = c.peer, .rel = g.rel, .bytes = c.payload_sent - sent, .result = one.error}, now);
     }
     if (one.answered) continue;
     if (one.error != errc::ok) {

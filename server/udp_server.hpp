@@ -92,10 +92,10 @@ class udp_server final : private job_host, private outbox::watcher {
   void handle_stat(client_state& c, std::uint64_t id, const protocol::stat_request& req);
   void handle_list(client_state& c, std::uint64_t id, const protocol::list_request& req);
   // Hands `c` a fresh address token if the one `h` echoes is due to be replaced.
-  void refresh_token(client_state& c, const protocol::header& h, std::uint64_t now);
+  void refresh_token(client_state& c, const protocol::header& h, std::uint64_t now) noexcept;
   // Refuses a request before it is queued, and counts it in the access log.
   void refuse(client_state& c, std::uint64_t id, access_op op, std::string_view path,
-              protocol::errc code) noexcept;
+              protocol::errc code, std::uint64_t requests = 1) noexcept;
 
   // Raises stats::held_peak to what is held now, if that is more.
   void note_held() noexcept;
@@ -120,9 +120,7 @@ class udp_server final : private job_host, private outbox::watcher {
   void digest_done(const protocol::file_version& v, const protocol::digest128& digest,
                    bool ok) override;
   void job_finished() noexcept override { schedule_serving(); }
-  void accessed(const access_event& e) noexcept override {
-    if (access_) access_->record(e, uv_now(loop_));
-  }
+  void accessed(const access_event& e) noexcept override { access_.record(e, uv_now(loop_)); }
 
   // outbox::watcher: datagrams started or stopped waiting for the socket.
   void queue_changed() noexcept override;
@@ -156,9 +154,8 @@ class udp_server final : private job_host, private outbox::watcher {
   reply_batch batch_;
   block_reader reader_;
   job_pool jobs_;
-  std::shared_ptr<dir_cache> dirs_;           // shared with pool jobs
-  std::unique_ptr<access_sink> access_sink_;  // null: no access log
-  std::unique_ptr<access_log> access_;
+  std::shared_ptr<dir_cache> dirs_;  // shared with pool jobs
+  access_log access_;
 };
 
 }  // namespace ferry::server

@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -38,8 +39,9 @@ access_event get(const endpoint& peer, const char* rel, std::uint64_t bytes,
 }  // namespace
 
 TEST_CASE("a transfer is one line, written once its client has been idle for idle_ms") {
-  recorder out;
-  access_log log{{.idle_ms = 5'000, .max_open = 16}, out};
+  auto rec = std::make_unique<recorder>();
+  auto& out = *rec;
+  access_log log{{.idle_ms = 5'000, .max_open = 16}, std::move(rec)};
   log.record(get(alice, "big.iso", 1000), 100);
   log.record({.peer = alice, .rel = "big.iso", .requests = 4, .bytes = 4000}, 900);
   log.record(get(bob, "big.iso", 1000), 1000);
@@ -64,8 +66,9 @@ TEST_CASE("a transfer is one line, written once its client has been idle for idl
 }
 
 TEST_CASE("a transfer ends as its first refusal; busy alone ends it as busy") {
-  recorder out;
-  access_log log{{}, out};
+  auto rec = std::make_unique<recorder>();
+  auto& out = *rec;
+  access_log log{{}, std::move(rec)};
   log.record(get(alice, "a", 0, errc::busy), 0);
   log.record(get(alice, "a", 100), 1);
   log.record(get(alice, "b", 0, errc::busy), 2);
@@ -82,8 +85,9 @@ TEST_CASE("a transfer ends as its first refusal; busy alone ends it as busy") {
 }
 
 TEST_CASE("a listing ends with its last page; a refused STAT at once, a served one never") {
-  recorder out;
-  access_log log{{}, out};
+  auto rec = std::make_unique<recorder>();
+  auto& out = *rec;
+  access_log log{{}, std::move(rec)};
   log.record({.op = access_op::list, .peer = alice, .rel = "", .entries = 500}, 10);
   log.record({.op = access_op::stat, .peer = alice, .rel = "x"}, 11);
   CHECK(out.lines.empty());
@@ -102,8 +106,9 @@ TEST_CASE("a listing ends with its last page; a refused STAT at once, a served o
 }
 
 TEST_CASE("a full table ends the least recently active entry to make room") {
-  recorder out;
-  access_log log{{.idle_ms = 60'000, .max_open = 3}, out};
+  auto rec = std::make_unique<recorder>();
+  auto& out = *rec;
+  access_log log{{.idle_ms = 60'000, .max_open = 3}, std::move(rec)};
   log.record(get(alice, "1", 1), 1);
   log.record(get(alice, "2", 1), 2);
   log.record(get(alice, "3", 1), 3);
@@ -115,4 +120,24 @@ TEST_CASE("a full table ends the least recently active entry to make room") {
   for (int i = 0; i < 1000; ++i) log.record(get(bob, std::to_string(i).c_str(), 1), 10);
   CHECK(log.open() == 3);
   CHECK(out.lines.size() == 1001);  // each new one ended the oldest
+}
+
+TEST_CASE("a refused STAT or a one-page listing takes no place from a transfer under way") {
+  auto rec = std::make_unique<recorder>();
+  auto& out = *rec;
+  access_log log{{.idle_ms = 60'000, .max_open = 1}, std::move(rec)};
+  log.record(get(alice, "big.iso", 1000), 1);
+  log.record({.op = access_op::stat, .peer = bob, .rel = "x", .result = errc::not_found}, 2);
+  log.record({.op = access_op::list, .peer = bob, .rel = "d", .entries = 3, .last = true}, 3);
+  REQUIRE(out.lines.size() == 2);
+  CHECK(out.lines[1].at("entries") == "3");
+  CHECK(log.open() == 1);  // big.iso is still under way
+}
+
+TEST_CASE("without a sink the log keeps nothing") {
+  access_log log{{}, nullptr};
+  CHECK_FALSE(log.on());
+  log.record(get(alice, "big.iso", 1000), 1);
+  CHECK(log.open() == 0);
+  log.end_all();
 }

@@ -65,6 +65,15 @@ TEST_SUITE("address validation") {
     CHECK_FALSE(v.fresh(token, t0 + v.window_ms()));  // valid, but due to be replaced
     CHECK(v.fresh(v.issue(sa(a), t0 + v.window_ms()), t0 + v.window_ms()));
 
+    SUBCASE("a fresh token is handed out once the echoed one is old, at most every 256 ms") {
+      const auto next = (t0 / v.window_ms() + 1) * v.window_ms();  // the next window begins
+      CHECK_FALSE(v.refresh_due(token, 0, t0));  // the echoed token is of this window
+      CHECK(v.refresh_due(token, 0, next));
+      CHECK_FALSE(v.refresh_due(token, next, next + 255));  // one was just sent: maybe lost
+      CHECK(v.refresh_due(token, next, next + 256));
+      CHECK_FALSE(v.refresh_due(v.issue(sa(a), next), next - 1000, next + 10));
+    }
+
     SUBCASE("not for another port, address or family") {
       const auto port = v4("192.0.2.1", 4001);
       const auto addr = v4("192.0.2.2", 4000);
