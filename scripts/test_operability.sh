@@ -90,6 +90,20 @@ run_bounded 10 "$FERRYD" --root "$ROOT" --port 0 --access-log "$TMP/no/such/dir/
 check_rc "an access log that cannot be opened stops ferryd" 1
 check "with the reason" grep -q "cannot open the access log" "$RUN_ERR"
 
+section "--allow: clients outside its networks are told permission denied"
+start_server "$ROOT" --allow 10.0.0.0/8 --allow 2001:db8::/32 || fail "ferryd started"
+run_ferry stat "$SRV_ADDR" a.txt --timeout 5
+check_rc "a client outside --allow gets the refusal's exit code" 3
+check "and is told why" grep -qi "permission denied" "$RUN_ERR"
+stop_server "$SRV_PID"
+start_server "$ROOT" --allow 10.0.0.0/8 --allow 127.0.0.0/8 || fail "ferryd started"
+run_ferry get "$SRV_ADDR" a.txt -o got-allowed.txt
+check_rc "a client inside --allow is served" 0
+stop_server "$SRV_PID"
+run_bounded 10 "$FERRYD" --root "$ROOT" --port 0 --allow 127.0.0.1/8
+check_rc "a network with host bits set is a usage error" 2
+check "with a suggestion" grep -q "did you mean '127.0.0.0/8'" "$RUN_ERR"
+
 section "--log-level warn keeps info events out; --stats-interval prints counters by itself"
 start_server "$ROOT" --log-level warn --stats-interval 0.2 || fail "ferryd started"
 ERRLOG=$SRV_LOG.err

@@ -38,7 +38,7 @@ class access_file final : public access_sink {
 
   void write(std::span<const log::field> fields) noexcept override;
   // Starts writing what waits, unless a write is already under way.
-  void flush() noexcept;
+  void flush() noexcept override;
 
  private:
   static void on_written(uv_fs_t* req) noexcept;

@@ -4,10 +4,13 @@
 
 #include <CLI/CLI.hpp>
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "common/log.hpp"
 #include "common/units.hpp"
 #include "common/version.hpp"
+#include "server/allow_list.hpp"
 #include "server/runtime.hpp"
 
 namespace ferry::server {
@@ -37,6 +40,22 @@ int main(int argc, char** argv) {
   std::string level = "info";
   app.add_option("--root", cfg.root, "Directory to serve (read-only)")->required();
   app.add_option("--bind", cfg.bind, "Address to listen on")->capture_default_str();
+  std::vector<network> allowed;
+  app.add_option_function<std::vector<std::string>>(
+         "--allow",
+         [&allowed](const std::vector<std::string>& texts) {
+           for (const auto& text : texts) {
+             std::string why;
+             auto n = network::parse(text, why);
+             if (!n) throw CLI::ValidationError{"--allow", why};
+             allowed.push_back(*n);
+           }
+         },
+         "Serve only clients in this network, e.g. 192.0.2.0/24 or 2001:db8::/32 (repeatable); "
+         "others are answered 'permission denied'. Default: every address")
+      ->type_name("CIDR")
+      ->take_all()
+      ->allow_extra_args(false);
   app.add_option("--port", cfg.port, "UDP port; 0 takes a free one")->capture_default_str();
   app.add_option("--workers", cfg.workers,
                  "Event loops, each on its own thread and socket, all on one port; 0: one per "
@@ -95,6 +114,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   log::set_level(l);
+  cfg.allow = allow_list{std::move(allowed)};
   std::error_code ec;
   if (!std::filesystem::is_directory(cfg.root, ec)) {
     log::write(log::level::error, "--root is not a directory", {{"root", cfg.root}});

@@ -7,6 +7,7 @@
 #include "common/address.hpp"
 #include "common/protocol.hpp"
 #include "server/address_validation.hpp"
+#include "server/allow_list.hpp"
 #include "server/rate_limit.hpp"
 
 namespace ferry::server {
@@ -23,6 +24,8 @@ enum class port_sharing : std::uint8_t {
 
 struct config {
   std::string root;
+  // The networks served (--allow); empty: every address. Others get permission_denied.
+  allow_list allow;
   // Where one line per finished transfer or listing goes: a file, or (empty) the log at info.
   std::string access_log;
   std::string bind = "127.0.0.1";

@@ -46,6 +46,7 @@ void log_counters(std::span<const stats* const> servers, bool force) noexcept {
                 {"drop_truncated", n(&stats::dropped_truncated)},
                 {"unvalidated", n(&stats::unvalidated)},
                 {"tokens_sent", n(&stats::tokens_sent)},
+                {"denied", n(&stats::denied)},
                 {"tokens_refreshed", n(&stats::tokens_refreshed)},
                 {"amplification_withheld", n(&stats::amplification_withheld)},
                 {"drop_queue_full", n(&stats::dropped_queue_full)},

@@ -24,6 +24,8 @@ struct stats {
   // its total), and times serving paused for --max-rate or --max-client-rate.
   std::atomic<std::uint64_t> dropped_queue_full{0}, rate_waits{0};
   std::atomic<std::uint64_t> recv_errors{0};
+  // Requests from addresses outside --allow, answered with permission_denied (within 3x).
+  std::atomic<std::uint64_t> denied{0};
   std::atomic<std::uint64_t> errors_sent{0}, busy_sent{0}, send_errors{0}, send_dropped{0};
   std::atomic<std::uint64_t> reads_inline{0}, reads_pooled{0}, digests_computed{0};
   // UDP GSO sends (each several datagrams), and refusals that made a client or all fall back.

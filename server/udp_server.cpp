@@ -206,6 +206,14 @@ void udp_server::handle_datagram(std::span<const std::byte> bytes, const endpoin
     ++stats_.dropped_corrupt;
     return;
   }
+  if (!cfg_.allow.allows(peer.addr())) {
+    // Outside --allow: told so (within the limit, as any unvalidated source), never served.
+    ++stats_.denied;
+    const auto* h = decoded ? &decoded->hdr : (header ? &*header : nullptr);
+    if (h != nullptr && protocol::is_request_type(static_cast<std::uint8_t>(h->type)))
+      outbox_.send_error(peer, h->request_id, errc::permission_denied, limit);
+    return;
+  }
   if (!decoded) {
     ++stats_.dropped_malformed;
     // Answer only what is recognisably a ferry request, so garbage draws no reply at all, and
