@@ -32,9 +32,12 @@ corpus_of() {
 configure_and_build() {
   local target targets=()
   for target in "$@"; do targets+=(--target "$target"); done
+  # FUZZ_CMAKE_ARGS: one extra cmake argument, e.g. the build flags scripts/test.sh uses.
+  local extra=()
+  [ -n "${FUZZ_CMAKE_ARGS:-}" ] && extra=("$FUZZ_CMAKE_ARGS")
   bash scripts/build.sh "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
-    -DFERRY_FUZZ=ON -DFERRY_BUILD_TESTS=OFF "${targets[@]}"
+    -DFERRY_FUZZ=ON -DFERRY_BUILD_TESTS=OFF "${extra[@]}" "${targets[@]}"
 }
 
 if [[ "${1:-}" == "--regen-corpus" ]]; then
