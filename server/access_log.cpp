@@ -19,16 +19,16 @@ std::string_view name_of(access_op op) noexcept {
 }
 }  // namespace
 
-std::size_t access_log::key_hash::operator()(const key& k) const noexcept {
+std::size_t access_log::key_hash::operator()(const key_view& k) const noexcept {
   return peer_key_hash{}(k.peer) ^
-         (std::hash<std::string>{}(k.rel) * 31 + static_cast<unsigned>(k.op));
+         (std::hash<std::string_view>{}(k.rel) * 31 + static_cast<unsigned>(k.op));
 }
 
 void access_log::record(const access_event& e, std::uint64_t now_ms) noexcept {
   if (!sink_) return;
   try {
     if (e.op == access_op::stat && e.result == protocol::errc::ok) return;
-    key k{peer_key::of(e.peer.addr()), e.op, std::string{e.rel}};
+    const key_view k{peer_key::of(e.peer.addr()), e.op, e.rel.substr(0, max_path_logged)};
     const bool ends = e.op == access_op::stat ||
                       (e.op == access_op::list && (e.last || e.result != protocol::errc::ok));
     auto it = entries_.find(k);
@@ -45,7 +45,7 @@ void access_log::record(const access_event& e, std::uint64_t now_ms) noexcept {
     if (it == entries_.end()) {
       if (entries_.size() >= limits_.max_open && !order_.empty())
         end(entries_.find(*order_.front()));
-      it = entries_.emplace(std::move(k), entry{}).first;
+      it = entries_.emplace(key{k.peer, k.op, std::string{k.rel}}, entry{}).first;
       try {
         it->second.place = order_.insert(order_.end(), &it->first);
       } catch (...) {
@@ -95,7 +95,7 @@ void access_log::end(table::iterator it) noexcept {
   entries_.erase(it);
 }
 
-void access_log::write(const key& k, const entry& en) noexcept {
+void access_log::write(const key_view& k, const entry& en) noexcept {
   try {
     const bool list = k.op == access_op::list;
     // Only ever refused as busy, it ends as busy; a transfer that got bytes through busy
@@ -106,7 +106,9 @@ void access_log::write(const key& k, const entry& en) noexcept {
     std::array<log::field, 8> fields{{
         {"op", std::string{name_of(k.op)}},
         {"client", to_string(en.peer)},
-        {"path", k.rel.empty() ? std::string{"."} : k.rel},
+        {"path", k.rel.empty()                    ? std::string{"."}
+                 : k.rel.size() < max_path_logged ? std::string{k.rel}
+                                                  : std::string{k.rel} + "..."},
         {"result", std::string{protocol::code_name(result)}},
         {list ? "entries" : "bytes", std::to_string(list ? en.entries : en.bytes)},
         {"requests", std::to_string(en.requests)},

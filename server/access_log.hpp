@@ -55,6 +55,10 @@ class access_to_log final : public access_sink {
 // Loop thread only.
 class access_log {
  public:
+  // Paths are kept and logged up to this many bytes (a wire path may have 4,096): 4,096 open
+  // entries then hold at most about 4 MiB of paths. A cut path ends in "...".
+  static constexpr std::size_t max_path_logged = 1024;
+
   struct limits {
     std::uint64_t idle_ms = 5'000;
     std::size_t max_open = 4'096;
@@ -77,10 +81,25 @@ class access_log {
     peer_key peer;
     access_op op = access_op::get;
     std::string rel;
-    friend bool operator==(const key&, const key&) = default;
+  };
+  // A key's parts without a copy of the path: finding the entry of a transfer under way, once
+  // per run of blocks served, allocates nothing.
+  struct key_view {
+    peer_key peer;
+    access_op op = access_op::get;
+    std::string_view rel;
+    key_view(const peer_key& p, access_op o, std::string_view r) noexcept
+        : peer{p}, op{o}, rel{r} {}
+    key_view(const key& k) noexcept : peer{k.peer}, op{k.op}, rel{k.rel} {}  // NOLINT: implicit
+    friend bool operator==(const key_view&, const key_view&) = default;
   };
   struct key_hash {
-    std::size_t operator()(const key& k) const noexcept;
+    using is_transparent = void;
+    std::size_t operator()(const key_view& k) const noexcept;
+  };
+  struct key_equal {
+    using is_transparent = void;
+    bool operator()(const key_view& a, const key_view& b) const noexcept { return a == b; }
   };
   struct entry {
     endpoint peer;
@@ -89,12 +108,12 @@ class access_log {
     protocol::errc result = protocol::errc::ok;  // the first refusal other than busy
     std::list<const key*>::iterator place;       // in order_
   };
-  using table = std::unordered_map<key, entry, key_hash>;
+  using table = std::unordered_map<key, entry, key_hash, key_equal>;
 
   static void add(entry& en, const access_event& e, std::uint64_t now_ms) noexcept;
   // Writes the line of `en` and forgets it.
   void end(table::iterator it) noexcept;
-  void write(const key& k, const entry& en) noexcept;
+  void write(const key_view& k, const entry& en) noexcept;
 
   limits limits_;
   std::unique_ptr<access_sink> sink_;

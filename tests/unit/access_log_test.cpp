@@ -141,3 +141,17 @@ TEST_CASE("without a sink the log keeps nothing") {
   CHECK(log.open() == 0);
   log.end_all();
 }
+
+TEST_CASE("a path is kept and logged up to max_path_logged bytes, cut paths marked") {
+  auto rec = std::make_unique<recorder>();
+  auto& out = *rec;
+  access_log log{{}, std::move(rec)};
+  const std::string deep(4000, 'd');
+  log.record(get(alice, deep.c_str(), 10), 1);
+  log.record(get(alice, deep.c_str(), 20), 2);  // the same transfer, found by its cut path
+  CHECK(log.open() == 1);
+  log.end_all();
+  REQUIRE(out.lines.size() == 1);
+  CHECK(out.lines[0].at("path") == std::string(access_log::max_path_logged, 'd') + "...");
+  CHECK(out.lines[0].at("bytes") == "30");
+}
