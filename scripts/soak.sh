@@ -363,6 +363,11 @@ say "FIGURE: soak: ferryd VmRSS growth in the last $window s: $growth kB (peak $
 # kilobyte per request, which at the 100-300 requests a second seen here grows by 2 MiB within
 # 20 s. Slower growth is visible in the series above and in the figure of the whole run.
 allowed=$((before_peak / 20 > 2048 ? before_peak / 20 : 2048))
+# Under ASan the half-minute soak ends before the caches are warm (a digest of every file takes
+# that build several times as long): a run of 90a1f54 here grew by 2.5 MiB in its last 10 s, and
+# CI failed on another. Leaks there are LeakSanitizer's to name when ferryd exits (the SIGTERM check
+# below), so the bound only has to catch growth with every request.
+if LC_ALL=C grep -q -a -m1 __asan_init "$FERRYD"; then allowed=$((allowed > 8192 ? allowed : 8192)); fi
 check_int "ferryd RSS flat: growth in the last $window s <= $allowed kB" "$growth" -le "$allowed"
 
 # Counters: the identity, and no fewer requests than the clients completed operations.
