@@ -15,6 +15,7 @@
 
 #include "common/envelope.hpp"
 #include "support/codec_wire.hpp"
+#include "support/keys.hpp"
 
 using namespace ferry;
 using namespace ferry::test;
@@ -22,12 +23,6 @@ using envelope::mode;
 using envelope::refusal;
 
 namespace {
-
-std::shared_ptr<const envelope::key> key_of(std::uint8_t fill) {
-  std::array<std::byte, envelope::key::size> secret{};
-  secret.fill(std::byte{fill});
-  return std::make_shared<const envelope::key>(std::span<const std::byte, 32>{secret});
-}
 
 // A data reply of `n` payload bytes, as the server writes it before sealing.
 bytes data_datagram(std::size_t n) {
