@@ -208,14 +208,16 @@ int main(int argc, char** argv) {
       "matched against the path below REMOTE_DIR, one without against the name alone, and one\n"
       "ending in '/' matches only directories.\n");
 
-  auto* keygen = app.add_subcommand(
-      "keygen", "Write a new pre-shared key to FILE (for ferryd and ferry --key-file)");
+  auto* keygen =
+      app.add_subcommand("keygen", "Write a new pre-shared key to FILE, for ferryd and ferry");
   std::string keygen_path;
   keygen->add_option("FILE", keygen_path, "Where to write it; never over an existing file")
       ->required();
   keygen->footer(
-      "The key is 64 hex digits, readable by its owner only. Copy it to the server and to\n"
-      "every client over a channel you trust (scp, a configuration manager).\n");
+      "Examples:\n"
+      "  ferry keygen ferry.key     64 hex digits and a newline, readable by its owner only\n"
+      "Give the same file to ferryd and to every client (their key-file option), copied over\n"
+      "a channel you trust (scp, a configuration manager).\n");
 
   try {
     app.parse(argc, argv);
