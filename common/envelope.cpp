@@ -56,6 +56,10 @@ int hex_value(char c) noexcept {
 
 }  // namespace
 
+void clear_seal_flags(std::span<std::byte> wire) noexcept {
+  set_flags(wire, static_cast<std::uint16_t>(flags_of(wire) & ~seal_flags));
+}
+
 const char* to_string(mode m) noexcept {
   switch (m) {
     case mode::plain:
@@ -96,13 +100,21 @@ std::shared_ptr<const key> key::load(const std::string& path) {
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) throw fail(std::strerror(errno));
   if (!S_ISREG(st.st_mode)) throw fail("not a regular file");
-  // As ssh does with a private key: a secret that anyone on the machine can read is none.
-  if ((st.st_mode & S_IROTH) != 0)
-    throw fail(fmt::format("others may read it (mode {:04o}); chmod o-r it", st.st_mode & 07777));
+  // As ssh does with a private key: a secret that anyone on the machine can read, or replace
+  // with one of their own, is none.
+  if ((st.st_mode & (S_IROTH | S_IWOTH)) != 0)
+    throw fail(fmt::format("others may read or write it (mode {:04o}); chmod o-rw it",
+                           st.st_mode & 07777));
   char text[256];
+  std::array<std::byte, size> secret{};
+  // Whatever happens below, no copy of the secret is left on the stack.
+  struct wipe {
+    void* p;
+    std::size_t n;
+    ~wipe() { ::sodium_memzero(p, n); }
+  } wipe_text{text, sizeof text}, wipe_secret{secret.data(), secret.size()};
   const auto n = ::read(fd.get(), text, sizeof text);
   if (n < 0) throw fail(std::strerror(errno));
-  std::array<std::byte, size> secret{};
   std::size_t digits = 0;
   bool bad = n == sizeof text;  // far longer than a key
   for (ssize_t i = 0; i < n && !bad; ++i) {
@@ -121,10 +133,7 @@ std::shared_ptr<const key> key::load(const std::string& path) {
   }
   if (bad || digits != 2 * size)
     throw fail("expected 64 hex digits (make one with: ferry keygen FILE)");
-  auto k = std::make_shared<const key>(std::span<const std::byte, size>{secret});
-  ::sodium_memzero(secret.data(), secret.size());
-  ::sodium_memzero(text, sizeof text);
-  return k;
+  return std::make_shared<const key>(std::span<const std::byte, size>{secret});
 }
 
 std::string new_key_text() {
@@ -183,7 +192,7 @@ sealer::opened sealer::open(std::span<std::byte> wire) const noexcept {
       return {{}, m, refusal::forged};
   }
   auto plain = wire.first(n);
-  set_flags(plain, static_cast<std::uint16_t>(flags_of(plain) & ~seal_flags));
+  clear_seal_flags(plain);
   return {plain, m, refusal::none};
 }
 

@@ -33,6 +33,9 @@ enum class mode : std::uint8_t { plain, mac, aead };
 // its tag is checked as such and fails.
 [[nodiscard]] mode mode_of(std::span<const std::byte> wire) noexcept;
 
+// Clears both seal flags of a datagram of at least a header's length.
+void clear_seal_flags(std::span<std::byte> wire) noexcept;
+
 // 32 secret bytes, and the two keys derived from them: one per algorithm, so that no key
 // serves two.
 class key {
@@ -73,6 +76,9 @@ enum class refusal : std::uint8_t {
 class sealer {
  public:
   explicit sealer(std::shared_ptr<const key> k);
+  // A copy would seal with the same nonces.
+  sealer(const sealer&) = delete;
+  sealer& operator=(const sealer&) = delete;
 
   // Seals the `n`-byte plain datagram at the front of `buf`, which must hold n +
   // trailer_size(m) bytes and n >= the header's 16; returns the sealed size. `m` is not plain.

@@ -33,7 +33,7 @@ check "two keys differ" test "$(cat "$TMP/keys/k")" != "$(cat "$TMP/keys/other")
 section "key files ferryd refuses"
 cp "$TMP/keys/k" "$TMP/keys/open" && chmod 644 "$TMP/keys/open"
 printf 'not a key\n' >"$TMP/keys/bad" && chmod 600 "$TMP/keys/bad"
-for case in "open:others may read it" "bad:expected 64 hex digits" "missing:No such file"; do
+for case in "open:others may read or write it" "bad:expected 64 hex digits" "missing:No such file"; do
   name=${case%%:*} want=${case#*:}
   run_bounded 10 "$FERRYD" --root "$ROOT" --port 0 --key-file "$TMP/keys/$name"
   check_rc "ferryd --key-file $name exits 2" 2

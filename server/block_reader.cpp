@@ -31,7 +31,7 @@ std::size_t block_reader::serve_run(client_state& c, std::span<const pending_get
     if (batch_.next_payload() != slots[done]) break;
     ++stats_.reads_inline;
     batch_.add(c, run[done].id, run[done].offset, outcomes[done]);
-    c.rate.charge(outcomes[done].length + protocol::data_reply_overhead);
+    c.rate.charge(outcomes[done].length + batch_.overhead());
     c.payload_sent += outcomes[done].length;
   }
   return done;
@@ -82,7 +82,7 @@ std::size_t block_reader::serve_mapped(client_state& c, const open_file& f,
     r.eof = g.offset + r.length == size;
     if (!batch_.add_mapped(c, g.id, g.offset, r, map)) break;
     ++stats_.reads_inline;
-    c.rate.charge(r.length + protocol::data_reply_overhead);
+    c.rate.charge(r.length + batch_.overhead());
     c.payload_sent += r.length;
   }
   return done;
@@ -99,7 +99,7 @@ block_reader::one block_reader::serve_one(client_state& c, const pending_get& g,
   ++stats_.reads_inline;
   if (r.error != protocol::errc::ok) return {false, r.error, nullptr};
   batch_.add(c, g.id, g.offset, r);
-  c.rate.charge(r.length + protocol::data_reply_overhead);
+  c.rate.charge(r.length + batch_.overhead());
   c.payload_sent += r.length;
   return {true, protocol::errc::ok, nullptr};
 }

@@ -51,6 +51,10 @@ class reply_batch {
   // not to be used.
   void seal_with(envelope::sealer* s, envelope::mode m) noexcept;
   [[nodiscard]] bool sealed() const noexcept { return trailer_ != 0; }
+  // Bytes a reply spends outside its payload, its seal included: what a rate limit charges.
+  [[nodiscard]] std::size_t overhead() const noexcept {
+    return protocol::data_reply_overhead + trailer_;
+  }
 
   // Where the payload of a reply of up to `block` bytes goes; sends what waits first if it
   // would not fit.

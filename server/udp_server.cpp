@@ -213,14 +213,6 @@ void udp_server::handle_datagram(std::span<std::byte> wire, const endpoint& peer
     ++stats_.dropped_corrupt;
     return;
   }
-  if (!cfg_.allow.allows(peer.addr())) {
-    // Outside --allow: told so (within the limit, as any unvalidated source), never served.
-    ++stats_.denied;
-    const auto* h = decoded ? &decoded->hdr : (header ? &*header : nullptr);
-    if (h != nullptr && protocol::is_request_type(static_cast<std::uint8_t>(h->type)))
-      outbox_.send_error(peer, h->request_id, errc::permission_denied, limit);
-    return;
-  }
   if (!decoded) {
     ++stats_.dropped_malformed;
     // Answer only what is recognisably a ferry request, so garbage draws no reply at all, and
@@ -363,7 +355,7 @@ void udp_server::read_off_loop(client_state& c, pending_get& g, std::shared_ptr<
   job->buffer_bytes = g.block;
   // Charged now, not when the block goes out: the jobs admitted in one turn would otherwise
   // all pass the same full bucket and overshoot the rate together.
-  const auto bytes = std::uint64_t{g.block} + protocol::data_reply_overhead;
+  const auto bytes = std::uint64_t{g.block} + batch_.overhead();
   total_rate_.charge(bytes);
   c.rate.charge(bytes);
   ++stats_.reads_pooled;

@@ -23,7 +23,7 @@
 #include "server/config.hpp"
 #include "server/file_cache.hpp"
 #include "server/file_ops.hpp"
-#include "server/key_gate.hpp"
+#include "server/gate.hpp"
 #include "server/outbox.hpp"
 #include "server/pool_jobs.hpp"
 #include "server/reply_batch.hpp"
@@ -152,7 +152,7 @@ class udp_server final : private job_host, private outbox::watcher {
   file_cache files_;
   digest_cache digests_;
   outbox outbox_;
-  key_gate gate_;
+  gate gate_;
   reply_batch batch_;
   block_reader reader_;
   job_pool jobs_;

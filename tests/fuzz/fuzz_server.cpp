@@ -37,6 +37,7 @@
 
 #include "common/address.hpp"
 #include "common/codec.hpp"
+#include "common/envelope.hpp"
 #include "common/log.hpp"
 #include "common/protocol.hpp"
 #include "server/udp_server.hpp"
@@ -134,6 +135,16 @@ enum class answer {
 
 answer expected_answer(std::span<const std::byte> wire,
                        const ferry::result<codec::decoded_request>& req) {
+  // The pre-shared key's flags, at a server without a key: a datagram sealed with a MAC draws
+  // at most an authentication_required error, an encrypted one nothing (PROTOCOL.md).
+  switch (ferry::envelope::mode_of(wire)) {
+    case ferry::envelope::mode::mac:
+      return answer::error_at_most;
+    case ferry::envelope::mode::aead:
+      return answer::none;
+    case ferry::envelope::mode::plain:
+      break;
+  }
   if (req) return answer::exactly_one;
   if (req.error() == errc::corrupt || wire.size() > proto::max_request_size) return answer::none;
   const auto hdr = codec::decode_header(wire);
@@ -204,9 +215,14 @@ class harness {
   void run_one(std::span<const std::byte> wire) {
     const auto& stats = server_->counters();
     const auto lost_before = stats.send_errors.load() + stats.send_dropped.load();
-    server_->handle_datagram(wire, peer_);
+    // The server opens a sealed datagram in place; the oracle reads the bytes as they came.
+    copy_.assign(wire.begin(), wire.end());
+    server_->handle_datagram(copy_, peer_);
     drain();
-    const auto req = codec::decode_request(wire);
+    // A sealed datagram is never served, whatever it would decode to without its seal.
+    const auto req = ferry::envelope::mode_of(wire) == ferry::envelope::mode::plain
+                         ? codec::decode_request(wire)
+                         : ferry::result<codec::decoded_request>{errc::malformed};
     const auto expect = expected_answer(wire, req);
     // A reply the kernel would not take is not the handler's fault; it was counted.
     const bool lost = stats.send_errors.load() + stats.send_dropped.load() != lost_before;
@@ -311,6 +327,7 @@ class harness {
   uv_loop_t loop_{};
   std::unique_ptr<ferry::server::udp_server> server_;
   std::vector<std::byte> buf_ = std::vector<std::byte>(proto::max_datagram + 1);
+  std::vector<std::byte> copy_;  // the input, for the server to open in place
   std::uint64_t inputs_ = 0;
 };
 

@@ -14,6 +14,7 @@
 #include "client/fetch.hpp"
 #include "client/keying.hpp"
 #include "common/envelope.hpp"
+#include "support/codec_wire.hpp"
 #include "support/fetch_once.hpp"
 #include "support/keys.hpp"
 #include "support/running_server.hpp"
@@ -159,17 +160,76 @@ TEST_CASE("a server without a key tells a client with one") {
 TEST_CASE("blocks an on-path forger alters are dropped and asked for again") {
   temp_dir root;
   const auto content = root.write_random("f.bin", 2'000'000, 11);
-  auto k = key_of(1);
-  running_server srv{root.path(), with_key(k, false)};
-  udp_relay forger{srv.endpoint()};
-  forger.tamper_every(5);
-  key_in_use use{k, mode::mac};
-  client::connection conn{forger.endpoint()};
-  temp_dir out;
-  auto r = client::fetcher{conn, "f.bin", out / "f.bin", {}}.run();
-  CHECK(r.size == content.size());
-  CHECK(read_file(out / "f.bin") == content);
-  CHECK(forger.tampered() > 0);
-  // Every altered block was refused by its seal, none by the checksum alone.
-  CHECK(conn.unauthenticated() == forger.tampered());
+  for (const bool encrypt : {false, true}) {
+    CAPTURE(encrypt);
+    auto k = key_of(1);
+    running_server srv{root.path(), with_key(k, encrypt)};
+    udp_relay forger{srv.endpoint()};
+    forger.tamper_every(5);
+    key_in_use use{k, encrypt ? mode::aead : mode::mac};
+    client::connection conn{forger.endpoint()};
+    temp_dir out;
+    auto r = client::fetcher{conn, "f.bin", out / "f.bin", {}}.run();
+    CHECK(r.size == content.size());
+    CHECK(read_file(out / "f.bin") == content);
+    CHECK(forger.tampered() > 0);
+    // Altered blocks were refused by their seal (those that reached the client before the fetch
+    // ended), none by the checksum alone.
+    CHECK(conn.unauthenticated() > 0);
+    CHECK(conn.unauthenticated() <= forger.tampered());
+    CHECK(conn.malformed() == 0);
+  }
+}
+
+TEST_CASE("what the gate cannot open or must not answer draws the usual answer, or none") {
+  temp_dir root;
+  root.write("f.bin", "x");
+  SUBCASE("a server without a key") {
+    running_server srv{root.path()};
+    blocking_client raw{srv.endpoint(), std::chrono::milliseconds{300}};
+    envelope::sealer s{key_of(1)};
+    // Encrypted: unreadable, so dropped unanswered.
+    raw.send_raw(stat_datagram(701, &s, mode::aead));
+    CHECK(!raw.recv_raw());
+    // Flagged as sealed with a MAC, but too short to hold a header and a tag: dropped.
+    for (std::size_t n : {std::size_t{16}, std::size_t{17}, std::size_t{23}, std::size_t{31}}) {
+      auto w = stat_datagram(702, nullptr, mode::plain);
+      w.resize(n);
+      w[7] = std::byte{envelope::flag_mac};
+      raw.send_raw(w);
+    }
+    CHECK(!raw.recv_raw());
+    const auto c = srv.counter_snapshot();
+    CHECK(c.dropped_malformed == 5);
+    CHECK(c.unauthenticated == 0);
+    CHECK(c.internal_errors == 0);
+  }
+  SUBCASE("a server with a key") {
+    running_server srv{root.path(), with_key(key_of(1), false)};
+    blocking_client raw{srv.endpoint(), std::chrono::milliseconds{300}};
+    // A request of another version learns only that, as at any server.
+    auto other = stat_datagram(801, nullptr, mode::plain);
+    other[4] = std::byte{3};
+    raw.send_raw(other);
+    auto got = raw.recv_raw();
+    REQUIRE(got);
+    auto reply = codec::decode_reply(*got);
+    REQUIRE(reply);
+    auto* e = std::get_if<protocol::error_reply>(&reply->body);
+    REQUIRE(e != nullptr);
+    CHECK(e->code == errc::unsupported_version);
+    // A damaged request draws nothing, and neither does a reply-typed datagram.
+    auto damaged = stat_datagram(802, nullptr, mode::plain);
+    damaged[10] ^= std::byte{1};
+    raw.send_raw(damaged);
+    auto reply_typed = stat_datagram(803, nullptr, mode::plain);
+    reply_typed[5] = std::byte{0x82};
+    REQUIRE(reseal(reply_typed));  // whole, so that only its type keeps it from an answer
+    raw.send_raw(reply_typed);
+    CHECK(!raw.recv_raw());
+    const auto c = srv.counter_snapshot();
+    CHECK(c.dropped_corrupt == 1);
+    CHECK(c.dropped_malformed == 2);
+    CHECK(c.unauthenticated == 0);
+  }
 }

@@ -170,8 +170,8 @@ class generator {
     for (std::size_t i = 0; i < protocol::magic.size(); ++i) p[i] = std::byte{protocol::magic[i]};
     p[4] = std::byte{version};
     p[5] = std::byte{type};
-    p[6] = std::byte(below(256));  // flags: receivers ignore them
-    p[7] = std::byte(below(256));
+    p[6] = std::byte(below(256));  // flags: receivers ignore them, but for the pre-shared key's
+    p[7] = std::byte(below(256)) & ~std::byte{0x06};  // (PROTOCOL.md), left clear here
     put_u64_be(p + 8, id);
   }
 

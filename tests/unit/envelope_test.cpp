@@ -95,6 +95,11 @@ TEST_CASE("encryption hides the body, and no two datagrams share a nonce") {
   CHECK(std::equal(a.begin(), a.begin() + 6, plain.begin()));
   CHECK(!std::equal(a.begin() + 16, a.begin() + 600, plain.begin() + 16));
   CHECK(a != b);
+  // Two sealers of one key draw different nonces from their first datagram on.
+  envelope::sealer t{key_of(1)};
+  auto c = sealed(t, plain, mode::aead);
+  CHECK(!std::equal(a.end() - envelope::max_trailer, a.end() - envelope::tag_size,
+                    c.end() - envelope::max_trailer));
   // A MAC only appends: the datagram itself is readable on the wire.
   auto m = sealed(s, plain, mode::mac);
   CHECK(std::equal(m.begin() + 8, m.begin() + static_cast<std::ptrdiff_t>(plain.size()),
@@ -111,9 +116,13 @@ TEST_CASE("any altered byte, another key or a cut trailer is refused") {
     for (std::size_t i = 0; i < wire.size(); ++i) {
       auto bad = wire;
       bad[i] ^= std::byte{0x01};
-      auto o = s.open(bad);
-      // Flipping a flag bit may make it claim another mode or none; it is never believed.
-      CHECK_MESSAGE(o.why != refusal::none, "byte ", i);
+      CHECK_MESSAGE(s.open(bad).why != refusal::none, "byte ", i);
+    }
+    // The seal flags themselves: another mode, both, or none is never believed.
+    for (auto flip : {std::byte{0x02}, std::byte{0x04}, std::byte{0x06}}) {
+      auto bad = wire;
+      bad[7] ^= flip;
+      CHECK(s.open(bad).why != refusal::none);
     }
     auto copy = wire;
     CHECK(other.open(copy).why == refusal::forged);
@@ -172,7 +181,7 @@ TEST_CASE("key files: 64 hex digits, kept from others") {
     CHECK_THROWS_AS(envelope::key::load(write_key_file(dir, bad, 0600)), std::runtime_error);
   }
   CHECK_THROWS_WITH_AS(envelope::key::load(write_key_file(dir, hex, 0644)),
-                       doctest::Contains("others may read it"), std::runtime_error);
+                       doctest::Contains("others may read or write it"), std::runtime_error);
   CHECK_THROWS_AS(envelope::key::load((dir.path() / "none").string()), std::runtime_error);
   // Two keys from the same digits seal alike; new keys differ.
   CHECK(envelope::new_key_text() != envelope::new_key_text());
