@@ -153,6 +153,26 @@ for s in json.load(open(sys.argv[1])):
     if s["name"] == sys.argv[2]:
         print("|".join(str(v) for v in (s["source"], s["port"], s["root"], " ".join(s["addresses"]), s["compatible"])))' "$RUN_OUT" "$NAME")"
 
+section "bash completion of dnssd+"
+BASH_COMPLETION=${BASH_COMPLETION:-/usr/share/bash-completion/bash_completion}
+if [[ -r $BASH_COMPLETION ]]; then
+  # shellcheck disable=SC2016  # expanded by the inner bash
+  run_bounded 30 env PATH="$(dirname "$FERRY"):$PATH" FERRY_COMPLETION_TIMEOUT=5 \
+    bash --norc --noprofile -c 'source "$1" && source "$2" || exit 97
+      COMP_WORDS=(ferry get "dnssd+files\ on")
+      COMP_CWORD=2
+      COMP_LINE="${COMP_WORDS[*]}"
+      COMP_POINT=${#COMP_LINE}
+      _ferry ferry "${COMP_WORDS[2]}" get
+      printf "%s\n" "${COMPREPLY[@]}"' _ "$BASH_COMPLETION" \
+    "$(dirname "${BASH_SOURCE[0]}")/../client/completion/ferry"
+  check_eq "ferry get dnssd+files\\ on<TAB> offers the two servers of that name" \
+    'dnssd+files\ on\ test dnssd+files\ on\ test\ #2' \
+    "$(sed 's/ *$//' "$RUN_OUT" | tr '\n' ' ' | sed 's/ *$//')"
+else
+  fail "bash-completion is installed (scripts/install-deps.sh)"
+fi
+
 section "ls, get and sync from dnssd+NAME"
 run_ferry ls "dnssd+$NAME" --timeout 5
 check_rc "ferry ls 'dnssd+$NAME'" 0
