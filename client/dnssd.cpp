@@ -10,6 +10,7 @@
 #include <net/if.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -26,6 +27,22 @@ namespace ferry::client {
 namespace {
 
 double seconds(clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// DNS-SD names compare without regard to ASCII case, as DNS names do.
+bool same_name(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+// `text` with control characters as '?': what anyone on the LAN announces must not add lines
+// or fields to the output a script reads.
+std::string printable(std::string text) {
+  for (auto& c : text)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  return text;
+}
 
 // What a browse has found so far; avahi's callbacks fill it in.
 struct browse_state {
@@ -121,14 +138,15 @@ void on_browse(AvahiServiceBrowser*, AvahiIfIndex ifc, AvahiProtocol proto, Avah
   auto& st = *static_cast<browse_state*>(data);
   switch (ev) {
     case AVAHI_BROWSER_NEW:
-      if (name == nullptr || (!st.only.empty() && st.only != name)) break;
+      if (name == nullptr || (!st.only.empty() && !same_name(st.only, name))) break;
       if (st.started == max_dnssd_services) {
         st.left_out = true;
         break;
       }
-      // Each interface and protocol it is on has its own resolver, so that every address is
-      // found; avahi merges nothing across them.
-      if (avahi_service_resolver_new(st.client, ifc, proto, name, type, domain, AVAHI_PROTO_UNSPEC,
+      // Each interface and protocol it is on has its own resolver, which asks for the address
+      // of that protocol's family (A over IPv4, AAAA over IPv6): so every address is found, and
+      // none waits for a record its host does not have.
+      if (avahi_service_resolver_new(st.client, ifc, proto, name, type, domain, proto,
                                      static_cast<AvahiLookupFlags>(0), on_resolved,
                                      &st) != nullptr) {
         ++st.resolvers;
@@ -215,10 +233,13 @@ void run_discover(const discover_options& o, std::ostream& out) {
   auto all = browse_services(timeout);
   std::vector<const dnssd_service*> ferry;
   for (const auto& s : all) {
-    if (s.txt)
+    std::string why;
+    if (!dnssd::valid_instance_name(s.name, why))
+      log::warn("a service on {} is left out: {}", printable(s.host), why);
+    else if (s.txt)
       ferry.push_back(&s);
     else
-      log::warn("'{}' on {} is announced as {} but left out: {}", s.name, s.host,
+      log::warn("'{}' on {} is announced as {} but left out: {}", s.name, printable(s.host),
                 dnssd::service_type, s.why_not);
   }
   if (o.json) {
@@ -241,7 +262,9 @@ void run_discover(const discover_options& o, std::ostream& out) {
     return;
   }
   if (ferry.empty()) log::warn("no ferry server found within {:g} s", o.timeout_s);
-  auto shown = [&](const std::string& s) { return o.terminal ? quote_for_terminal(s) : s; };
+  auto shown = [&](const std::string& s) {
+    return o.terminal ? quote_for_terminal(s) : printable(s);
+  };
   for (const auto* s : ferry) {
     std::string addresses;
     for (const auto& a : s->addresses) addresses += (addresses.empty() ? "" : " ") + to_string(a);

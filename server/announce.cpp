@@ -185,8 +185,14 @@ announcer::announcer(announce_options opt) : s_{std::make_unique<state>()} {
   auto& s = *s_;
   char host[256] = {};
   if (::gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "localhost");
-  const auto root_name = std::filesystem::path{opt.root}.lexically_normal().filename().string();
+  // "--root ." and "--root /srv/files/" are named by the directory they are.
+  std::error_code ec;
+  auto root_path = std::filesystem::canonical(opt.root, ec);
+  if (ec) root_path = std::filesystem::path{opt.root}.lexically_normal();
+  const auto root_name = root_path.filename().string();
   s.name = opt.name.empty() ? dnssd::default_instance_name(root_name, host) : opt.name;
+  if (std::string why; !dnssd::valid_instance_name(s.name, why))
+    s.name = dnssd::default_instance_name("", host);  // a root name with control characters
   s.txt = dnssd::make_txt({dnssd::txt_version, protocol::version, root_name});
   s.iface = interface_of(opt.bind);
   s.opt = std::move(opt);
