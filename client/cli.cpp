@@ -28,7 +28,8 @@ constexpr const char* exit_codes_text =
     "  6  local I/O: cannot write the output (disk full, permission, ...)\n"
     "  130  interrupted by SIGINT or SIGTERM; rerun the same command to resume\n"
     "Environment:\n"
-    "  FERRY_DNS_SERVER  DNS servers to ask instead of /etc/resolv.conf's: IP[:PORT],...\n";
+    "  FERRY_DNS_SERVER  DNS servers to ask instead of /etc/resolv.conf's: IP[:PORT],...\n"
+    "  DBUS_SYSTEM_BUS_ADDRESS  the D-Bus on which discover and dnssd+NAME reach avahi-daemon\n";
 
 void add_common(CLI::App& cmd, command_options& o, bool path_required,
                 const char* path_name = "PATH",
