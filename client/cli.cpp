@@ -10,6 +10,7 @@
 #include "client/commands.hpp"
 #include "client/dnssd.hpp"
 #include "client/errors.hpp"
+#include "client/keying.hpp"
 #include "client/sync.hpp"
 #include "common/log.hpp"
 #include "common/version.hpp"
@@ -26,10 +27,12 @@ constexpr const char* exit_codes_text =
     "  4  network: no answer before the timeout, a closed port, or no such address\n"
     "  5  integrity: digest mismatch, or the file kept changing during the transfer\n"
     "  6  local I/O: cannot write the output (disk full, permission, ...)\n"
+    "  7  authentication: the server needs a key (--key-file), has none, or encrypts\n"
     "  130  interrupted by SIGINT or SIGTERM; rerun the same command to resume\n"
     "Environment:\n"
     "  FERRY_DNS_SERVER  DNS servers to ask instead of /etc/resolv.conf's: IP[:PORT],...\n"
-    "  DBUS_SYSTEM_BUS_ADDRESS  the D-Bus on which discover and dnssd+NAME reach avahi-daemon\n";
+    "  DBUS_SYSTEM_BUS_ADDRESS  the D-Bus on which discover and dnssd+NAME reach avahi-daemon\n"
+    "  FERRY_KEY_FILE    the pre-shared key file, when --key-file is not given\n";
 
 void add_common(CLI::App& cmd, command_options& o, bool path_required,
                 const char* path_name = "PATH",
@@ -63,6 +66,10 @@ void add_common(CLI::App& cmd, command_options& o, bool path_required,
           },
           "SECONDS"));
   cmd.add_flag("--json", o.json, "Print JSON");
+  cmd.add_option("--key-file", o.key_file,
+                 "The server's pre-shared key (ferryd --key-file); default: $FERRY_KEY_FILE")
+      ->type_name("FILE");
+  cmd.add_flag("--encrypt", o.encrypt, "Encrypt every datagram too, as ferryd --encrypt wants");
   auto* v = cmd.add_flag("-v,--verbose", o.verbose, "Say what is going on, on stderr");
   cmd.add_flag("-q,--quiet", o.quiet, "Print only errors: no progress bar, no warnings")
       ->excludes(v);
@@ -81,9 +88,10 @@ void add_retry(CLI::App& cmd, int& retries) {
       ->check(CLI::Range(0, 1000));
 }
 
-// -q: errors only; default: warnings and errors; -v: everything.
-void apply_verbosity(const command_options& o) {
+// -q: errors only; default: warnings and errors; -v: everything. And the key, if any.
+void apply_common(const command_options& o) {
   log::set_level(o.quiet ? log::level::error : o.verbose ? log::level::debug : log::level::warn);
+  use_key_file(o.key_file, o.encrypt);
 }
 
 }  // namespace
@@ -222,6 +230,17 @@ int main(int argc, char** argv) {
       "  ferry discover --json | jq -r '.[].source'\n"
       "  ferry get 'dnssd+files on nas' big.iso   fetch from a server it listed\n");
 
+  auto* keygen =
+      app.add_subcommand("keygen", "Write a new pre-shared key to FILE, for ferryd and ferry");
+  std::string keygen_path;
+  keygen->add_option("FILE", keygen_path, "Where to write it; never over an existing file")
+      ->required();
+  keygen->footer(
+      "Examples:\n"
+      "  ferry keygen ferry.key     64 hex digits and a newline, readable by its owner only\n"
+      "Give the same file to ferryd and to every client (their key-file option), copied over\n"
+      "a channel you trust (scp, a configuration manager).\n");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -230,24 +249,29 @@ int main(int argc, char** argv) {
   }
   ::signal(SIGPIPE, SIG_IGN);
   try {
-    if (*ls) {
-      apply_verbosity(ls_o);
+    if (*keygen) {
+      write_new_key(keygen_path);
+    } else if (*ls) {
+      apply_common(ls_o);
       ls_o.terminal = ::isatty(STDOUT_FILENO) == 1;
       run_ls(ls_o, long_form, std::cout);
     } else if (*st) {
-      apply_verbosity(stat_o);
+      apply_common(stat_o);
       with_retries(stat_o.retries, [&] { run_stat(stat_o, std::cout); });
     } else if (*get) {
-      apply_verbosity(get_o);
+      apply_common(get_o);
       if (!out_path.empty()) g.output = out_path;
       g.progress = ::isatty(STDERR_FILENO) == 1 && !get_o.json && !get_o.quiet;
       run_get_all(get_o, get_paths, g, std::cout);
     } else if (*discover) {
-      apply_verbosity(disc_o);
+      // Only the verbosity: discover talks to avahi, never to a server, so it needs no key.
+      log::set_level(disc_o.quiet     ? log::level::error
+                     : disc_o.verbose ? log::level::debug
+                                      : log::level::warn);
       disc.terminal = ::isatty(STDOUT_FILENO) == 1;
       run_discover(disc, std::cout);
     } else if (*sync) {
-      apply_verbosity(sync_o);
+      apply_common(sync_o);
       sync_o.terminal = ::isatty(STDOUT_FILENO) == 1;
       // The rules in the order given on the command line, --exclude and --include mixed.
       std::size_t next_exclude = 0, next_include = 0;

@@ -81,7 +81,7 @@ char type_letter(protocol::entry_type t) {
 
 template <typename T>
 T expect_reply(protocol::reply r, const std::string& path) {
-  if (auto* e = std::get_if<protocol::error_reply>(&r)) throw_refused(path, e->code);
+  if (auto* e = std::get_if<protocol::error_reply>(&r)) throw_refused(path, *e);
   auto* v = std::get_if<T>(&r);
   if (v == nullptr) throw failure{exit_code::internal, "the server sent an unexpected reply"};
   return std::move(*v);

@@ -25,7 +25,9 @@ struct command_options {
   bool quiet = false;     // errors only: no progress bar, no warnings
   bool terminal = false;  // the output is a terminal: names are quoted as GNU ls does
   std::uint64_t max_entries = default_max_entries;  // ls: names printed at most
-  int retries = 0;  // stat, get, sync: runs again after a network failure (--retry)
+  int retries = 0;         // stat, get, sync: runs again after a network failure (--retry)
+  std::string key_file{};  // the pre-shared key (--key-file); FERRY_KEY_FILE if empty
+  bool encrypt = false;    // --encrypt: sealed requests are encrypted too
 };
 
 // Each command prints its result to `out` and returns normally, or throws failure.

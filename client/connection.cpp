@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "client/errors.hpp"
+#include "client/keying.hpp"
 #include "common/log.hpp"
 #include "common/udp_gso.hpp"
 
@@ -31,7 +32,8 @@ constexpr int recv_rounds = 8;
 // Requests sent with one sendmmsg, and the bytes they may fill.
 constexpr std::size_t send_batch = 128;
 constexpr std::size_t send_capacity = 64 * 1024;
-static_assert(send_capacity >= protocol::max_request_size);
+constexpr std::size_t max_sealed_request = protocol::max_request_size + envelope::max_trailer;
+static_assert(send_capacity >= max_sealed_request);
 }  // namespace
 
 void rtt_estimator::sample(clock::duration rtt) noexcept {
@@ -67,6 +69,10 @@ connection::connection(const endpoint& server, uv_loop_t* shared)
       receiver_{recv_batch, recv_slot},
       send_buf_{std::make_unique_for_overwrite<std::byte[]>(send_capacity)} {
   sends_.reserve(send_batch);
+  if (const auto& k = process_key(); k.key) {
+    sealer_.emplace(k.key);
+    seal_mode_ = k.mode;
+  }
   const int fd = ::socket(server_.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) uv_check(uv_translate_sys_error(errno), "cannot open a UDP socket");
   socket_.reset(fd);
@@ -184,12 +190,31 @@ void connection::on_socket_error(int err) noexcept {
   }
 }
 
-void connection::deliver(std::span<const std::byte> datagram) noexcept {
+void connection::deliver(std::span<std::byte> datagram) noexcept {
   if (datagram.empty()) return;
+  bool sealed = false;
+  if (sealer_) {
+    auto o = sealer_->open(datagram);
+    sealed = o.why == envelope::refusal::none;
+    if (o.why != envelope::refusal::none && o.why != envelope::refusal::plain) {
+      ++unauthenticated_;  // another key, or forged
+      return;
+    }
+    datagram = sealed ? o.plain : datagram;
+  }
   auto decoded = codec::decode_reply(datagram);
   if (!decoded) {
     ++malformed_;  // corrupted on the way, or not from a ferry server: ask again later
     return;
+  }
+  if (sealer_ && !sealed) {
+    // Unsealed, and so anyone's: believed only when it says that the server has no key or
+    // wants another mode, which ends the command (as dropping every reply would, later).
+    const auto* e = std::get_if<protocol::error_reply>(&decoded->body);
+    if (e == nullptr || e->code != errc::authentication_required) {
+      ++unauthenticated_;
+      return;
+    }
   }
   heard_ = true;
   if (auto* t = std::get_if<protocol::token_reply>(&decoded->body)) {
@@ -218,8 +243,7 @@ std::uint64_t connection::send(const protocol::request& req) {
 }
 
 std::uint64_t connection::queue(const protocol::request& req) {
-  if (sends_.size() == send_batch || send_capacity - send_used_ < protocol::max_request_size)
-    flush();
+  if (sends_.size() == send_batch || send_capacity - send_used_ < max_sealed_request) flush();
   // A GET-RUN stands for as many GETs, with the ids that follow its own.
   const auto* get = std::get_if<protocol::get_request>(&req);
   const auto id = next_id_;
@@ -230,12 +254,14 @@ std::uint64_t connection::queue(const protocol::request& req) {
   if (!n)
     throw failure{exit_code::usage,
                   fmt::format("request too large: {}", protocol::to_string(n.error()))};
+  auto size = *n;
+  if (sealer_) size = sealer_->seal({at, max_sealed_request}, size, seal_mode_);
   udp_batch::datagram d;
-  d.parts[0] = iovec{at, *n};
-  d.size = *n;
+  d.parts[0] = iovec{at, size};
+  d.size = size;
   d.gso = gso_;
   sends_.push_back(d);
-  send_used_ += *n;
+  send_used_ += size;
   return id;
 }
 

@@ -13,6 +13,7 @@
 
 #include "common/address.hpp"
 #include "common/codec.hpp"
+#include "common/envelope.hpp"
 #include "common/udp_batch.hpp"
 #include "common/unique_fd.hpp"
 #include "common/uv_owned.hpp"
@@ -86,6 +87,8 @@ class connection {
   [[nodiscard]] rtt_estimator& rtt() noexcept { return rtt_; }
   [[nodiscard]] std::uint64_t first_id() const noexcept { return first_id_; }
   [[nodiscard]] std::uint64_t malformed() const noexcept { return malformed_; }
+  // Replies dropped for want of this process's key: unsealed, or sealed with another key.
+  [[nodiscard]] std::uint64_t unauthenticated() const noexcept { return unauthenticated_; }
   // Token replies received: one at the start, and one more after each server restart.
   [[nodiscard]] std::uint64_t token_replies() const noexcept { return token_replies_; }
   // Fresh tokens the server handed out unasked, before the one in use expired.
@@ -99,7 +102,7 @@ class connection {
   void on_readable() noexcept;
   // Polls the socket for reading, and again after an error; returns libuv's result.
   int start_polling() noexcept;
-  void deliver(std::span<const std::byte> datagram) noexcept;
+  void deliver(std::span<std::byte> datagram) noexcept;
   // An error the socket reported: an ICMP refusal goes to unreachable_, the rest is loss.
   void on_socket_error(int err) noexcept;
 
@@ -125,6 +128,10 @@ class connection {
   std::uint64_t first_id_ = 0;
   std::uint64_t next_id_ = 0;
   std::uint64_t malformed_ = 0;
+  std::uint64_t unauthenticated_ = 0;
+  // The process's key (client/keying.hpp), if it has one.
+  std::optional<envelope::sealer> sealer_;
+  envelope::mode seal_mode_ = envelope::mode::plain;
   std::uint64_t token_replies_ = 0;
   std::uint64_t token_refreshes_ = 0;
   // The server's proof that we receive at our address; every request echoes it.

@@ -17,6 +17,7 @@ enum class exit_code : int {
   network = 4,        // no answer before the timeout, or the address does not resolve
   integrity = 5,      // digest mismatch, or the file kept changing during the transfer
   local_io = 6,       // cannot write the output: disk full, permission, ...
+  auth = 7,           // the pre-shared key: the server needs one, has none, or another mode
   interrupted = 130,  // SIGINT or SIGTERM; what is done is kept for a rerun
 };
 
@@ -40,5 +41,8 @@ class failure : public std::runtime_error {
 
 // Throws the failure for a server's refusal of `path`, with a hint at what to do about it.
 [[noreturn]] void throw_refused(const std::string& path, protocol::errc e);
+// The same for an error reply, whose text says more where the code alone would not: why the
+// server wants authentication.
+[[noreturn]] void throw_refused(const std::string& path, const protocol::error_reply& e);
 
 }  // namespace ferry::client

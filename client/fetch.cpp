@@ -7,6 +7,7 @@
 
 #include "client/errors.hpp"
 #include "client/fetch_tuning.hpp"
+#include "client/keying.hpp"
 #include "common/digest.hpp"
 #include "common/log.hpp"
 
@@ -43,7 +44,7 @@ std::uint32_t bounded_block(const std::string& path, std::uint64_t size, std::ui
 std::uint32_t smaller_block(std::uint32_t block, int family) noexcept {
   // The largest block every IPv6 path carries (1280 bytes), then the smallest block served.
   const std::uint32_t ip = family == AF_INET6 ? 40 : 20;
-  const auto safe = static_cast<std::uint32_t>(1280 - ip - 8 - protocol::data_reply_overhead);
+  const auto safe = static_cast<std::uint32_t>(1280 - ip - 8 - data_overhead());
   return block > safe ? safe : protocol::min_block_size;
 }
 
@@ -53,7 +54,7 @@ std::uint32_t choose_block_size(const connection& conn, std::uint32_t wish,
   if (block == 0) {
     const int mtu = conn.path_mtu();
     const int ip = conn.server().family() == AF_INET6 ? 40 : 20;
-    const long fits = mtu > 0 ? long{mtu} - ip - 8 - long{protocol::data_reply_overhead} : 1200;
+    const long fits = mtu > 0 ? long{mtu} - ip - 8 - static_cast<long>(data_overhead()) : 1200;
     block = static_cast<std::uint32_t>(
         std::clamp<long>(fits, protocol::min_block_size, protocol::max_block_size));
   }
@@ -66,7 +67,7 @@ task<protocol::stat_reply> stat_with_digest(request_engine& engine, connection& 
   // (a file that cannot be read whole, say) must not keep us polling.
   auto asking = engine.ask(conn, protocol::stat_request{path}, {timeout, 30 * timeout});
   auto reply = co_await asking;
-  if (auto* e = std::get_if<protocol::error_reply>(&reply)) throw_refused(path, e->code);
+  if (auto* e = std::get_if<protocol::error_reply>(&reply)) throw_refused(path, *e);
   auto* st = std::get_if<protocol::stat_reply>(&reply);
   if (st == nullptr) throw failure{exit_code::internal, "unexpected reply to STAT"};
   co_return *st;
@@ -236,7 +237,7 @@ task<protocol::stat_reply> fetcher::establish() {
 task<protocol::stat_reply> fetcher::stat_primary() {
   auto asking = engine_->ask(*sources_[0].conn, protocol::stat_request{path_}, {opt_.timeout});
   auto reply = co_await asking;
-  if (auto* e = std::get_if<protocol::error_reply>(&reply)) throw_refused(path_, e->code);
+  if (auto* e = std::get_if<protocol::error_reply>(&reply)) throw_refused(path_, *e);
   auto* got = std::get_if<protocol::stat_reply>(&reply);
   if (got == nullptr) throw failure{exit_code::internal, "unexpected reply to STAT"};
   if (got->type != protocol::entry_type::file) throw_refused(path_, errc::not_regular);
@@ -393,7 +394,7 @@ task<fetch_result> fetcher::fetch(request_engine& engine) {
       // A reply named another version, or a smaller block cap: ask what the file is now.
       auto asking = engine.ask(primary, protocol::stat_request{path_}, {opt_.timeout});
       auto now = co_await asking;
-      if (auto* e = std::get_if<protocol::error_reply>(&now)) throw_refused(path_, e->code);
+      if (auto* e = std::get_if<protocol::error_reply>(&now)) throw_refused(path_, *e);
       auto* cur = std::get_if<protocol::stat_reply>(&now);
       if (o == outcome::error_reply && cur != nullptr && cur->version == version) {
         if (++errors_confirmed_away_ > max_contradicted_errors) throw_refused(path_, last_error_);

@@ -64,8 +64,11 @@ bool valid_target(const protocol::list_entry& e) {
 }
 
 constexpr std::uint8_t max_entry_type = static_cast<std::uint8_t>(protocol::entry_type::other);
-// errc::corrupt is never sent.
-constexpr std::uint8_t max_errc = static_cast<std::uint8_t>(errc::bad_request);
+// Every code but errc::corrupt, which is never sent.
+constexpr std::uint8_t max_errc = static_cast<std::uint8_t>(errc::authentication_required);
+bool sendable(errc e) noexcept {
+  return static_cast<std::uint8_t>(e) <= max_errc && e != errc::corrupt;
+}
 
 }  // namespace
 
@@ -233,12 +236,13 @@ void load_body(in_archive& ar, protocol::token_reply& m) {
 }
 
 void save_body(out_archive& ar, const protocol::error_reply& m) {
-  if (static_cast<std::uint8_t>(m.code) > max_errc) throw codec_error{errc::bad_request};
+  if (!sendable(m.code)) throw codec_error{errc::bad_request};
   save_u8(ar, static_cast<std::uint8_t>(m.code));
   save_string(ar, m.message, protocol::max_message);
 }
 void load_body(in_archive& ar, protocol::error_reply& m) {
   m.code = static_cast<errc>(load_u8(ar, max_errc));
+  if (!sendable(m.code)) throw codec_error{errc::malformed};
   load_string(ar, m.message, protocol::max_message);
 }
 

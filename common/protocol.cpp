@@ -37,6 +37,8 @@ std::string_view to_string(errc e) noexcept {
       return "bad request";
     case errc::corrupt:
       return "datagram failed its checksum";
+    case errc::authentication_required:
+      return "authentication required";
   }
   return "unknown error";
 }
@@ -47,7 +49,7 @@ std::string_view code_name(errc e) noexcept {
       "bad_path",    "outside_root",  "not_found",
       "not_regular", "not_directory", "permission_denied",
       "io_error",    "busy",          "symlink_loop",
-      "bad_request", "corrupt"};
+      "bad_request", "corrupt",       "authentication_required"};
   const auto i = static_cast<std::size_t>(e);
   return i < std::size(names) ? names[i] : "unknown";
 }

@@ -86,6 +86,9 @@ enum class errc : std::uint8_t {
   bad_request = 12,  // decodes, but the values are out of range
   // Never sent: what a decoder reports for a datagram whose checksum does not match.
   corrupt = 13,
+  // The server has a pre-shared key and the request was not sealed with it in the server's
+  // mode, or the server has none and the request was sealed (PROTOCOL.md, "Pre-shared key").
+  authentication_required = 14,
 };
 
 // A name a listing may carry: one path component, neither "." nor "..", without "/" or NUL.

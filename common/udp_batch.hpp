@@ -31,8 +31,9 @@ class receiver {
   [[nodiscard]] bool truncated(unsigned i) const noexcept {
     return (msgs_[i].msg_hdr.msg_flags & MSG_TRUNC) != 0;
   }
-  // Its bytes, and who sent it (unset for a connected socket's).
-  [[nodiscard]] std::span<const std::byte> bytes(unsigned i) const noexcept {
+  // Its bytes, and who sent it (unset for a connected socket's). The bytes are the caller's
+  // to change (a sealed datagram is opened where it lies) until the next receive().
+  [[nodiscard]] std::span<std::byte> bytes(unsigned i) const noexcept {
     return {buf_.get() + i * slot_size_, msgs_[i].msg_len};
   }
   [[nodiscard]] const sockaddr* from(unsigned i) const noexcept {

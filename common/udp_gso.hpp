@@ -55,8 +55,8 @@ inline std::size_t gro_segment(msghdr& h) noexcept {
 // Calls `f` with each datagram of a received message, given gro_segment() of it: every one but
 // the last is exactly `segment` bytes long (0: the message is one datagram). An empty datagram
 // is still one datagram, so `f` is called at least once.
-template <class F>
-void for_each_datagram(std::span<const std::byte> all, std::size_t segment, F&& f) {
+template <class Byte, class F>
+void for_each_datagram(std::span<Byte> all, std::size_t segment, F&& f) {
   if (segment == 0) segment = all.size();
   std::size_t at = 0;
   do {

@@ -21,7 +21,10 @@
 #   WAN_TFTP_MB, WAN_TFTP_ROUNDS the TFTP peers' file and rounds there (default 8 and 1): lockstep
 #                                TFTP runs at blksize/RTT whatever the size, and with 1% loss
 #                                64 MiB took curl 152 s a round
-#   CASES                        a subset of: loopback mtu multi wan ls big path (default all);
+#   CASES                        a subset of: loopback mtu key multi wan ls big path (default all);
+#                                key is the pre-shared key's cost: the loopback file with 64 KB
+#                                and MTU-sized blocks from ferryd without a key, --key-file and
+#                                --key-file --encrypt;
 #                                path is the real-path matrix and the fairness cases, run by
 #                                scripts/bench_path.sh after the rest (about 40 minutes; its
 #                                own settings are described there)
@@ -47,7 +50,7 @@ WAN_TFTP_MB=${WAN_TFTP_MB:-8}
 MULTI_MB=${MULTI_MB:-$((SIZE_MB / 8 > 0 ? SIZE_MB / 8 : 1))}
 MULTI_SIZE=$((MULTI_MB * 1024 * 1024))
 WAN_TFTP_ROUNDS=${WAN_TFTP_ROUNDS:-1}
-CASES=${CASES:-loopback mtu multi wan ls big path}
+CASES=${CASES:-loopback mtu key multi wan ls big path}
 BENCH_MD=${BENCH_MD:-}
 CLIENTS=32
 LIST_ENTRIES=100000
@@ -605,6 +608,42 @@ if has mtu; then
     blast mtu "ferry_blast 1472" 1472 || true
     blast mtu "ferry_blast 1472 GSO" 1472 gso || true
     blast mtu "ferry_blast 1472 GSO+GRO" 1472 gso-gro || true
+  done
+fi
+
+if has key; then
+  # The same file from three servers on the same tree: without a key, with a MAC on every
+  # datagram, and with every datagram encrypted too. The client asks for blocks as much smaller
+  # as the seal's trailer is (16 or 40 bytes), so that every datagram stays 1472 bytes.
+  section "the pre-shared key: none, --key-file (MAC), --key-file --encrypt (AEAD)"
+  "$FERRY" keygen "$TMP/bench.key" >/dev/null
+  key_servers=()
+  for how in mac aead; do
+    extra=()
+    [[ $how == aead ]] && extra=(--encrypt)
+    start_server "$DATA" --key-file "$TMP/bench.key" "${extra[@]}" || {
+      say "ferryd --key-file ${extra[*]} did not start: $(tail -n 3 "$SRV_LOG.err")"
+      continue
+    }
+    key_servers+=("$how $SRV_PID $SRV_ADDR")
+  done
+  for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    for block in 65024 mtu; do
+      cmd_ferry "$FERRY_ADDR" big.bin "$DL/big.bin" \
+        --block-size $([[ $block == mtu ]] && echo "$MTU_BLOCK" || echo 65024)
+      transfer "key-$block" "ferry, no key" "$FERRY_PID" "$DATA/big.bin" "$DL/big.bin" 600 \
+        "${CMD[@]}" || true
+      for entry in "${key_servers[@]}"; do
+        read -r how pid addr <<<"$entry"
+        extra=(--key-file "$TMP/bench.key")
+        trailer=16
+        [[ $how == aead ]] && extra+=(--encrypt) && trailer=40
+        size=$([[ $block == mtu ]] && echo $((MTU_BLOCK - trailer)) || echo 65024)
+        cmd_ferry "$addr" big.bin "$DL/big.bin" --block-size "$size" "${extra[@]}"
+        transfer "key-$block" "ferry, $how" "$pid" "$DATA/big.bin" "$DL/big.bin" 600 \
+          "${CMD[@]}" || true
+      done
+    done
   done
 fi
 

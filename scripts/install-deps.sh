@@ -7,6 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libuv1-dev libcereal-dev libfmt-dev doctest-dev libcli11-dev libxxhash-dev nlohmann-json3-dev
   python3 procps iproute2
+  libsodium-dev  # the pre-shared key: MAC and AEAD
   libc-ares-dev dnsmasq-base  # DNS discovery; dnsmasq-base is the binary without the service
   # DNS-SD on a LAN: avahi-client to build; the daemon, a D-Bus daemon and avahi-publish for
   # scripts/test_avahi.sh, which starts its own (policy-rc.d below keeps the services down).

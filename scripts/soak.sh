@@ -239,8 +239,8 @@ server_counters() {
 # or drop reason must be added to PARTS.
 counters_add_up() {
   local -n c=$1
-  local parts=(requests_list requests_stat requests_get unvalidated drop_malformed drop_corrupt
-    drop_truncated)
+  local parts=(requests_list requests_stat requests_get unvalidated denied unauthenticated
+    drop_unauthenticated drop_malformed drop_corrupt drop_truncated)
   local key sum=0
   for key in datagrams_in "${parts[@]}"; do
     if [[ -z "${c[$key]:-}" ]]; then

@@ -18,7 +18,8 @@ std::size_t block_reader::serve_run(client_state& c, std::span<const pending_get
                                     std::uint64_t now) {
   const auto* cached = files_.find(run[0].rel, now);
   if (cached == nullptr) return 0;
-  std::size_t done = cached->whole ? serve_mapped(c, *cached, run) : 0;
+  // A sealed reply is built in one piece, so a mapping would only add a copy.
+  std::size_t done = cached->whole && !batch_.sealed() ? serve_mapped(c, *cached, run) : 0;
   if (done > 0 || run.size() < 2) return done;
   const auto block = run[0].block;
   std::byte* slots[scheduler::max_run];

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/dnssd.hpp"
+#include "common/envelope.hpp"
 #include "common/log.hpp"
 #include "common/units.hpp"
 #include "common/version.hpp"
@@ -35,6 +36,7 @@ int main(int argc, char** argv) {
       "  ferryd --root /srv/files --max-rate 20M      send at most 20 MiB/s in total\n"
       "  ferryd --root /srv/files --workers 0         one loop per core, on one port\n"
       "  ferryd --root /srv/files --bind 0.0.0.0 --announce   found by 'ferry discover'\n"
+      "  ferryd --root /srv/files --key-file /etc/ferry/key   only clients with the key\n"
       "  kill -USR1 $(pidof ferryd)                 print the counters now\n\n"
       "Logs go to stderr, one event a line in key=value form. SIGINT and SIGTERM stop it\n"
       "cleanly; SIGUSR1 prints its counters. The protocol is described in docs/PROTOCOL.md.\n");
@@ -58,6 +60,14 @@ int main(int argc, char** argv) {
       ->type_name("CIDR")
       ->take_all()
       ->allow_extra_args(false);
+  std::string key_file;
+  auto* key = app.add_option("--key-file", key_file,
+                             "Serve only clients with this pre-shared key (64 hex digits; make one "
+                             "with 'ferry keygen FILE'): every datagram carries a MAC")
+                  ->type_name("FILE");
+  app.add_flag("--encrypt", cfg.encrypt,
+               "With --key-file: encrypt every datagram too (XChaCha20-Poly1305)")
+      ->needs(key);
   app.add_option("--port", cfg.port, "UDP port; 0 takes a free one")->capture_default_str();
   app.add_option("--workers", cfg.workers,
                  "Event loops, each on its own thread and socket, all on one port; 0: one per "
@@ -131,6 +141,14 @@ int main(int argc, char** argv) {
   }
   log::set_level(l);
   cfg.allow = allow_list{std::move(allowed)};
+  if (!key_file.empty()) {
+    try {
+      cfg.key = envelope::key::load(key_file);
+    } catch (const std::runtime_error& e) {
+      log::write(log::level::error, e.what());
+      return 2;
+    }
+  }
   std::error_code ec;
   if (!std::filesystem::is_directory(cfg.root, ec)) {
     log::write(log::level::error, "--root is not a directory", {{"root", cfg.root}});

@@ -2,9 +2,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "common/address.hpp"
+#include "common/envelope.hpp"
 #include "common/protocol.hpp"
 #include "server/address_validation.hpp"
 #include "server/allow_list.hpp"
@@ -26,6 +28,10 @@ struct config {
   std::string root;
   // The networks served (--allow); empty: every address. Others get permission_denied.
   allow_list allow;
+  // The pre-shared key (--key-file), or null: with one, every datagram both ways is sealed with
+  // a MAC, and also encrypted if `encrypt` (--encrypt).
+  std::shared_ptr<const envelope::key> key;
+  bool encrypt = false;
   // Where one line per finished transfer or listing goes: a file, or (empty) the log at info.
   std::string access_log;
   std::string bind = "127.0.0.1";

@@ -1,6 +1,7 @@
 #include "server/outbox.hpp"
 
 #include <cerrno>
+#include <cstring>
 #include <string>
 
 #include "common/codec.hpp"
@@ -19,6 +20,18 @@ outbox::outbox(const unique_fd& socket, client_table& clients, shared_token_buck
       watcher_{w},
       queue_{max_queue, counters} {}
 
+void outbox::seal_with(envelope::sealer* s, envelope::mode m) noexcept {
+  sealer_ = s;
+  mode_ = s != nullptr ? m : envelope::mode::plain;
+  if (mode_ != envelope::mode::plain && !sealed_block_) {
+    try {
+      sealed_block_ = std::make_unique_for_overwrite<std::byte[]>(protocol::max_datagram);
+    } catch (...) {
+      ++stats_.internal_errors;  // send_block() then drops what it cannot seal
+    }
+  }
+}
+
 void outbox::send(const endpoint& peer, std::span<const iovec> bufs, bool charge) noexcept {
   if (!socket_) return;
   std::size_t total = 0;
@@ -28,30 +41,42 @@ void outbox::send(const endpoint& peer, std::span<const iovec> bufs, bool charge
 }
 
 void outbox::send_reply(const endpoint& peer, std::uint64_t id, const protocol::reply& reply,
-                        std::size_t limit) noexcept {
-  std::byte out[protocol::max_small_reply];
-  auto n = codec::encode_reply(out, id, reply);
+                        std::size_t limit, std::optional<envelope::mode> as) noexcept {
+  std::byte out[protocol::max_small_reply + envelope::max_trailer];
+  auto n = codec::encode_reply({out, protocol::max_small_reply}, id, reply);
   if (!n) {
     ++stats_.internal_errors;
     return;
   }
-  if (*n > limit) {
+  const auto m = as.value_or(mode_);
+  auto size = *n;
+  if (m != envelope::mode::plain) {
+    if (sealer_ == nullptr) {
+      ++stats_.internal_errors;
+      return;
+    }
+    size = sealer_->seal(out, size, m);
+  }
+  if (size > limit) {
     ++stats_.amplification_withheld;
     return;
   }
-  const iovec iov = udp_batch::iov_of(out, *n);
+  const iovec iov = udp_batch::iov_of(out, size);
   send(peer, {&iov, 1});
 }
 
 void outbox::send_error(const endpoint& peer, std::uint64_t id, protocol::errc code,
-                        std::size_t limit) noexcept {
+                        std::size_t limit, std::optional<envelope::mode> as,
+                        std::string_view text) noexcept {
   ++stats_.errors_sent;
   if (log::current_level() == log::level::debug) log_refusal(peer, id, code);
   ++stats_.refusals[static_cast<std::size_t>(code) % stats_.refusals.size()];
   try {
-    protocol::error_reply e{code, std::string{protocol::to_string(code)}};
-    if (limit != no_limit && codec::error_reply_size(e.message.size()) > limit) e.message.clear();
-    send_reply(peer, id, e, limit);
+    protocol::error_reply e{code, std::string{text.empty() ? protocol::to_string(code) : text}};
+    const auto trailer = envelope::trailer_size(as.value_or(mode_));
+    if (limit != no_limit && codec::error_reply_size(e.message.size()) + trailer > limit)
+      e.message.clear();
+    send_reply(peer, id, e, limit, as);
   } catch (...) {
     ++stats_.internal_errors;
   }
@@ -63,6 +88,20 @@ void outbox::send_block(const endpoint& peer, std::uint64_t id, std::uint64_t of
   auto n = codec::encode_data_prefix(prefix, id, data_reply_of(offset, r), {payload, r.length});
   if (!n) {
     ++stats_.internal_errors;
+    return;
+  }
+  if (mode_ != envelope::mode::plain) {
+    // Sealing covers the whole datagram, and encryption rewrites it: one copy, in one piece.
+    if (!sealed_block_ || sealer_ == nullptr) {
+      ++stats_.internal_errors;
+      return;
+    }
+    std::memcpy(sealed_block_.get(), prefix, *n);
+    if (r.length > 0) std::memcpy(sealed_block_.get() + *n, payload, r.length);
+    const auto size =
+        sealer_->seal({sealed_block_.get(), protocol::max_datagram}, *n + r.length, mode_);
+    const iovec one = udp_batch::iov_of(sealed_block_.get(), size);
+    send(peer, {&one, 1}, false);
     return;
   }
   const iovec bufs[2] = {udp_batch::iov_of(prefix, *n), udp_batch::iov_of(payload, r.length)};

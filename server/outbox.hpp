@@ -6,9 +6,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <memory>
+#include <optional>
 #include <span>
+#include <string_view>
 
 #include "common/address.hpp"
+#include "common/envelope.hpp"
 #include "common/protocol.hpp"
 #include "common/unique_fd.hpp"
 #include "server/client_table.hpp"
@@ -40,14 +44,23 @@ class outbox final : public reply_sink {
   outbox(const unique_fd& socket, client_table& clients, shared_token_bucket& total_rate,
          std::size_t max_queue, stats& counters, watcher& w) noexcept;
 
+  // Seals every datagram from now on in mode `m` with `s` (ferryd --key-file), which must
+  // outlive this, unless a call names another mode.
+  void seal_with(envelope::sealer* s, envelope::mode m) noexcept;
+  [[nodiscard]] envelope::mode seal_mode() const noexcept { return mode_; }
+
   // `charge`: count the bytes against --max-rate (false when they were charged in advance).
   void send(const endpoint& peer, std::span<const iovec> bufs, bool charge = true) noexcept;
-  // Sends `reply` if it encodes to at most `limit` bytes; otherwise withholds it.
+  // Sends `reply` if it is at most `limit` bytes sealed in mode `as` (the server's, if unset);
+  // otherwise withholds it.
   void send_reply(const endpoint& peer, std::uint64_t id, const protocol::reply& reply,
-                  std::size_t limit = no_limit) noexcept;
-  // To an unvalidated source (a `limit`) the code goes without its text if the text would not fit.
+                  std::size_t limit = no_limit,
+                  std::optional<envelope::mode> as = std::nullopt) noexcept;
+  // To an unvalidated source (a `limit`) the code goes without its text if the text would not
+  // fit. The text is the code's own unless `text` is given.
   void send_error(const endpoint& peer, std::uint64_t id, protocol::errc code,
-                  std::size_t limit = no_limit) noexcept;
+                  std::size_t limit = no_limit, std::optional<envelope::mode> as = std::nullopt,
+                  std::string_view text = {}) noexcept;
   // A block read off the loop, whose bytes were charged to the rate limits when it was admitted.
   void send_block(const endpoint& peer, std::uint64_t id, std::uint64_t offset,
                   const read_outcome& r, const std::byte* payload) noexcept;
@@ -70,6 +83,10 @@ class outbox final : public reply_sink {
   stats& stats_;                     // unowned
   watcher& watcher_;                 // unowned
   send_queue queue_;
+  envelope::sealer* sealer_ = nullptr;  // unowned
+  envelope::mode mode_ = envelope::mode::plain;
+  // A block read by the pool, copied behind its prefix to be sealed in one piece.
+  std::unique_ptr<std::byte[]> sealed_block_;
 };
 
 }  // namespace ferry::server

@@ -42,9 +42,7 @@ void stat_job::done(job_host& host) {
   host.finish_stat(peer, request_id, *info);
 }
 
-void list_job::run() noexcept {
-  page = dirs->list_page(root_fd, rel, cursor, protocol::max_small_reply);
-}
+void list_job::run() noexcept { page = dirs->list_page(root_fd, rel, cursor, page_bytes); }
 
 void list_job::done(job_host& host) {
   host.accessed({.op = access_op::list,

@@ -117,6 +117,7 @@ class list_job final : public pool_job {
 
   int root_fd = -1;
   std::string cursor;
+  std::size_t page_bytes = protocol::max_small_reply;  // less the seal's trailer, if any
   std::shared_ptr<dir_cache> dirs;
   result<protocol::list_reply> page{protocol::errc::io_error};
 };

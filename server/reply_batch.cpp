@@ -17,17 +17,25 @@ reply_batch::reply_batch(reply_sink& sink, shared_token_bucket& total_rate, stat
   out_.reserve(max_replies);
 }
 
+void reply_batch::seal_with(envelope::sealer* s, envelope::mode m) noexcept {
+  sealer_ = s;
+  mode_ = s != nullptr ? m : envelope::mode::plain;
+  trailer_ = envelope::trailer_size(mode_);
+}
+
 std::byte* reply_batch::payload_slot(std::uint32_t block) noexcept {
-  if (out_.size() >= max_replies || used_ + protocol::data_reply_overhead + block > capacity)
+  if (out_.size() >= max_replies ||
+      used_ + protocol::data_reply_overhead + block + trailer_ > capacity)
     flush();
   return buf_.get() + used_ + protocol::data_reply_overhead;
 }
 
 std::size_t reply_batch::payload_slots(std::uint32_t block, std::span<std::byte*> slots) noexcept {
-  const auto stride = protocol::data_reply_overhead + block;
+  const auto stride = protocol::data_reply_overhead + block + trailer_;
   if (out_.size() + slots.size() > max_replies || used_ + slots.size() * stride > capacity) flush();
   const auto n = std::min({slots.size(), max_replies - out_.size(), (capacity - used_) / stride});
-  // Every block but a last one is whole, so the replies lie back to back, as add() appends them.
+  // Every block but a last one is whole, so the replies lie back to back, as add() appends them
+  // (each with its seal's trailer, if any).
   for (std::size_t i = 0; i < n; ++i)
     slots[i] = buf_.get() + used_ + i * stride + protocol::data_reply_overhead;
   return n;
@@ -60,7 +68,8 @@ void reply_batch::add(const client_state& c, std::uint64_t id, std::uint64_t off
     ++stats_.internal_errors;
     return;
   }
-  const auto size = protocol::data_reply_overhead + r.length;
+  auto size = protocol::data_reply_overhead + r.length;
+  if (sealer_ != nullptr) size = sealer_->seal({at, size + trailer_}, size, mode_);
   if (push(outgoing{c.key, c.peer, used_, size, size, nullptr, nullptr, gso_ok_ && c.gso}))
     used_ += size;
 }
@@ -68,6 +77,10 @@ void reply_batch::add(const client_state& c, std::uint64_t id, std::uint64_t off
 bool reply_batch::add_mapped(const client_state& c, std::uint64_t id, std::uint64_t offset,
                              const read_outcome& r,
                              const std::shared_ptr<const file_mapping>& map) noexcept {
+  if (sealed()) {
+    ++stats_.internal_errors;  // block_reader does not map for a sealed batch
+    return false;
+  }
   if (out_.size() >= max_replies || used_ + protocol::data_reply_overhead > capacity) flush();
   struct encoding {
     std::byte* at;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/address.hpp"
+#include "common/envelope.hpp"
 #include "common/udp_batch.hpp"
 #include "server/client_table.hpp"
 #include "server/file_ops.hpp"
@@ -44,6 +45,12 @@ class reply_batch {
   static constexpr std::size_t max_replies = 64;
 
   reply_batch(reply_sink& sink, shared_token_bucket& total_rate, stats& counters);
+
+  // Seals every reply in mode `m` with `s` (ferryd --key-file), which must outlive this. A
+  // sealed reply is built in one piece, its trailer behind its payload: add_mapped() is then
+  // not to be used.
+  void seal_with(envelope::sealer* s, envelope::mode m) noexcept;
+  [[nodiscard]] bool sealed() const noexcept { return trailer_ != 0; }
 
   // Where the payload of a reply of up to `block` bytes goes; sends what waits first if it
   // would not fit.
@@ -90,6 +97,9 @@ class reply_batch {
   std::vector<outgoing> out_;
   udp_batch::messages msgs_;
   bool gso_ok_ = true;  // cleared when the kernel or the device cannot do UDP GSO at all
+  envelope::sealer* sealer_ = nullptr;  // unowned
+  envelope::mode mode_ = envelope::mode::plain;
+  std::size_t trailer_ = 0;  // bytes the seal adds behind each reply
 };
 
 }  // namespace ferry::server

@@ -47,6 +47,8 @@ void log_counters(std::span<const stats* const> servers, bool force) noexcept {
                 {"unvalidated", n(&stats::unvalidated)},
                 {"tokens_sent", n(&stats::tokens_sent)},
                 {"denied", n(&stats::denied)},
+                {"unauthenticated", n(&stats::unauthenticated)},
+                {"drop_unauthenticated", n(&stats::dropped_unauthenticated)},
                 {"tokens_refreshed", n(&stats::tokens_refreshed)},
                 {"amplification_withheld", n(&stats::amplification_withheld)},
                 {"drop_queue_full", n(&stats::dropped_queue_full)},

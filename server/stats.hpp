@@ -26,6 +26,9 @@ struct stats {
   std::atomic<std::uint64_t> recv_errors{0};
   // Requests from addresses outside --allow, answered with permission_denied (within 3x).
   std::atomic<std::uint64_t> denied{0};
+  // --key-file: requests answered authentication_required (unsealed, or sealed in the other
+  // mode; and sealed ones at a server without a key), and datagrams whose seal did not check.
+  std::atomic<std::uint64_t> unauthenticated{0}, dropped_unauthenticated{0};
   std::atomic<std::uint64_t> errors_sent{0}, busy_sent{0}, send_errors{0}, send_dropped{0};
   std::atomic<std::uint64_t> reads_inline{0}, reads_pooled{0}, digests_computed{0};
   // UDP GSO sends (each several datagrams), and refusals that made a client or all fall back.

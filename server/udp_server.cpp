@@ -54,6 +54,7 @@ udp_server::udp_server(uv_loop_t* loop, config cfg, std::shared_ptr<shared_state
                   cfg_.max_rate != 0 || cfg_.max_client_rate != 0},
                  stats_},
       outbox_{socket_, clients_, total_rate_, cfg_.max_send_queue, stats_, *this},
+      gate_{cfg_, outbox_, stats_},
       batch_{outbox_, total_rate_, stats_},
       reader_{files_, batch_, stats_},
       jobs_{loop,
@@ -64,6 +65,8 @@ udp_server::udp_server(uv_loop_t* loop, config cfg, std::shared_ptr<shared_state
       dirs_{std::make_shared<dir_cache>()},
       access_{access_log::limits{}, make_access_sink(loop, cfg_.access_log, stats_)} {
   cfg_.max_block = std::clamp(cfg_.max_block, protocol::min_block_size, protocol::max_block_size);
+  outbox_.seal_with(gate_.sealer(), gate_.mode());
+  batch_.seal_with(gate_.sealer(), gate_.mode());
   stop_async_.get()->data = this;
   counters_async_.get()->data = this;
   serve_idle_.get()->data = this;
@@ -172,7 +175,8 @@ void udp_server::receive_batch() noexcept {
       receiver_.for_each_datagram(i, [&](auto one) {
         ++stats_.datagrams_in;
         stats_.bytes_in += one.size();
-        if (one.size() > protocol::max_request_size) {
+        if (one.size() >
+            protocol::max_request_size + envelope::trailer_size(envelope::mode_of(one))) {
           ++stats_.dropped_truncated;  // longer than any request: never decoded
         } else {
           try {
@@ -190,11 +194,14 @@ void udp_server::receive_batch() noexcept {
   }
 }
 
-void udp_server::handle_datagram(std::span<const std::byte> bytes, const endpoint& peer) {
+void udp_server::handle_datagram(std::span<std::byte> wire, const endpoint& peer) {
   if (stopping_) return;
   const auto now = uv_now(loop_);
   // What an unvalidated source may be sent in answer to this datagram.
-  const auto limit = bytes.size() * protocol::amplification_limit;
+  const auto limit = wire.size() * protocol::amplification_limit;
+  const auto admitted = gate_.admit(wire, peer, limit);
+  if (!admitted) return;
+  const auto bytes = *admitted;
   auto validated = [&](const protocol::header& h) {
     return !cfg_.validate_addresses ||
            (h.has_token() && validator_.valid(h.token, peer.addr(), now));
@@ -379,6 +386,7 @@ void udp_server::handle_list(client_state& c, std::uint64_t id, const protocol::
   job->for_client(c, id, std::move(*rel));
   job->root_fd = root_.fd();
   job->cursor = req.cursor;
+  job->page_bytes = protocol::max_small_reply - envelope::trailer_size(outbox_.seal_mode());
   job->dirs = dirs_;
   (void)jobs_.submit(std::move(job));
 }

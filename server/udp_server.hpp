@@ -23,6 +23,7 @@
 #include "server/config.hpp"
 #include "server/file_cache.hpp"
 #include "server/file_ops.hpp"
+#include "server/key_gate.hpp"
 #include "server/outbox.hpp"
 #include "server/pool_jobs.hpp"
 #include "server/reply_batch.hpp"
@@ -73,7 +74,7 @@ class udp_server final : private job_host, private outbox::watcher {
 
   // Decodes one datagram from `peer` and answers it. Loop thread only; throws only on
   // allocation failure. on_poll() calls it, and so does the fuzz harness, without a socket.
-  void handle_datagram(std::span<const std::byte> bytes, const endpoint& peer);
+  void handle_datagram(std::span<std::byte> bytes, const endpoint& peer);
 
  private:
   void on_poll(int status, int events) noexcept;
@@ -151,6 +152,7 @@ class udp_server final : private job_host, private outbox::watcher {
   file_cache files_;
   digest_cache digests_;
   outbox outbox_;
+  key_gate gate_;
   reply_batch batch_;
   block_reader reader_;
   job_pool jobs_;

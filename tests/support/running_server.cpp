@@ -132,6 +132,8 @@ counter_values counter_values::of(const server::stats& s) noexcept {
   v.internal_errors = s.internal_errors.load();
   v.prefix_full = s.prefix_full.load();
   v.clients_evicted = s.clients_evicted.load();
+  v.unauthenticated = s.unauthenticated.load();
+  v.dropped_unauthenticated = s.dropped_unauthenticated.load();
   return v;
 }
 

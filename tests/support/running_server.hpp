@@ -70,6 +70,7 @@ struct counter_values {
   std::uint64_t errors_sent = 0, busy_sent = 0, send_errors = 0, send_dropped = 0;
   std::uint64_t internal_errors = 0;
   std::uint64_t prefix_full = 0, clients_evicted = 0;
+  std::uint64_t unauthenticated = 0, dropped_unauthenticated = 0;
   static counter_values of(const server::stats& s) noexcept;
 };
 

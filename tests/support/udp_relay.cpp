@@ -104,6 +104,12 @@ void udp_relay::run() noexcept {
       }
       const auto bytes = std::span<const std::byte>{buf.data(), static_cast<std::size_t>(n)};
       auto h = codec::decode_header(bytes);
+      const auto every = tamper_every_.load();
+      if (h && h->type == protocol::msg_type::data_reply && every != 0 &&
+          (data_forwarded_ + 1) % every == 0) {
+        buf[bytes.size() / 2] ^= std::byte{0x5a};
+        ++tampered_;
+      }
       (void)::sendto(front_, buf.data(), bytes.size(), MSG_DONTWAIT,
                      reinterpret_cast<const sockaddr*>(&client), client_len);
       if (h && h->type == protocol::msg_type::data_reply) {

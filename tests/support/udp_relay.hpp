@@ -34,6 +34,10 @@ class udp_relay {
   void cut_after_data_replies(std::uint64_t n) noexcept;
   // Forwards replies again and forgets the limit. Thread-safe.
   void restore() noexcept;
+  // Flips a byte in the middle of every `n`th data reply from now on (0: none), as an on-path
+  // forger would. Thread-safe.
+  void tamper_every(std::uint64_t n) noexcept { tamper_every_ = n; }
+  [[nodiscard]] std::uint64_t tampered() const noexcept { return tampered_; }
 
   // Every request forwarded from now on is also kept, in order, so a test can replay what a
   // real client sent. Thread-safe.
@@ -56,6 +60,8 @@ class udp_relay {
   std::atomic<std::uint64_t> data_forwarded_{0};
   std::atomic<std::uint64_t> dropped_{0};
   std::atomic<bool> recording_{false};
+  std::atomic<std::uint64_t> tamper_every_{0};
+  std::atomic<std::uint64_t> tampered_{0};
   mutable std::mutex recorded_mutex_;
   std::vector<std::vector<std::byte>> recorded_;
   std::thread thread_;

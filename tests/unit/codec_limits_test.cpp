@@ -55,12 +55,13 @@ TEST_CASE("encoders refuse what decode_reply would reject") {
     CHECK(encode_reply(out, 1, st).error() == errc::bad_request);
     st.type = proto::entry_type::other;
     CHECK(encode_reply(out, 1, st));
-    // errc::corrupt (13) is never sent, nor anything above it.
-    for (auto code : {errc::corrupt, static_cast<errc>(14), static_cast<errc>(0xff)}) {
+    // errc::corrupt (13) is never sent, nor anything above authentication_required (14).
+    for (auto code : {errc::corrupt, static_cast<errc>(15), static_cast<errc>(0xff)}) {
       CAPTURE(static_cast<int>(code));
       CHECK(encode_reply(out, 1, proto::error_reply{code, ""}).error() == errc::bad_request);
     }
     CHECK(encode_reply(out, 1, proto::error_reply{errc::bad_request, ""}));
+    CHECK(encode_reply(out, 1, proto::error_reply{errc::authentication_required, ""}));
   }
   SUBCASE("data_reply whose eof disagrees with offset + length and the file size") {
     CHECK(encode_reply(out, 1, make_data(10, true, version_of_size(5), bytes{})).error() ==
