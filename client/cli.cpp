@@ -8,6 +8,7 @@
 #include <string>
 
 #include "client/commands.hpp"
+#include "client/dnssd.hpp"
 #include "client/errors.hpp"
 #include "client/keying.hpp"
 #include "client/sync.hpp"
@@ -30,6 +31,7 @@ constexpr const char* exit_codes_text =
     "  130  interrupted by SIGINT or SIGTERM; rerun the same command to resume\n"
     "Environment:\n"
     "  FERRY_DNS_SERVER  DNS servers to ask instead of /etc/resolv.conf's: IP[:PORT],...\n"
+    "  DBUS_SYSTEM_BUS_ADDRESS  the D-Bus on which discover and dnssd+NAME reach avahi-daemon\n"
     "  FERRY_KEY_FILE    the pre-shared key file, when --key-file is not given\n";
 
 void add_common(CLI::App& cmd, command_options& o, bool path_required,
@@ -37,8 +39,9 @@ void add_common(CLI::App& cmd, command_options& o, bool path_required,
                 const char* path_help = "Path under the served directory",
                 std::vector<std::string>* paths = nullptr) {
   cmd.add_option("ADDR", o.address,
-                 "Server address: HOST[:PORT] or [IPV6]:PORT (port 7070 by default), or "
-                 "srv+NAME for the servers in NAME's _ferry._udp SRV records")
+                 "Server address: HOST[:PORT] or [IPV6]:PORT (port 7070 by default), "
+                 "srv+NAME for the servers in NAME's _ferry._udp SRV records, or dnssd+NAME for "
+                 "the server 'ferry discover' lists as NAME")
       ->required();
   auto* p = paths != nullptr ? cmd.add_option(path_name, *paths, path_help)
                              : cmd.add_option(path_name, o.path, path_help);
@@ -106,6 +109,7 @@ int main(int argc, char** argv) {
           "  ferry stat 127.0.0.1:7070 sub/file.iso       size, mtime, digest\n"
           "  ferry get 127.0.0.1:7070 sub/file.iso        fetches ./file.iso block by block\n"
           "  ferry sync 127.0.0.1:7070 . mirror/          mirrors the whole tree into mirror/\n"
+          "  ferry discover                               servers announced on the LAN\n"
           "Run 'ferry COMMAND --help' for a command's options.\n\n"} +
       exit_codes_text);
 
@@ -208,6 +212,24 @@ int main(int argc, char** argv) {
       "matched against the path below REMOTE_DIR, one without against the name alone, and one\n"
       "ending in '/' matches only directories.\n");
 
+  discover_options disc;
+  command_options disc_o;
+  auto* discover = app.add_subcommand(
+      "discover", "List the ferry servers announced on the LAN (DNS-SD, through avahi-daemon)");
+  discover
+      ->add_option("--timeout", disc.timeout_s,
+                   "Wait at most this many seconds (less once avahi has said all it knows)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 600.0));
+  discover->add_flag("--json", disc.json, "Print JSON");
+  auto* dv = discover->add_flag("-v,--verbose", disc_o.verbose, "Say what is going on, on stderr");
+  discover->add_flag("-q,--quiet", disc_o.quiet, "Print only errors")->excludes(dv);
+  discover->footer(
+      "Examples:\n"
+      "  ferry discover                     one server a line: SOURCE HOST root=ROOT ADDRESSES\n"
+      "  ferry discover --json | jq -r '.[].source'\n"
+      "  ferry get 'dnssd+files on nas' big.iso   fetch from a server it listed\n");
+
   auto* keygen =
       app.add_subcommand("keygen", "Write a new pre-shared key to FILE, for ferryd and ferry");
   std::string keygen_path;
@@ -241,6 +263,13 @@ int main(int argc, char** argv) {
       if (!out_path.empty()) g.output = out_path;
       g.progress = ::isatty(STDERR_FILENO) == 1 && !get_o.json && !get_o.quiet;
       run_get_all(get_o, get_paths, g, std::cout);
+    } else if (*discover) {
+      // Only the verbosity: discover talks to avahi, never to a server, so it needs no key.
+      log::set_level(disc_o.quiet     ? log::level::error
+                     : disc_o.verbose ? log::level::debug
+                                      : log::level::warn);
+      disc.terminal = ::isatty(STDOUT_FILENO) == 1;
+      run_discover(disc, std::cout);
     } else if (*sync) {
       apply_common(sync_o);
       sync_o.terminal = ::isatty(STDOUT_FILENO) == 1;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "client/dnssd.hpp"
 #include "client/errors.hpp"
 #include "common/log.hpp"
 
@@ -119,6 +120,13 @@ failure not_resolved(const std::string& what, const dns_status& st, clock::durat
 }  // namespace
 
 std::optional<server_spec> parse_server_spec(std::string_view text, std::string& why) {
+  if (text.substr(0, dnssd_prefix.size()) == dnssd_prefix) {
+    server_spec s;
+    s.dnssd = true;
+    s.host = std::string{text.substr(dnssd_prefix.size())};
+    if (!dnssd::valid_instance_name(s.host, why)) return std::nullopt;
+    return s;
+  }
   if (text.substr(0, srv_prefix.size()) == srv_prefix) {
     server_spec s;
     s.srv = true;
@@ -182,6 +190,12 @@ dns_options dns_from_environment() {
 
 std::vector<found_server> discover(const server_spec& spec, clock::duration timeout,
                                    const dns_options& dns) {
+  if (spec.dnssd) {
+    std::vector<found_server> out;
+    for (const auto& ep : resolve_dnssd(spec.host, timeout))
+      out.push_back({ep, 0, std::string{dnssd_prefix} + spec.host});
+    return out;
+  }
   if (!spec.srv) {
     if (auto ep = numeric(spec.host, spec.port)) return {found_server{*ep, 0, {}}};
   }

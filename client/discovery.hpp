@@ -22,12 +22,16 @@ inline constexpr std::size_t max_found_servers = 64;
 // "srv+NAME" names the servers in NAME's SRV records of this service.
 inline constexpr std::string_view srv_prefix = "srv+";
 inline constexpr std::string_view srv_service = "_ferry._udp.";
+// "dnssd+NAME" names the ferry service NAME that DNS-SD finds on the LAN (client/dnssd.hpp).
+inline constexpr std::string_view dnssd_prefix = "dnssd+";
 
-// What the user wrote as ADDR: HOST[:PORT], [V6]:PORT, or srv+NAME.
+// What the user wrote as ADDR: HOST[:PORT], [V6]:PORT, srv+NAME or dnssd+NAME.
 struct server_spec {
-  std::string host;  // an address, a host name, or (srv) the name under _ferry._udp
+  std::string host;  // an address, a host name, (srv) the name under _ferry._udp, or (dnssd)
+                     // the DNS-SD instance name
   std::uint16_t port = default_port;
   bool srv = false;
+  bool dnssd = false;
 };
 // Parses `text`; nullopt with `why` set on bad syntax.
 [[nodiscard]] std::optional<server_spec> parse_server_spec(std::string_view text, std::string& why);

@@ -99,10 +99,13 @@ std::vector<candidate> find_all(const std::vector<std::string>& texts, clock::du
     std::string why;
     const auto spec = parse_server_spec(texts[k], why);
     if (!spec)
-      throw failure{exit_code::usage,
-                    fmt::format("bad address '{}': {} (write HOST[:PORT], e.g. 127.0.0.1:7070 or "
-                                "[::1]:7070, or srv+NAME for NAME's _ferry._udp SRV records)",
-                                texts[k], why)};
+      throw failure{
+          exit_code::usage,
+          fmt::format(
+              "bad address '{}': {} (write HOST[:PORT], e.g. 127.0.0.1:7070 or "
+              "[::1]:7070, srv+NAME for NAME's _ferry._udp SRV records, or dnssd+NAME for a "
+              "server 'ferry discover' lists)",
+              texts[k], why)};
     for (auto& f : discover(*spec, timeout, dns_from_environment())) {
       log::debug(
           "{} resolves to {}{}", texts[k], to_string(f.address),

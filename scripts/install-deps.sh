@@ -9,6 +9,9 @@ packages=(
   python3 procps iproute2
   libsodium-dev  # the pre-shared key: MAC and AEAD
   libc-ares-dev dnsmasq-base  # DNS discovery; dnsmasq-base is the binary without the service
+  # DNS-SD on a LAN: avahi-client to build; the daemon, a D-Bus daemon and avahi-publish for
+  # scripts/test_avahi.sh, which starts its own (policy-rc.d below keeps the services down).
+  libavahi-client-dev avahi-daemon dbus-daemon avahi-utils
   nftables ethtool iputils-ping  # scripts/netpath.sh: the real-path test
   scdoc mandoc bash-completion
   dpkg-dev systemd strace lintian  # scripts/test_package.sh: the package

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "common/dnssd.hpp"
 #include "common/envelope.hpp"
 #include "common/log.hpp"
 #include "common/units.hpp"
@@ -34,6 +35,7 @@ int main(int argc, char** argv) {
       "  ferryd --root /srv/files --stats-interval 60\n"
       "  ferryd --root /srv/files --max-rate 20M      send at most 20 MiB/s in total\n"
       "  ferryd --root /srv/files --workers 0         one loop per core, on one port\n"
+      "  ferryd --root /srv/files --bind 0.0.0.0 --announce   found by 'ferry discover'\n"
       "  ferryd --root /srv/files --key-file /etc/ferry/key   only clients with the key\n"
       "  kill -USR1 $(pidof ferryd)                 print the counters now\n\n"
       "Logs go to stderr, one event a line in key=value form. SIGINT and SIGTERM stop it\n"
@@ -75,6 +77,20 @@ int main(int argc, char** argv) {
   app.add_flag_function(
       "--reuseport", [&cfg](std::int64_t) { cfg.share_port = port_sharing::any; },
       "Share the port with other ferryd processes started with --reuseport (SO_REUSEPORT)");
+  app.add_flag("--announce", cfg.announce,
+               "Announce the server on the LAN with DNS-SD (_ferry._udp, through avahi-daemon); "
+               "'ferry discover' lists it");
+  app.add_option_function<std::string>(
+         "--announce-name",
+         [&cfg](const std::string& name) {
+           std::string why;
+           if (!dnssd::valid_instance_name(name, why))
+             throw CLI::ValidationError{"--announce-name", why};
+           cfg.announce_name = name;
+           cfg.announce = true;
+         },
+         "The DNS-SD service name (implies --announce); default: 'ROOT on HOST'")
+      ->type_name("NAME");
   app.add_option("--max-block", cfg.max_block, "Largest block served, in bytes")
       ->capture_default_str()
       ->check(CLI::Range(protocol::min_block_size, protocol::max_block_size));

@@ -35,6 +35,10 @@ struct config {
   // Where one line per finished transfer or listing goes: a file, or (empty) the log at info.
   std::string access_log;
   std::string bind = "127.0.0.1";
+  // --announce: publish the server with DNS-SD through avahi-daemon (server/announce.hpp), under
+  // announce_name (empty: "ROOT on HOST").
+  bool announce = false;
+  std::string announce_name;
   std::uint16_t port = default_port;             // 0 takes a free port
   unsigned workers = 1;                          // loops, each with its own socket; 0: one per core
   port_sharing share_port = port_sharing::none;  // any: --reuseport

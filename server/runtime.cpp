@@ -12,6 +12,7 @@
 
 #include "common/log.hpp"
 #include "common/uv_owned.hpp"
+#include "server/announce.hpp"
 #include "server/udp_server.hpp"
 
 namespace ferry::server {
@@ -152,6 +153,12 @@ int run_until_signalled(const config& cfg) {
       std::fflush(stdout);
       log::write(log::level::info, "listening",
                  {{"addr", addr}, {"root", cfg.root}, {"workers", std::to_string(count)}});
+      // Withdrawn as soon as the loop ends, so that clients stop finding a server that stops.
+      std::unique_ptr<announcer> announced;
+      if (cfg.announce)
+        announced = std::make_unique<announcer>(
+            announce_options{cfg.announce_name, cfg.root, cfg.bind,
+                             workers.front()->server->local_endpoint().port()});
       uv_run(&control, UV_RUN_DEFAULT);
     } catch (const std::exception& e) {
       log::write(log::level::error, e.what());
