@@ -2,8 +2,8 @@
 
 // The pre-shared key's envelope around a datagram (PROTOCOL.md, "Pre-shared key"). A sealed
 // datagram is the plain one with a flag set in its header and a trailer after its last byte:
-// a keyed BLAKE2b tag over every byte (mac), or the bytes after the header encrypted in place
-// with XChaCha20-Poly1305, the header as associated data, then the nonce and the tag (aead).
+// a nonce and an XChaCha20-Poly1305 tag, with every byte as associated data (mac), or with the
+// bytes after the header encrypted in place and the header as associated data (aead).
 // Opening checks the tag and gives back the plain datagram, flag cleared, for the codec.
 
 #include <array>
@@ -24,7 +24,7 @@ inline constexpr std::size_t max_trailer = nonce_size + tag_size;
 enum class mode : std::uint8_t { plain, mac, aead };
 
 [[nodiscard]] constexpr std::size_t trailer_size(mode m) noexcept {
-  return m == mode::mac ? tag_size : m == mode::aead ? max_trailer : 0;
+  return m == mode::plain ? 0 : max_trailer;
 }
 [[nodiscard]] const char* to_string(mode m) noexcept;
 

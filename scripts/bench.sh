@@ -614,7 +614,7 @@ fi
 if has key; then
   # The same file from three servers on the same tree: without a key, with a MAC on every
   # datagram, and with every datagram encrypted too. The client asks for blocks as much smaller
-  # as the seal's trailer is (16 or 40 bytes), so that every datagram stays 1472 bytes.
+  # as the seal's trailer is (40 bytes), so that every datagram stays 1472 bytes.
   section "the pre-shared key: none, --key-file (MAC), --key-file --encrypt (AEAD)"
   "$FERRY" keygen "$TMP/bench.key" >/dev/null
   key_servers=()
@@ -636,9 +636,8 @@ if has key; then
       for entry in "${key_servers[@]}"; do
         read -r how pid addr <<<"$entry"
         extra=(--key-file "$TMP/bench.key")
-        trailer=16
-        [[ $how == aead ]] && extra+=(--encrypt) && trailer=40
-        size=$([[ $block == mtu ]] && echo $((MTU_BLOCK - trailer)) || echo 65024)
+        [[ $how == aead ]] && extra+=(--encrypt)
+        size=$([[ $block == mtu ]] && echo $((MTU_BLOCK - 40)) || echo 65024)
         cmd_ferry "$addr" big.bin "$DL/big.bin" --block-size "$size" "${extra[@]}"
         transfer "key-$block" "ferry, $how" "$pid" "$DATA/big.bin" "$DL/big.bin" 600 \
           "${CMD[@]}" || true

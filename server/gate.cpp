@@ -31,11 +31,12 @@ std::optional<std::span<std::byte>> gate::open(std::span<std::byte> wire, const 
     if (m == mode::plain) return wire;
     // Nothing here can open it. Under a MAC the request itself is readable, and its checksum
     // says whether it is whole: answered as any request is. An encrypted one is unreadable.
-    if (m == mode::aead || wire.size() < protocol::header_size + envelope::tag_size) {
+    if (m == mode::aead ||
+        wire.size() < protocol::header_size + envelope::trailer_size(mode::mac)) {
       ++stats_.dropped_malformed;
       return std::nullopt;
     }
-    auto inner = wire.first(wire.size() - envelope::tag_size);
+    auto inner = wire.first(wire.size() - envelope::trailer_size(mode::mac));
     envelope::clear_seal_flags(inner);
     answer(inner, peer, limit, mode::plain, "this server has no key: run ferry without --key-file");
     return std::nullopt;

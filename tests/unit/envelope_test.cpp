@@ -139,14 +139,15 @@ TEST_CASE("a block altered with its checksum made to match is still refused") {
   envelope::sealer s{key_of(1)};
   const auto plain = data_datagram(512);
   auto wire = sealed(s, plain, mode::mac);
-  bytes forged{wire.begin(), wire.end() - envelope::tag_size};
+  const auto trailer = static_cast<std::ptrdiff_t>(envelope::trailer_size(mode::mac));
+  bytes forged{wire.begin(), wire.end() - trailer};
   forged[forged.size() - 1] ^= std::byte{0xff};  // the last payload byte
   // Cleared flags, so the checksum is what an encoder would write; then the flag back on.
   forged[7] &= std::byte{0xf9};
   REQUIRE(reseal(forged));
   REQUIRE(ferry::codec::decode_reply(forged));  // a block the codec alone would take
   forged[7] |= std::byte{envelope::flag_mac};
-  forged.insert(forged.end(), wire.end() - envelope::tag_size, wire.end());
+  forged.insert(forged.end(), wire.end() - trailer, wire.end());
   CHECK(s.open(forged).why == refusal::forged);
 }
 
