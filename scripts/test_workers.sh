@@ -106,10 +106,15 @@ gets=$(counter worker_gets "$SRV_LOG.err")
 check "both workers served GETs (worker_gets=$gets)" both_served "$gets"
 check_eq "requests_get is the sum of worker_gets" $((${gets%,*} + ${gets#*,})) \
   "$(counter requests_get "$SRV_LOG.err")"
-check_eq "active_addresses counts the clients of both workers" "$N" \
-  "$(counter active_addresses "$SRV_LOG.err")"
+active=$(counter active_addresses "$SRV_LOG.err")
 stop_server "$SRV_PID"
 check_eq "SIGTERM stops every worker, exit 0" 0 "$STOP_RC"
+# The clients' addresses as the access log names them (their transfers end in it at the stop
+# at the latest). Usually N; fewer when the kernel gave a later client the port of an earlier
+# one that had exited, which made CI fail once (15 of 16) when this compared with N.
+clients=$(grep 'msg=access op=get' "$SRV_LOG.err" | grep -o 'client=[^ ]*' | sort -u | wc -l)
+check_int "the access log names most of the $N clients" "$clients" -ge $((N - 2))
+check_eq "active_addresses counts the clients of both workers" "$clients" "$active"
 check_int "the counters are logged once more at the stop" \
   "$(grep -c 'msg=counters' "$SRV_LOG.err")" -eq 2
 
